@@ -1,0 +1,1 @@
+//! Configuration (TOML contract of DESIGN §7).

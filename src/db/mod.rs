@@ -1,0 +1,1 @@
+//! Database: attestations, decisions, NAR objects, events (sqlx; SQLite and PostgreSQL).

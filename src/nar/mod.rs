@@ -1,0 +1,1 @@
+//! NAR path: streaming decompression, hashing, verification and the content-addressed store.

@@ -1,0 +1,1 @@
+//! The quorum rule: (attestations, policy) -> decision. Pure.

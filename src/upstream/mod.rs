@@ -1,0 +1,1 @@
+//! Upstream HTTP: narinfo fan-out and NAR downloads.
