@@ -1,1 +1,12 @@
-//! Pure wire formats: no I/O.
+//! Pure wire formats, no I/O: nix32, store paths, narinfos, keys and signatures for both
+//! flavors. Everything here is deterministic and unit-tested against real vectors
+//! (`tests/vectors/`).
+
+pub mod nix32;
+pub mod store_path;
+pub mod narinfo;
+pub mod nix_key;
+
+pub mod sexp;
+pub mod guix_key;
+pub mod guix_narinfo;

@@ -1,0 +1,1 @@
+//! (Guix protocol; being written.)

@@ -1,0 +1,1 @@
+//! (Nix protocol; being written.)
