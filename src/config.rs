@@ -1,1 +1,726 @@
-//! Configuration (TOML contract of DESIGN §7).
+//! Configuration: the TOML contract of DESIGN §7, its defaults, and validation whose errors
+//! name the offending key.
+//!
+//! ```toml
+//! listen = "127.0.0.1:8080"
+//! state_dir = "./quorate-state"
+//!
+//! [[cache]]
+//! name = "nixos"
+//! flavor = "nix"
+//! quorum = 2
+//!
+//!   [[cache.builder]]
+//!   name = "hydra"
+//!   keys = ["cache.nixos.org-1:6NCHdD59X431o0gWypbMrAURkbJ16ZPMQFGspcDShjY="]
+//!
+//!   [[cache.upstream]]
+//!   url = "https://cache.nixos.org"
+//! ```
+//!
+//! Parsing happens in two steps: serde reads the raw file with `deny_unknown_fields` (a typo
+//! must never silently drop a security setting), then [`Config::from_raw`] checks the meaning
+//! (quorum reachable, required builders exist, keys parse, no key shared by two builders) and
+//! resolves relative paths against the config file's directory.
+
+use std::collections::{BTreeSet, HashMap};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::protocol::nix_key::NixPublicKey;
+use crate::quorum::OnDissent;
+
+/// A configuration problem, phrased for the operator.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// TOML syntax or schema error (unknown keys, wrong types); toml's message names the key
+    /// and line.
+    #[error("invalid config {path}: {message}")]
+    Toml {
+        /// The file.
+        path: String,
+        /// toml's description, with line and column.
+        message: String,
+    },
+    /// A value is syntactically fine but not acceptable.
+    #[error("invalid config: `{key}`: {message}")]
+    Invalid {
+        /// Dotted path of the key, e.g. `cache[0].quorum`.
+        key: String,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+fn invalid(key: impl Into<String>, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key: key.into(),
+        message: message.into(),
+    }
+}
+
+/// Which client protocol a cache speaks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Flavor {
+    /// Nix binary cache protocol (narinfo with `Sig:` lines, ed25519).
+    Nix,
+    /// Guix substitute protocol (guix-publish narinfo, ECDSA over edwards25519).
+    Guix,
+}
+
+impl Flavor {
+    /// The default store directory for this flavor.
+    pub fn default_store_dir(self) -> &'static str {
+        match self {
+            Flavor::Nix => "/nix/store",
+            Flavor::Guix => "/gnu/store",
+        }
+    }
+}
+
+// ---------------------------------------------------------------- raw (serde) schema
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    listen: Option<String>,
+    state_dir: Option<PathBuf>,
+    database_url: Option<String>,
+    max_cache_size: Option<String>,
+    upstream_timeout: Option<String>,
+    #[serde(default)]
+    cache: Vec<RawCache>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCache {
+    name: String,
+    flavor: Flavor,
+    mount: Option<String>,
+    store_dir: Option<String>,
+    signing_key_file: Option<PathBuf>,
+    signing_key_name: Option<String>,
+    priority: Option<u32>,
+    quorum: Option<i64>,
+    on_dissent: Option<String>,
+    #[serde(default)]
+    required_builders: Vec<String>,
+    #[serde(default)]
+    builder: Vec<RawBuilder>,
+    #[serde(default)]
+    upstream: Vec<RawUpstream>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawBuilder {
+    name: String,
+    keys: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawUpstream {
+    url: String,
+    priority: Option<u32>,
+    bearer_token: Option<String>,
+}
+
+// ---------------------------------------------------------------- validated config
+
+/// The whole, validated configuration.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Address the HTTP server binds.
+    pub listen: SocketAddr,
+    /// NAR store, generated keys and the SQLite database live here.
+    pub state_dir: PathBuf,
+    /// `sqlite://...` (default, in `state_dir`) or `postgres://...`.
+    pub database_url: String,
+    /// Upper bound of the local NAR store in bytes; `None` = unbounded.
+    pub max_cache_size: Option<u64>,
+    /// How long one upstream request may take before it counts as failed.
+    pub upstream_timeout: Duration,
+    /// The served caches.
+    pub caches: Vec<CacheConfig>,
+}
+
+/// One served substitute endpoint (DESIGN §2 "cache").
+#[derive(Clone, Debug)]
+pub struct CacheConfig {
+    /// Unique name; recorded with every attestation and decision.
+    pub name: String,
+    /// Protocol spoken to clients and upstreams.
+    pub flavor: Flavor,
+    /// URL prefix without trailing slash; `""` for the root.
+    pub mount: String,
+    /// Store directory, e.g. `/nix/store`.
+    pub store_dir: String,
+    /// quorate's own secret key for this cache (generated on first start if missing).
+    pub signing_key_file: PathBuf,
+    /// Name for a generated Nix key (ignored for Guix and for existing files).
+    pub signing_key_name: String,
+    /// `Priority:` announced in `nix-cache-info`.
+    pub priority: u32,
+    /// Minimum number of distinct builders that must agree.
+    pub quorum: usize,
+    /// What a dissenting trusted builder does to the decision.
+    pub on_dissent: OnDissent,
+    /// Builders that must be among the agreeing ones.
+    pub required_builders: Vec<String>,
+    /// The independent parties whose signatures count.
+    pub builders: Vec<BuilderConfig>,
+    /// Where narinfos and NARs are fetched from (untrusted).
+    pub upstreams: Vec<UpstreamConfig>,
+}
+
+/// A builder and its public keys (all keys together count as one vote).
+#[derive(Clone, Debug)]
+pub struct BuilderConfig {
+    /// The builder's name.
+    pub name: String,
+    /// Its keys, parsed for the cache's flavor.
+    pub keys: Vec<BuilderKey>,
+}
+
+/// A builder public key in its flavor's format.
+#[derive(Clone, Debug)]
+pub enum BuilderKey {
+    /// `name:base64(32)`.
+    Nix(NixPublicKey),
+    /// `(public-key (ecc (curve Ed25519) (q #..#)))`, as text until the Guix key type lands.
+    Guix(String),
+}
+
+impl BuilderKey {
+    /// The identity recorded in attestations: Nix key name, or hex of Guix `q`.
+    pub fn key_name(&self) -> String {
+        match self {
+            BuilderKey::Nix(k) => k.name.clone(),
+            BuilderKey::Guix(k) => k.clone(),
+        }
+    }
+
+    /// The key in its usual text form (recorded as "keys seen").
+    pub fn to_text(&self) -> String {
+        match self {
+            BuilderKey::Nix(k) => k.to_string(),
+            BuilderKey::Guix(k) => k.clone(),
+        }
+    }
+}
+
+/// An upstream substitute server.
+#[derive(Clone, Debug)]
+pub struct UpstreamConfig {
+    /// Base URL without trailing slash.
+    pub url: String,
+    /// NAR source preference: lower first.
+    pub priority: u32,
+    /// Sent as `Authorization: Bearer` for private caches.
+    pub bearer_token: Option<String>,
+}
+
+/// cache.nixos.org's public key, for the default configuration.
+pub const NIXOS_KEY: &str = "cache.nixos.org-1:6NCHdD59X431o0gWypbMrAURkbJ16ZPMQFGspcDShjY=";
+
+impl Config {
+    /// Read and validate a config file; relative paths resolve against its directory.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let base = path
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| PathBuf::from("."));
+        let base = if base.as_os_str().is_empty() {
+            PathBuf::from(".")
+        } else {
+            base
+        };
+        Config::from_toml(&text, &path.display().to_string(), &base)
+    }
+
+    /// Parse and validate TOML text; `origin` names it in errors, `base` resolves paths.
+    pub fn from_toml(text: &str, origin: &str, base: &Path) -> Result<Config, ConfigError> {
+        let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Toml {
+            path: origin.to_string(),
+            message: e.to_string().trim().to_string(),
+        })?;
+        Config::from_raw(raw, base)
+    }
+
+    /// The configuration `quorate serve` runs without `--config`: one Nix cache at `/` in
+    /// front of cache.nixos.org, trusting hydra alone (quorum 1).
+    pub fn default_config() -> Config {
+        let text = format!(
+            r#"
+            [[cache]]
+            name = "nixos"
+            flavor = "nix"
+            quorum = 1
+              [[cache.builder]]
+              name = "hydra"
+              keys = ["{NIXOS_KEY}"]
+              [[cache.upstream]]
+              url = "https://cache.nixos.org"
+            "#
+        );
+        // The embedded default is valid by construction; a failure here is a programming
+        // error caught by the unit test `default_config_is_valid`.
+        match Config::from_toml(&text, "<default>", Path::new(".")) {
+            Ok(c) => c,
+            Err(e) => unreachable!("built-in default config is invalid: {e}"),
+        }
+    }
+
+    fn from_raw(raw: RawConfig, base: &Path) -> Result<Config, ConfigError> {
+        let listen = raw.listen.as_deref().unwrap_or("127.0.0.1:8080");
+        let listen = SocketAddr::from_str(listen)
+            .map_err(|e| invalid("listen", format!("`{listen}` is not an address: {e}")))?;
+        let state_dir = base.join(
+            raw.state_dir
+                .unwrap_or_else(|| PathBuf::from("quorate-state")),
+        );
+        let database_url = match raw.database_url {
+            Some(url) => {
+                if !(url.starts_with("sqlite:")
+                    || url.starts_with("postgres://")
+                    || url.starts_with("postgresql://"))
+                {
+                    return Err(invalid(
+                        "database_url",
+                        "must start with sqlite:, postgres:// or postgresql://",
+                    ));
+                }
+                url
+            }
+            None => format!("sqlite://{}", state_dir.join("quorate.db").display()),
+        };
+        let max_cache_size = raw
+            .max_cache_size
+            .as_deref()
+            .map(|s| parse_size(s).map_err(|m| invalid("max_cache_size", m)))
+            .transpose()?;
+        let upstream_timeout = raw
+            .upstream_timeout
+            .as_deref()
+            .map(|s| parse_duration(s).map_err(|m| invalid("upstream_timeout", m)))
+            .transpose()?
+            .unwrap_or(Duration::from_secs(10));
+        if raw.cache.is_empty() {
+            return Err(invalid("cache", "at least one [[cache]] is required"));
+        }
+        let mut caches = Vec::new();
+        let mut names = BTreeSet::new();
+        let mut mounts = BTreeSet::new();
+        for (i, rc) in raw.cache.into_iter().enumerate() {
+            let c = CacheConfig::from_raw(rc, i, base, &state_dir)?;
+            if !names.insert(c.name.clone()) {
+                return Err(invalid(
+                    format!("cache[{i}].name"),
+                    format!("duplicate cache name `{}`", c.name),
+                ));
+            }
+            if !mounts.insert(c.mount.clone()) {
+                return Err(invalid(
+                    format!("cache[{i}].mount"),
+                    format!("mount `{}/` is used by two caches", c.mount),
+                ));
+            }
+            caches.push(c);
+        }
+        // A cache at `/` would shadow others' routes only for its own file names; mounts
+        // that nest inside each other are refused to keep routing unambiguous.
+        for a in &mounts {
+            for b in &mounts {
+                if !a.is_empty() && a != b && b.starts_with(&format!("{a}/")) {
+                    return Err(invalid(
+                        "cache.mount",
+                        format!("mount `{b}` is inside `{a}`"),
+                    ));
+                }
+            }
+        }
+        Ok(Config {
+            listen,
+            state_dir,
+            database_url,
+            max_cache_size,
+            upstream_timeout,
+            caches,
+        })
+    }
+}
+
+impl CacheConfig {
+    fn from_raw(
+        rc: RawCache,
+        i: usize,
+        base: &Path,
+        state_dir: &Path,
+    ) -> Result<CacheConfig, ConfigError> {
+        let key = |k: &str| format!("cache[{i}].{k}");
+        if rc.name.is_empty()
+            || !rc
+                .name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+        {
+            return Err(invalid(
+                key("name"),
+                "must be non-empty and use only letters, digits, '-', '_' and '.'",
+            ));
+        }
+        let mount = normalise_mount(rc.mount.as_deref().unwrap_or("/"))
+            .map_err(|m| invalid(key("mount"), m))?;
+        let store_dir = rc
+            .store_dir
+            .unwrap_or_else(|| rc.flavor.default_store_dir().to_string());
+        if !store_dir.starts_with('/') || store_dir.len() < 2 || store_dir.ends_with('/') {
+            return Err(invalid(
+                key("store_dir"),
+                "must be an absolute path without trailing slash",
+            ));
+        }
+        let signing_key_file = match rc.signing_key_file {
+            Some(p) => base.join(p),
+            None => state_dir.join("keys").join(format!(
+                "{}.{}",
+                rc.name,
+                match rc.flavor {
+                    Flavor::Nix => "sec",
+                    Flavor::Guix => "guix.sec",
+                }
+            )),
+        };
+        let signing_key_name = rc.signing_key_name.unwrap_or_else(|| "quorate-1".into());
+        let on_dissent = match rc.on_dissent.as_deref().unwrap_or("refuse") {
+            "refuse" => OnDissent::Refuse,
+            "majority" => OnDissent::Majority,
+            other => {
+                return Err(invalid(
+                    key("on_dissent"),
+                    format!("`{other}` is not one of \"refuse\", \"majority\""),
+                ))
+            }
+        };
+        if rc.builder.is_empty() {
+            return Err(invalid(
+                key("builder"),
+                "at least one [[cache.builder]] is required",
+            ));
+        }
+        let mut builders = Vec::new();
+        let mut key_owner: HashMap<String, String> = HashMap::new();
+        for (j, rb) in rc.builder.into_iter().enumerate() {
+            let bkey = |k: &str| format!("cache[{i}].builder[{j}].{k}");
+            if rb.name.is_empty() {
+                return Err(invalid(bkey("name"), "must not be empty"));
+            }
+            if builders.iter().any(|b: &BuilderConfig| b.name == rb.name) {
+                return Err(invalid(
+                    bkey("name"),
+                    format!("duplicate builder name `{}`", rb.name),
+                ));
+            }
+            if rb.keys.is_empty() {
+                return Err(invalid(bkey("keys"), "a builder needs at least one key"));
+            }
+            let mut keys = Vec::new();
+            for (k, text) in rb.keys.iter().enumerate() {
+                let parsed = parse_builder_key(rc.flavor, text, base)
+                    .map_err(|m| invalid(format!("cache[{i}].builder[{j}].keys[{k}]"), m))?;
+                let id = parsed.key_name();
+                if let Some(owner) = key_owner.insert(id.clone(), rb.name.clone()) {
+                    return Err(invalid(
+                        format!("cache[{i}].builder[{j}].keys[{k}]"),
+                        format!("key `{id}` is already a key of builder `{owner}`: one key, one builder"),
+                    ));
+                }
+                keys.push(parsed);
+            }
+            builders.push(BuilderConfig {
+                name: rb.name,
+                keys,
+            });
+        }
+        let quorum = rc.quorum.unwrap_or(1);
+        if quorum < 1 || quorum as usize > builders.len() {
+            return Err(invalid(
+                key("quorum"),
+                format!(
+                    "must be between 1 and the number of builders ({}), got {quorum}",
+                    builders.len()
+                ),
+            ));
+        }
+        for rb in &rc.required_builders {
+            if !builders.iter().any(|b| &b.name == rb) {
+                return Err(invalid(
+                    key("required_builders"),
+                    format!("`{rb}` is not a configured builder of this cache"),
+                ));
+            }
+        }
+        if rc.upstream.is_empty() {
+            return Err(invalid(
+                key("upstream"),
+                "at least one [[cache.upstream]] is required",
+            ));
+        }
+        let mut upstreams = Vec::new();
+        for (j, ru) in rc.upstream.into_iter().enumerate() {
+            let url = ru.url.trim_end_matches('/').to_string();
+            if !(url.starts_with("http://") || url.starts_with("https://")) || url.len() < 8 {
+                return Err(invalid(
+                    format!("cache[{i}].upstream[{j}].url"),
+                    format!("`{}` is not an http:// or https:// URL", ru.url),
+                ));
+            }
+            if upstreams.iter().any(|u: &UpstreamConfig| u.url == url) {
+                return Err(invalid(
+                    format!("cache[{i}].upstream[{j}].url"),
+                    format!("upstream `{url}` is listed twice"),
+                ));
+            }
+            upstreams.push(UpstreamConfig {
+                url,
+                priority: ru.priority.unwrap_or(10 + j as u32),
+                bearer_token: ru.bearer_token,
+            });
+        }
+        Ok(CacheConfig {
+            name: rc.name,
+            flavor: rc.flavor,
+            mount,
+            store_dir,
+            signing_key_file,
+            signing_key_name,
+            priority: rc.priority.unwrap_or(40),
+            quorum: quorum as usize,
+            on_dissent,
+            required_builders: rc.required_builders,
+            builders,
+            upstreams,
+        })
+    }
+
+    /// The builder holding the key identified by `key_name`, if any.
+    pub fn builder_of(&self, key_name: &str) -> Option<&BuilderConfig> {
+        self.builders
+            .iter()
+            .find(|b| b.keys.iter().any(|k| k.key_name() == key_name))
+    }
+}
+
+fn parse_builder_key(flavor: Flavor, text: &str, base: &Path) -> Result<BuilderKey, String> {
+    match flavor {
+        Flavor::Nix => NixPublicKey::from_str(text.trim())
+            .map(BuilderKey::Nix)
+            .map_err(|e| format!("not a Nix public key (name:base64): {e}")),
+        Flavor::Guix => {
+            let trimmed = text.trim();
+            let sexp = if trimmed.starts_with('(') {
+                trimmed.to_string()
+            } else {
+                let path = base.join(trimmed);
+                std::fs::read_to_string(&path)
+                    .map_err(|e| format!("cannot read key file {}: {e}", path.display()))?
+            };
+            Ok(BuilderKey::Guix(sexp))
+        }
+    }
+}
+
+fn normalise_mount(m: &str) -> Result<String, String> {
+    if !m.starts_with('/') {
+        return Err(format!("`{m}` must start with '/'"));
+    }
+    let trimmed = m.trim_end_matches('/');
+    if trimmed.split('/').skip(1).any(|seg| {
+        seg.is_empty()
+            || seg == "."
+            || seg == ".."
+            || !seg
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+    }) {
+        return Err(format!(
+            "`{m}` must be '/' or '/'-separated segments of letters, digits, '-', '_', '.'"
+        ));
+    }
+    if ["/metrics", "/healthz", "/readyz", "/api"].contains(&trimmed) {
+        return Err(format!("`{m}` is reserved for quorate's own routes"));
+    }
+    Ok(trimmed.to_string())
+}
+
+/// Parse a byte size such as `50GiB`, `500MB`, `1024`.
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let split = t
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: f64 = num
+        .parse()
+        .map_err(|_| format!("`{s}` is not a size like \"50GiB\""))?;
+    let mult: f64 = match unit.trim() {
+        "" | "B" => 1.0,
+        "K" | "KiB" => 1024.0,
+        "KB" => 1e3,
+        "M" | "MiB" => 1024.0 * 1024.0,
+        "MB" => 1e6,
+        "G" | "GiB" => 1024.0 * 1024.0 * 1024.0,
+        "GB" => 1e9,
+        "T" | "TiB" => 1024.0 * 1024.0 * 1024.0 * 1024.0,
+        "TB" => 1e12,
+        other => return Err(format!("unknown size unit `{other}` in `{s}`")),
+    };
+    let v = n * mult;
+    if !(v.is_finite() && v >= 1.0 && v < u64::MAX as f64) {
+        return Err(format!("`{s}` is out of range"));
+    }
+    Ok(v as u64)
+}
+
+/// Parse a duration such as `500ms`, `10s`, `2m`.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("`{s}` is not a duration like \"10s\""))?;
+    let d = match unit {
+        "ms" => Duration::from_millis(n),
+        "s" | "" => Duration::from_secs(n),
+        "m" => Duration::from_secs(n.saturating_mul(60)),
+        other => return Err(format!("unknown duration unit `{other}` in `{s}`")),
+    };
+    if d.is_zero() {
+        return Err("must be greater than zero".into());
+    }
+    Ok(d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(text: &str) -> Result<Config, ConfigError> {
+        Config::from_toml(text, "test.toml", Path::new("/etc/quorate"))
+    }
+
+    const MINIMAL: &str = r#"
+        [[cache]]
+        name = "nixos"
+        flavor = "nix"
+        quorum = 1
+          [[cache.builder]]
+          name = "hydra"
+          keys = ["cache.nixos.org-1:6NCHdD59X431o0gWypbMrAURkbJ16ZPMQFGspcDShjY="]
+          [[cache.upstream]]
+          url = "https://cache.nixos.org/"
+    "#;
+
+    #[test]
+    fn default_config_is_valid() {
+        let c = Config::default_config();
+        assert_eq!(c.caches.len(), 1);
+        assert_eq!(c.caches[0].quorum, 1);
+        assert_eq!(c.caches[0].mount, "");
+        assert!(c.database_url.starts_with("sqlite://"));
+    }
+
+    #[test]
+    fn relative_paths_resolve_against_the_config_directory() {
+        let c = load(MINIMAL).unwrap();
+        assert_eq!(c.state_dir, PathBuf::from("/etc/quorate/quorate-state"));
+        assert_eq!(
+            c.caches[0].signing_key_file,
+            PathBuf::from("/etc/quorate/quorate-state/keys/nixos.sec")
+        );
+        assert_eq!(c.caches[0].upstreams[0].url, "https://cache.nixos.org");
+    }
+
+    #[test]
+    fn unknown_key_is_an_error_naming_the_key() {
+        let text = MINIMAL.replace("quorum = 1", "quourm = 1");
+        let err = load(&text).unwrap_err().to_string();
+        assert!(err.contains("quourm"), "{err}");
+    }
+
+    #[test]
+    fn quorum_larger_than_builders_is_refused() {
+        let err = load(&MINIMAL.replace("quorum = 1", "quorum = 2"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("cache[0].quorum"), "{err}");
+    }
+
+    #[test]
+    fn invalid_builder_key_names_its_position() {
+        let text = MINIMAL.replace("6NCHdD59X431o0gWypbMrAURkbJ16ZPMQFGspcDShjY=", "nope");
+        let err = load(&text).unwrap_err().to_string();
+        assert!(err.contains("cache[0].builder[0].keys[0]"), "{err}");
+    }
+
+    #[test]
+    fn unknown_required_builder_is_refused() {
+        let text = MINIMAL.replace("quorum = 1", "quorum = 1\nrequired_builders = [\"hdyra\"]");
+        let err = load(&text).unwrap_err().to_string();
+        assert!(err.contains("hdyra"), "{err}");
+    }
+
+    #[test]
+    fn one_key_in_two_builders_is_refused() {
+        let text =
+            format!("{MINIMAL}\n[[cache.builder]]\nname = \"other\"\nkeys = [\"{NIXOS_KEY}\"]\n");
+        let err = load(&text).unwrap_err().to_string();
+        assert!(err.contains("already a key of builder"), "{err}");
+    }
+
+    #[test]
+    fn on_dissent_must_be_known() {
+        let text = MINIMAL.replace("quorum = 1", "quorum = 1\non_dissent = \"maybe\"");
+        assert!(load(&text).unwrap_err().to_string().contains("on_dissent"));
+    }
+
+    #[test]
+    fn mounts_are_normalised_and_checked() {
+        assert_eq!(normalise_mount("/").unwrap(), "");
+        assert_eq!(normalise_mount("/guix/").unwrap(), "/guix");
+        assert!(normalise_mount("guix").is_err());
+        assert!(normalise_mount("/a/../b").is_err());
+        assert!(normalise_mount("/metrics").is_err());
+    }
+
+    #[test]
+    fn sizes_and_durations_parse() {
+        assert_eq!(parse_size("50GiB").unwrap(), 50 << 30);
+        assert_eq!(parse_size("1024").unwrap(), 1024);
+        assert!(parse_size("lots").is_err());
+        assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
+        assert_eq!(parse_duration("10s").unwrap(), Duration::from_secs(10));
+        assert!(parse_duration("0s").is_err());
+        assert!(parse_duration("1h").is_err());
+    }
+}

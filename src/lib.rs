@@ -11,7 +11,10 @@
 pub mod attestation;
 pub mod config;
 pub mod db;
+pub mod http;
 pub mod nar;
 pub mod protocol;
 pub mod quorum;
+pub mod resolve;
+pub mod server;
 pub mod upstream;

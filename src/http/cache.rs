@@ -1,0 +1,349 @@
+//! Routes of one served cache: `nix-cache-info`, `<hash>.narinfo`, `nar/<key>.nar`,
+//! `log/<drv>`.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use futures_util::FutureExt;
+
+use crate::attestation::{now_ms, NarSource};
+use crate::db::Event;
+use crate::http::text;
+use crate::nar::{Compression, Expected, NarError};
+use crate::protocol::narinfo::NarHash;
+use crate::protocol::store_path::is_valid_hash_part;
+use crate::resolve::{resolve, Resolution};
+use crate::server::{App, CacheState, NarEntry, NEGATIVE_TTL};
+use crate::upstream::{UpstreamClient, UpstreamError};
+
+/// `GET|HEAD <mount>/<file>`: `nix-cache-info` or `<hash>.narinfo`.
+pub async fn file(State(app): State<Arc<App>>, idx: usize, Path(file): Path<String>) -> Response {
+    let cache = app.caches[idx].clone();
+    if file == "nix-cache-info" {
+        let body = format!(
+            "StoreDir: {}\nWantMassQuery: 1\nPriority: {}\n",
+            cache.config.store_dir, cache.config.priority
+        );
+        return text(StatusCode::OK, &body, Some(3600));
+    }
+    let Some(hash_part) = file.strip_suffix(".narinfo") else {
+        return text(
+            StatusCode::NOT_FOUND,
+            "not found\n",
+            Some(NEGATIVE_TTL.as_secs()),
+        );
+    };
+    if !is_valid_hash_part(hash_part) {
+        return text(
+            StatusCode::BAD_REQUEST,
+            "malformed store path hash part: expected 32 nix32 characters\n",
+            None,
+        );
+    }
+    app.metrics.narinfo_requests.inc();
+    match resolve(&app, &cache, hash_part).await {
+        Ok(res) => match &*res {
+            Resolution::Served { body, .. } => {
+                let mut resp = Response::new(Body::from(body.clone()));
+                let h = resp.headers_mut();
+                h.insert(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("text/x-nix-narinfo"),
+                );
+                h.insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
+                resp
+            }
+            Resolution::NotServed { reason } => text(
+                StatusCode::NOT_FOUND,
+                &format!("{reason}\n"),
+                Some(NEGATIVE_TTL.as_secs()),
+            ),
+        },
+        Err(e) => {
+            tracing::error!(cache = %cache.config.name, %hash_part, "{e}");
+            text(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "temporarily unable to decide, try again\n",
+                None,
+            )
+        }
+    }
+}
+
+/// `GET <mount>/nar/<nix32 NarHash>.nar`: the verified, uncompressed NAR.
+pub async fn nar(State(app): State<Arc<App>>, idx: usize, Path(file): Path<String>) -> Response {
+    let cache = app.caches[idx].clone();
+    let Some(key) = file.strip_suffix(".nar") else {
+        return text(StatusCode::NOT_FOUND, "not found\n", None);
+    };
+    if crate::nar::validate_key(key).is_err() {
+        return text(StatusCode::BAD_REQUEST, "malformed NAR name\n", None);
+    }
+    let store = app.fetcher.store().clone();
+    // Warm: the local store holds only verified bytes.
+    match store.open_nar(key).await {
+        Ok(Some((file, size))) => {
+            app.metrics.nar_local.inc();
+            return nar_response(
+                Body::from_stream(tokio_util::io::ReaderStream::with_capacity(
+                    file,
+                    256 * 1024,
+                )),
+                size,
+            );
+        }
+        Ok(None) => {}
+        Err(e) => tracing::warn!("reading local NAR {key}: {e}"),
+    }
+    let entry = match nar_entry(&app, &cache, key).await {
+        Ok(Some(e)) => e,
+        Ok(None) => {
+            return text(
+                StatusCode::NOT_FOUND,
+                "no accepted store path has this NAR\n",
+                Some(60),
+            )
+        }
+        Err(e) => {
+            tracing::error!("{e}");
+            return text(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "temporarily unavailable\n",
+                None,
+            );
+        }
+    };
+    let Ok(nar_hash) = NarHash::parse(&entry.content.nar_hash) else {
+        return text(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "bad recorded hash\n",
+            None,
+        );
+    };
+    let Some(source) = pick_source(&app, &cache, key, &entry.sources).await else {
+        return text(
+            StatusCode::NOT_FOUND,
+            "no upstream offers this NAR\n",
+            Some(60),
+        );
+    };
+    let Ok(compression) = source.compression.parse::<Compression>() else {
+        return text(
+            StatusCode::BAD_GATEWAY,
+            "upstream compression not supported\n",
+            None,
+        );
+    };
+    let Some(up) = cache
+        .config
+        .upstreams
+        .iter()
+        .find(|u| u.url == source.upstream)
+        .cloned()
+    else {
+        return text(
+            StatusCode::NOT_FOUND,
+            "no upstream offers this NAR\n",
+            Some(60),
+        );
+    };
+    let url = match UpstreamClient::nar_url(&up.url, &source.url) {
+        Ok(u) => u,
+        Err(e) => return text(StatusCode::BAD_GATEWAY, &format!("{e}\n"), None),
+    };
+    app.metrics.nar_upstream.inc();
+    let expected = Expected {
+        nar_hash: *nar_hash.digest(),
+        nar_size: entry.content.nar_size,
+    };
+    // The source future runs only if no fetch of this NAR is already in flight; it marks us
+    // as the leader so exactly one watcher records the outcome.
+    let leader = Arc::new(AtomicBool::new(false));
+    let source_future = {
+        let (client, leader) = (app.upstream.clone(), leader.clone());
+        let base = up.url.clone();
+        let bearer = up.bearer_token.clone();
+        async move {
+            leader.store(true, Ordering::SeqCst);
+            client.open_nar(&base, bearer.as_deref(), &url).await
+        }
+        .boxed()
+    };
+    let inflight = app
+        .fetcher
+        .fetch_or_join(expected, compression, source_future);
+    {
+        let (app, cache, key, upstream) =
+            (app.clone(), cache.clone(), key.to_string(), up.url.clone());
+        let outcome = inflight.outcome();
+        let store_path = entry.content.store_path.clone();
+        let size = entry.content.nar_size;
+        tokio::spawn(async move {
+            let result = outcome.await;
+            if !leader.load(Ordering::SeqCst) {
+                return;
+            }
+            record_fetch(&app, &cache, &key, &upstream, &store_path, size, result).await;
+        });
+    }
+    nar_response(Body::from_stream(inflight.body()), entry.content.nar_size)
+}
+
+async fn record_fetch(
+    app: &Arc<App>,
+    cache: &Arc<CacheState>,
+    key: &str,
+    upstream: &str,
+    store_path: &str,
+    size: u64,
+    result: Result<(), NarError>,
+) {
+    match result {
+        Ok(()) => {
+            app.metrics.nar_bytes_fetched.add(size);
+            let location = format!("nar/{}/{key}.nar", &key[..2]);
+            if let Err(e) = app
+                .db
+                .record_nar_object(&format!("sha256:{key}"), size, &location)
+                .await
+            {
+                tracing::warn!("recording NAR object {key}: {e}");
+            }
+        }
+        Err(e) => {
+            let kind = if matches!(e, NarError::Source(_)) {
+                "upstream_failure"
+            } else {
+                app.metrics.nar_mismatches.inc();
+                "mismatch"
+            };
+            tracing::warn!(cache = %cache.config.name, %upstream, %store_path, "NAR from upstream rejected: {e}");
+            cache
+                .bad_sources
+                .insert((key.to_string(), upstream.to_string()), ())
+                .await;
+            let _ = app
+                .db
+                .record_event(&Event {
+                    cache: Some(cache.config.name.clone()),
+                    kind: kind.into(),
+                    store_path: Some(store_path.to_string()),
+                    upstream: Some(upstream.to_string()),
+                    detail: e.to_string(),
+                    at: now_ms(),
+                })
+                .await;
+        }
+    }
+}
+
+fn nar_response(body: Body, size: u64) -> Response {
+    let mut resp = Response::new(body);
+    let h = resp.headers_mut();
+    // No Content-Encoding, ever: compression is announced only by the narinfo.
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/x-nix-nar"),
+    );
+    h.insert(header::CONTENT_LENGTH, HeaderValue::from(size));
+    resp
+}
+
+/// What is known about the NAR `key`: memory first, then the database.
+async fn nar_entry(
+    app: &Arc<App>,
+    cache: &Arc<CacheState>,
+    key: &str,
+) -> Result<Option<Arc<NarEntry>>, String> {
+    if let Some(e) = cache.nars.get(key).await {
+        return Ok(Some(e));
+    }
+    let nar_hash = format!("sha256:{key}");
+    let Some(decision) = app
+        .db
+        .accepted_decision_for_nar(&cache.config.name, &nar_hash)
+        .await
+        .map_err(|e| format!("database: {e}"))?
+    else {
+        return Ok(None);
+    };
+    let Some(content) = decision.content else {
+        return Ok(None);
+    };
+    let sources = app
+        .db
+        .nar_sources(&cache.config.name, &nar_hash)
+        .await
+        .map_err(|e| format!("database: {e}"))?;
+    let entry = Arc::new(NarEntry { content, sources });
+    cache.nars.insert(key.to_string(), entry.clone()).await;
+    Ok(Some(entry))
+}
+
+/// Prefer sources that have not delivered bad bytes for this NAR, then configured upstream
+/// priority, then health (failures, latency). Sources of removed upstreams are skipped.
+async fn pick_source(
+    app: &Arc<App>,
+    cache: &Arc<CacheState>,
+    key: &str,
+    sources: &[NarSource],
+) -> Option<NarSource> {
+    let mut ranked = Vec::new();
+    for s in sources {
+        let Some(up) = cache.config.upstreams.iter().find(|u| u.url == s.upstream) else {
+            continue;
+        };
+        if s.compression.parse::<Compression>().is_err() {
+            continue;
+        }
+        let bad = cache
+            .bad_sources
+            .contains_key(&(key.to_string(), s.upstream.clone()));
+        let h = app.upstream.health(&s.upstream);
+        ranked.push((
+            bad,
+            h.consecutive_failures.min(3),
+            up.priority,
+            h.latency_ms as u64,
+            s,
+        ));
+    }
+    ranked.sort_by_key(|(bad, fails, prio, lat, _)| (*bad, *fails, *prio, *lat));
+    ranked.first().map(|r| r.4.clone())
+}
+
+/// `GET <mount>/log/<drv>`: passed through from the first upstream that has it.
+pub async fn log(State(app): State<Arc<App>>, idx: usize, Path(drv): Path<String>) -> Response {
+    let cache = app.caches[idx].clone();
+    if drv.is_empty() || drv.contains('/') || drv.starts_with('.') {
+        return text(StatusCode::BAD_REQUEST, "malformed derivation name\n", None);
+    }
+    for up in &cache.config.upstreams {
+        match app
+            .upstream
+            .open_log(&up.url, up.bearer_token.as_deref(), &drv)
+            .await
+        {
+            Ok(Some(resp)) => {
+                let mut out = Response::new(Body::from_stream(resp.bytes_stream()));
+                out.headers_mut().insert(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("text/plain; charset=utf-8"),
+                );
+                return out;
+            }
+            Ok(None) => {}
+            Err(UpstreamError::Timeout { .. }) | Err(_) => {}
+        }
+    }
+    text(
+        StatusCode::NOT_FOUND,
+        "no upstream has this log\n",
+        Some(60),
+    )
+    .into_response()
+}
