@@ -245,40 +245,60 @@ async fn resolve_uncached(
             let mut votes = votes_of(&all_valid);
             votes.extend(votes_of(&late));
             let full = decide(&cache.policy, &votes, false);
-            if kind(&full) != kind(&first) || content_of(&full) != content_of(&first) {
+            let changed = kind(&full) != kind(&first) || content_of(&full) != content_of(&first);
+            let new_dissent = dissenters_of(&full)
+                .iter()
+                .any(|d| !dissenters_of(&first).contains(d));
+            if changed || new_dissent {
                 tracing::warn!(cache = %cache.config.name, %hash_part,
-                    "late answers change the decision: withdrawing it");
-                let _ = app
-                    .db
-                    .record_event(&Event {
-                        cache: Some(cache.config.name.clone()),
-                        kind: "conflict".into(),
-                        store_path: content_of(&first).map(|c| c.store_path.clone()),
-                        upstream: None,
-                        detail: format!(
-                            "late dissent: first {}, now {}",
-                            kind(&first),
-                            kind(&full)
-                        ),
-                        at: now_ms(),
-                    })
-                    .await;
-                let _ = app
-                    .db
-                    .record_decision(&DecisionRecord {
-                        cache: cache.config.name.clone(),
-                        hash_part: hash_part.clone(),
-                        store_path: content_of(&first).map(|c| c.store_path.clone()),
-                        outcome: Outcome::Withdrawn,
-                        content: content_of(&first).cloned(),
-                        deriver: None,
-                        ca: None,
-                        agreeing: vec![],
-                        dissenters: vec![],
-                        policy: cache.policy_summary(),
-                        decided_at: now_ms(),
-                    })
-                    .await;
+                    "late answers: first {}, with all answers {}", kind(&first), kind(&full));
+                if matches!(full, Decision::Refused { .. }) || new_dissent {
+                    let detail = format!(
+                        "late dissent: first {}, with all answers {} (dissenters {:?})",
+                        kind(&first),
+                        kind(&full),
+                        dissenters_of(&full)
+                    );
+                    let store_path = content_of(&first)
+                        .or(content_of(&full))
+                        .map(|c| c.store_path.clone());
+                    app.metrics.conflicts.inc();
+                    let _ = app
+                        .db
+                        .record_event(&Event {
+                            cache: Some(cache.config.name.clone()),
+                            kind: "conflict".into(),
+                            store_path,
+                            upstream: None,
+                            detail,
+                            at: now_ms(),
+                        })
+                        .await;
+                }
+            }
+            if changed {
+                if let Some(c) = content_of(&first) {
+                    let _ = app
+                        .db
+                        .record_decision(&DecisionRecord {
+                            cache: cache.config.name.clone(),
+                            hash_part: hash_part.clone(),
+                            store_path: Some(c.store_path.clone()),
+                            outcome: Outcome::Withdrawn,
+                            content: Some(c.clone()),
+                            deriver: None,
+                            ca: None,
+                            agreeing: vec![],
+                            dissenters: dissenters_of(&full),
+                            policy: cache.policy_summary(),
+                            decided_at: now_ms(),
+                        })
+                        .await;
+                    if let Ok(h) = crate::protocol::narinfo::NarHash::parse(&c.nar_hash) {
+                        cache.nars.invalidate(&h.to_nix32()).await;
+                    }
+                }
+                // The next request decides afresh, from the database and the upstreams.
                 cache.decisions.invalidate(&hash_part).await;
             }
         });
@@ -292,6 +312,15 @@ fn kind(d: &Decision) -> &'static str {
         Decision::Refused { .. } => "refused",
         Decision::Insufficient { .. } => "insufficient",
         Decision::Pending => "pending",
+    }
+}
+
+/// Builders that signed something other than the decided content (all of them when refused).
+fn dissenters_of(d: &Decision) -> Vec<String> {
+    match d {
+        Decision::Accepted { dissenters, .. } => dissenters.clone(),
+        Decision::Refused { claims } => claims.iter().flat_map(|(_, b)| b.clone()).collect(),
+        _ => vec![],
     }
 }
 
