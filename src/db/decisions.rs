@@ -1,0 +1,211 @@
+//! Decisions: the quorum's outcome per (cache, store path), with their history.
+//!
+//! Rows are only appended. The decision in force for a path is its latest row (highest id,
+//! i.e. the last one recorded), so a later `withdrawn` or `refused` row overrides an earlier
+//! acceptance without erasing it.
+
+use serde::{Deserialize, Serialize};
+
+use crate::attestation::Content;
+
+use super::columns::{
+    join_references, names_from_column, names_to_column, size_from_column, size_to_column,
+    split_references, Columns,
+};
+use super::{Db, DbError};
+
+/// The outcome of a quorum decision.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// Enough builders agreed: the path is served.
+    Accepted,
+    /// Builders disagreed under `on_dissent = "refuse"` (or no majority): 404.
+    Refused,
+    /// Not enough attestations to reach the quorum: 404.
+    Insufficient,
+    /// An earlier acceptance taken back (a late dissent): no longer served.
+    Withdrawn,
+}
+
+impl Outcome {
+    /// The spelling stored in the database.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Accepted => "accepted",
+            Outcome::Refused => "refused",
+            Outcome::Insufficient => "insufficient",
+            Outcome::Withdrawn => "withdrawn",
+        }
+    }
+
+    /// Inverse of [`Outcome::as_str`].
+    pub fn parse(s: &str) -> Option<Outcome> {
+        match s {
+            "accepted" => Some(Outcome::Accepted),
+            "refused" => Some(Outcome::Refused),
+            "insufficient" => Some(Outcome::Insufficient),
+            "withdrawn" => Some(Outcome::Withdrawn),
+            _ => None,
+        }
+    }
+}
+
+/// One recorded decision about a store path.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DecisionRecord {
+    /// The served cache it belongs to.
+    pub cache: String,
+    /// The store path's hash part (the narinfo lookup key).
+    pub hash_part: String,
+    /// The full store path, when known (a refusal may be decided before any narinfo arrived).
+    pub store_path: Option<String>,
+    /// What was decided.
+    pub outcome: Outcome,
+    /// The agreed content; `None` when nothing was agreed.
+    pub content: Option<Content>,
+    /// `Deriver:` of the agreed narinfo, informational.
+    pub deriver: Option<String>,
+    /// `CA:` of the agreed narinfo, informational.
+    pub ca: Option<String>,
+    /// Builders whose valid attestations back `content`.
+    pub agreeing: Vec<String>,
+    /// Builders that attested something else.
+    pub dissenters: Vec<String>,
+    /// The policy in force, summarised for humans (or as JSON).
+    pub policy: String,
+    /// When it was decided, Unix milliseconds.
+    pub decided_at: i64,
+}
+
+const INSERT_DECISION: &str = "\
+INSERT INTO decisions (cache, hash_part, store_path, outcome, content_store_path, nar_hash, \
+    nar_size, refs, deriver, ca, agreeing, dissenters, policy, decided_at) \
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) \
+RETURNING id";
+
+const DECISION_COLUMNS: &str = "d.cache, d.hash_part, d.store_path, d.outcome, \
+    d.content_store_path, d.nar_hash, d.nar_size, d.refs, d.deriver, d.ca, d.agreeing, \
+    d.dissenters, d.policy, d.decided_at";
+
+impl Db {
+    /// Appends a decision (earlier ones for the same path are kept); returns its id.
+    pub async fn record_decision(&self, d: &DecisionRecord) -> Result<i64, DbError> {
+        let (content_store_path, nar_hash, nar_size, refs) = match &d.content {
+            Some(c) => (
+                Some(c.store_path.as_str()),
+                Some(c.nar_hash.as_str()),
+                Some(size_to_column("nar_size", c.nar_size)?),
+                Some(join_references(&c.references)?),
+            ),
+            None => (None, None, None, None),
+        };
+        let id = on_pool!(self, pool => {
+            sqlx::query(INSERT_DECISION)
+                .bind(&d.cache)
+                .bind(&d.hash_part)
+                .bind(&d.store_path)
+                .bind(d.outcome.as_str())
+                .bind(content_store_path)
+                .bind(nar_hash)
+                .bind(nar_size)
+                .bind(&refs)
+                .bind(&d.deriver)
+                .bind(&d.ca)
+                .bind(names_to_column(&d.agreeing))
+                .bind(names_to_column(&d.dissenters))
+                .bind(&d.policy)
+                .bind(d.decided_at)
+                .fetch_one(pool)
+                .await?
+                .int("id")?
+        });
+        Ok(id)
+    }
+
+    /// The decision in force for a store path: the last one recorded.
+    pub async fn latest_decision(
+        &self,
+        cache: &str,
+        hash_part: &str,
+    ) -> Result<Option<DecisionRecord>, DbError> {
+        let sql = format!(
+            "SELECT {DECISION_COLUMNS} FROM decisions d \
+             WHERE d.cache = $1 AND d.hash_part = $2 ORDER BY d.id DESC LIMIT 1"
+        );
+        on_pool!(self, pool => {
+            sqlx::query(&sql)
+                .bind(cache)
+                .bind(hash_part)
+                .fetch_optional(pool)
+                .await?
+                .as_ref()
+                .map(decision_from_row)
+                .transpose()
+        })
+    }
+
+    /// A decision in force that accepted content with this NAR hash: what entitles the NAR
+    /// route to serve those bytes. A path whose latest decision is no longer `accepted`
+    /// (withdrawn, refused) does not count. With several such paths, the latest decided one.
+    pub async fn accepted_decision_for_nar(
+        &self,
+        cache: &str,
+        nar_hash: &str,
+    ) -> Result<Option<DecisionRecord>, DbError> {
+        let sql = format!(
+            "SELECT {DECISION_COLUMNS} FROM decisions d \
+             WHERE d.cache = $1 AND d.nar_hash = $2 AND d.outcome = $3 \
+               AND NOT EXISTS (SELECT 1 FROM decisions later \
+                   WHERE later.cache = d.cache AND later.hash_part = d.hash_part \
+                     AND later.id > d.id) \
+             ORDER BY d.id DESC LIMIT 1"
+        );
+        on_pool!(self, pool => {
+            sqlx::query(&sql)
+                .bind(cache)
+                .bind(nar_hash)
+                .bind(Outcome::Accepted.as_str())
+                .fetch_optional(pool)
+                .await?
+                .as_ref()
+                .map(decision_from_row)
+                .transpose()
+        })
+    }
+}
+
+fn decision_from_row(row: &impl Columns) -> Result<DecisionRecord, DbError> {
+    let outcome = row.text("outcome")?;
+    let content = match (
+        row.opt_text("content_store_path")?,
+        row.opt_text("nar_hash")?,
+        row.opt_int("nar_size")?,
+        row.opt_text("refs")?,
+    ) {
+        (Some(store_path), Some(nar_hash), Some(nar_size), Some(refs)) => Some(Content {
+            store_path,
+            nar_hash,
+            nar_size: size_from_column("decisions.nar_size", nar_size)?,
+            references: split_references(&refs),
+        }),
+        // The schema's CHECK keeps the four together; anything else is all NULL.
+        _ => None,
+    };
+    Ok(DecisionRecord {
+        cache: row.text("cache")?,
+        hash_part: row.text("hash_part")?,
+        store_path: row.opt_text("store_path")?,
+        outcome: Outcome::parse(&outcome).ok_or(DbError::CorruptRow {
+            column: "decisions.outcome",
+            value: outcome,
+        })?,
+        content,
+        deriver: row.opt_text("deriver")?,
+        ca: row.opt_text("ca")?,
+        agreeing: names_from_column("decisions.agreeing", &row.text("agreeing")?)?,
+        dissenters: names_from_column("decisions.dissenters", &row.text("dissenters")?)?,
+        policy: row.text("policy")?,
+        decided_at: row.int("decided_at")?,
+    })
+}

@@ -1,0 +1,87 @@
+//! Events: what an operator should know about (NAR mismatches, conflicting attestations,
+//! upstream failures), appended as they happen.
+
+use serde::{Deserialize, Serialize};
+
+use super::columns::Columns;
+use super::{Db, DbError};
+
+/// One noteworthy happening.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Event {
+    /// The cache it concerns; `None` for process-wide events.
+    pub cache: Option<String>,
+    /// What happened: `"mismatch"`, `"conflict"`, `"upstream_failure"`, ...
+    pub kind: String,
+    /// The store path concerned, if any.
+    pub store_path: Option<String>,
+    /// The upstream concerned, if any (e.g. the one that served wrong bytes).
+    pub upstream: Option<String>,
+    /// Human-readable details.
+    pub detail: String,
+    /// When it happened, Unix milliseconds.
+    pub at: i64,
+}
+
+impl Db {
+    /// Appends an event.
+    pub async fn record_event(&self, e: &Event) -> Result<(), DbError> {
+        on_pool!(self, pool => {
+            sqlx::query(
+                "INSERT INTO events (cache, kind, store_path, upstream, detail, at) \
+                 VALUES ($1, $2, $3, $4, $5, $6)",
+            )
+            .bind(&e.cache)
+            .bind(&e.kind)
+            .bind(&e.store_path)
+            .bind(&e.upstream)
+            .bind(&e.detail)
+            .bind(e.at)
+            .execute(pool)
+            .await?;
+        });
+        Ok(())
+    }
+
+    /// Recorded events, oldest first, optionally only those of one cache and/or one kind.
+    pub async fn events(
+        &self,
+        cache: Option<&str>,
+        kind: Option<&str>,
+    ) -> Result<Vec<Event>, DbError> {
+        const SELECT: &str = "SELECT cache, kind, store_path, upstream, detail, at FROM events";
+        // One statement per filter combination, so each can use its index.
+        let (sql, binds): (String, Vec<&str>) = match (cache, kind) {
+            (None, None) => (format!("{SELECT} ORDER BY id"), vec![]),
+            (Some(c), None) => (format!("{SELECT} WHERE cache = $1 ORDER BY id"), vec![c]),
+            (None, Some(k)) => (format!("{SELECT} WHERE kind = $1 ORDER BY id"), vec![k]),
+            (Some(c), Some(k)) => (
+                format!("{SELECT} WHERE cache = $1 AND kind = $2 ORDER BY id"),
+                vec![c, k],
+            ),
+        };
+        on_pool!(self, pool => {
+            let mut query = sqlx::query(&sql);
+            for value in &binds {
+                query = query.bind(*value);
+            }
+            query
+                .fetch_all(pool)
+                .await?
+                .iter()
+                .map(event_from_row)
+                .collect()
+        })
+    }
+}
+
+fn event_from_row(row: &impl Columns) -> Result<Event, DbError> {
+    Ok(Event {
+        cache: row.opt_text("cache")?,
+        kind: row.text("kind")?,
+        store_path: row.opt_text("store_path")?,
+        upstream: row.opt_text("upstream")?,
+        detail: row.text("detail")?,
+        at: row.int("at")?,
+    })
+}

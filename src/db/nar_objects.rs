@@ -1,0 +1,138 @@
+//! NAR objects: the index of verified NAR files in the local content-addressed store.
+//!
+//! A row exists while the bytes do; eviction removes it (attestations and decisions stay).
+//! `last_access` orders least-recently-used eviction under `max_cache_size`.
+
+use serde::{Deserialize, Serialize};
+
+use crate::attestation::now_ms;
+
+use super::columns::{size_from_column, size_to_column, Columns};
+use super::{Db, DbError};
+
+/// One NAR held in the local store.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NarObject {
+    /// `sha256:<nix32>` of the uncompressed NAR: the store's key.
+    pub nar_hash: String,
+    /// Size of the uncompressed NAR in bytes.
+    pub nar_size: u64,
+    /// Where the bytes are (a path under `state_dir`, later an object-store key).
+    pub location: String,
+    /// When the bytes were last hashed and found to match, Unix milliseconds.
+    pub verified_at: i64,
+    /// When the bytes were last served, Unix milliseconds (LRU eviction order).
+    pub last_access: i64,
+}
+
+const NAR_OBJECT_COLUMNS: &str = "nar_hash, nar_size, location, verified_at, last_access";
+
+impl Db {
+    /// Records a NAR just verified and stored (or re-verified): `verified_at` and
+    /// `last_access` become now.
+    pub async fn record_nar_object(
+        &self,
+        nar_hash: &str,
+        nar_size: u64,
+        location: &str,
+    ) -> Result<(), DbError> {
+        let nar_size = size_to_column("nar_size", nar_size)?;
+        let now = now_ms();
+        on_pool!(self, pool => {
+            sqlx::query(
+                "INSERT INTO nar_objects (nar_hash, nar_size, location, verified_at, last_access) \
+                 VALUES ($1, $2, $3, $4, $4) \
+                 ON CONFLICT (nar_hash) DO UPDATE SET nar_size = excluded.nar_size, \
+                     location = excluded.location, verified_at = excluded.verified_at, \
+                     last_access = excluded.last_access",
+            )
+            .bind(nar_hash)
+            .bind(nar_size)
+            .bind(location)
+            .bind(now)
+            .execute(pool)
+            .await?;
+        });
+        Ok(())
+    }
+
+    /// Notes that a stored NAR was just served (no-op if it is not stored).
+    pub async fn touch_nar_object(&self, nar_hash: &str) -> Result<(), DbError> {
+        let now = now_ms();
+        on_pool!(self, pool => {
+            sqlx::query("UPDATE nar_objects SET last_access = $2 WHERE nar_hash = $1")
+                .bind(nar_hash)
+                .bind(now)
+                .execute(pool)
+                .await?;
+        });
+        Ok(())
+    }
+
+    /// Forgets a stored NAR (eviction). Removing one that is not there is not an error.
+    pub async fn remove_nar_object(&self, nar_hash: &str) -> Result<(), DbError> {
+        on_pool!(self, pool => {
+            sqlx::query("DELETE FROM nar_objects WHERE nar_hash = $1")
+                .bind(nar_hash)
+                .execute(pool)
+                .await?;
+        });
+        Ok(())
+    }
+
+    /// The stored NAR with this hash, if any.
+    pub async fn nar_object(&self, nar_hash: &str) -> Result<Option<NarObject>, DbError> {
+        let sql = format!("SELECT {NAR_OBJECT_COLUMNS} FROM nar_objects WHERE nar_hash = $1");
+        on_pool!(self, pool => {
+            sqlx::query(&sql)
+                .bind(nar_hash)
+                .fetch_optional(pool)
+                .await?
+                .as_ref()
+                .map(nar_object_from_row)
+                .transpose()
+        })
+    }
+
+    /// Up to `limit` stored NARs, least recently served first: eviction candidates.
+    pub async fn least_recently_used_nar_objects(
+        &self,
+        limit: u32,
+    ) -> Result<Vec<NarObject>, DbError> {
+        let sql = format!(
+            "SELECT {NAR_OBJECT_COLUMNS} FROM nar_objects \
+             ORDER BY last_access, nar_hash LIMIT $1"
+        );
+        on_pool!(self, pool => {
+            sqlx::query(&sql)
+                .bind(i64::from(limit))
+                .fetch_all(pool)
+                .await?
+                .iter()
+                .map(nar_object_from_row)
+                .collect()
+        })
+    }
+
+    /// Total uncompressed size of the stored NARs, in bytes.
+    pub async fn nar_objects_total_size(&self) -> Result<u64, DbError> {
+        // SUM(BIGINT) is NUMERIC in PostgreSQL: cast back to read it as i64 on both backends.
+        let total = on_pool!(self, pool => {
+            sqlx::query("SELECT CAST(COALESCE(SUM(nar_size), 0) AS BIGINT) AS total FROM nar_objects")
+                .fetch_one(pool)
+                .await?
+                .int("total")?
+        });
+        size_from_column("sum(nar_objects.nar_size)", total)
+    }
+}
+
+fn nar_object_from_row(row: &impl Columns) -> Result<NarObject, DbError> {
+    Ok(NarObject {
+        nar_hash: row.text("nar_hash")?,
+        nar_size: size_from_column("nar_objects.nar_size", row.int("nar_size")?)?,
+        location: row.text("location")?,
+        verified_at: row.int("verified_at")?,
+        last_access: row.int("last_access")?,
+    })
+}
