@@ -214,6 +214,15 @@ async fn connecting_twice_applies_migrations_once(fx: &Fixture) {
 
     let again = fx.connect().await;
     again.ping().await.unwrap();
+    if let Pool::Sqlite(pool) = &again.pool {
+        let mode = sqlx::query("PRAGMA journal_mode")
+            .fetch_one(pool)
+            .await
+            .unwrap()
+            .text("journal_mode")
+            .unwrap();
+        assert_eq!(mode, "wal", "readers must not block the writer");
+    }
     assert_eq!(applied_migrations(&again).await, known_migrations() as i64);
     assert_eq!(again.events(None, None).await.unwrap().len(), 1);
 }
