@@ -1,0 +1,589 @@
+//! Single-flight, verified NAR fetches into the store, streamed to clients as they happen.
+//!
+//! One fetch is one detached tokio task plus two threads:
+//! - the task opens the caller's (lazy) source and pumps its compressed chunks into a
+//!   bounded channel, so a fast upstream cannot run ahead of decompression;
+//! - a blocking thread decodes, hashes and counts at most NarSize + 1 bytes;
+//! - a writer thread appends them to a temp file and publishes how much is written
+//!   through a `watch` channel (hashing and page-cache writes cost about the same, so
+//!   overlapping them nearly doubles cold throughput);
+//! - every client body tails that temp file with positional reads on one shared file
+//!   descriptor, which stays valid when the file is renamed into the store (or deleted).
+//!
+//! A body holds back the NAR's last byte until the fetch has verified hash and size; on
+//! any failure it ends in an error instead. That is what lets quorate stream before it
+//! knows the bytes are right and still never hand a client a complete wrong NAR.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::future::Future;
+use std::io::{self, BufRead, Read, Write};
+use std::os::unix::fs::FileExt;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
+
+use bytes::{Buf, Bytes};
+use futures_util::stream::{self, BoxStream, Stream, StreamExt};
+use sha2::{Digest, Sha256};
+use tokio::sync::{mpsc, watch};
+
+use super::{key_for_hash, Compression, NarError, NarStore};
+
+#[cfg(test)]
+mod tests;
+
+/// Size of the decode buffer and of the chunks bodies read: big enough that per-chunk
+/// overhead (a thread hop, a watch update) is noise next to hashing it.
+const CHUNK: usize = 256 * 1024;
+
+/// Compressed chunks buffered between the upstream and the decoder. Bounded by count; an
+/// HTTP client yields chunks of at most a few hundred KiB, so this stays a few MiB.
+const CHANNEL_CHUNKS: usize = 16;
+
+/// Decoded chunks that may wait for the temp file writer: 1 MiB, and enough slack that
+/// hashing rarely waits for the disk.
+const WRITE_BUFFERS: usize = 4;
+
+/// What the agreed narinfo promises about the NAR: the bytes are checked against this.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Expected {
+    /// SHA-256 of the uncompressed NAR (`NarHash`).
+    pub nar_hash: [u8; 32],
+    /// Length of the uncompressed NAR (`NarSize`).
+    pub nar_size: u64,
+}
+
+/// Fetches currently running, by (store key, NarSize). The size is part of the key so that
+/// a caller holding a narinfo with a different NarSize does not join a fetch verified
+/// against another one. std Mutex: held only for a map operation, never across `.await`.
+type Registry = Arc<Mutex<HashMap<(String, u64), Arc<Inflight>>>>;
+
+fn lock(registry: &Registry) -> MutexGuard<'_, HashMap<(String, u64), Arc<Inflight>>> {
+    // Map operations cannot leave the map half-updated, so a poisoned lock is still usable.
+    registry.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Starts verified fetches into a [`NarStore`], one per NAR however many clients ask.
+pub struct NarFetcher {
+    /// Where verified NARs go, and where a fetch looks first.
+    store: Arc<NarStore>,
+    /// Fetches in progress, so that concurrent callers share one.
+    inflight: Registry,
+}
+
+impl NarFetcher {
+    /// A fetcher that commits into `store`.
+    pub fn new(store: Arc<NarStore>) -> Self {
+        NarFetcher {
+            store,
+            inflight: Registry::default(),
+        }
+    }
+
+    /// The store this fetcher commits into.
+    pub fn store(&self) -> &Arc<NarStore> {
+        &self.store
+    }
+
+    /// Joins the running fetch of this NAR, or starts one from `source`.
+    ///
+    /// `source` is lazy: it is polled only when this call starts the fetch, and not even
+    /// then if the store already holds the NAR; a joining caller's source is dropped
+    /// unpolled. It resolves to the upstream's compressed byte stream; its errors (opening
+    /// or mid-stream) end the fetch with [`NarError::Source`]. Timeouts are the source's
+    /// business.
+    ///
+    /// The fetch runs detached: it finishes (and commits) even if every client goes away.
+    /// Once it has finished, the next call starts afresh (typically with another upstream
+    /// after a failure). Must be called within a tokio runtime.
+    pub fn fetch_or_join<S, E>(
+        &self,
+        expected: Expected,
+        compression: Compression,
+        source: S,
+    ) -> Arc<Inflight>
+    where
+        S: Future<Output = Result<BoxStream<'static, Result<Bytes, E>>, E>> + Send + 'static,
+        E: std::fmt::Display + Send + 'static,
+    {
+        let key = key_for_hash(&expected.nar_hash);
+        let inflight = {
+            let mut running = lock(&self.inflight);
+            let slot = (key.clone(), expected.nar_size);
+            if let Some(existing) = running.get(&slot) {
+                return Arc::clone(existing);
+            }
+            let (progress, _) = watch::channel(Progress::default());
+            let inflight = Arc::new(Inflight {
+                key,
+                expected,
+                progress,
+            });
+            running.insert(slot, Arc::clone(&inflight));
+            inflight
+        };
+        let finish = Finish {
+            registry: Arc::clone(&self.inflight),
+            inflight: Arc::clone(&inflight),
+            done: false,
+        };
+        let store = Arc::clone(&self.store);
+        tokio::spawn(async move {
+            let outcome = fetch(store, Arc::clone(&finish.inflight), compression, source).await;
+            finish.finish(outcome);
+        });
+        inflight
+    }
+}
+
+/// One fetch of one NAR, running or finished, shared by every client that asked for it.
+pub struct Inflight {
+    /// Store key (nix32 NarHash).
+    key: String,
+    /// What the bytes are verified against.
+    expected: Expected,
+    /// Temp file, bytes written so far and, at the end, the verdict. A `watch` because
+    /// every body only needs the latest state, however many updates it slept through.
+    progress: watch::Sender<Progress>,
+}
+
+/// The state a fetch publishes to its bodies.
+#[derive(Clone, Default)]
+struct Progress {
+    /// The file the NAR is being written to; `None` until it exists.
+    file: Option<Arc<File>>,
+    /// Bytes of NAR in `file` so far (never more than NarSize).
+    written: u64,
+    /// All NarSize bytes are in `file` and hash to NarHash. Set before the fsync and
+    /// rename, which can take a while for a big NAR and do not change what clients get.
+    verified: bool,
+    /// `Some` once the fetch has finished; `Ok` means verified and committed.
+    outcome: Option<Result<(), NarError>>,
+}
+
+impl Inflight {
+    /// The store key (nix32 NarHash) of the NAR being fetched.
+    pub fn key(&self) -> &str {
+        &self.key
+    }
+
+    /// What the NAR is being verified against.
+    pub fn expected(&self) -> Expected {
+        self.expected
+    }
+
+    /// Decompressed bytes written so far, for progress reporting.
+    pub fn written(&self) -> u64 {
+        self.progress.borrow().written
+    }
+
+    /// Resolves when the fetch has finished: `Ok` once the NAR is verified and committed
+    /// to the store, or why it failed (so the caller can record it against the upstream
+    /// and pick another next time).
+    pub fn outcome(&self) -> impl Future<Output = Result<(), NarError>> + Send + 'static {
+        let mut progress = self.progress.subscribe();
+        async move {
+            let finished = progress.wait_for(|p| p.outcome.is_some()).await;
+            match finished {
+                Ok(state) => state.outcome.clone().unwrap_or(Err(NarError::Interrupted)),
+                Err(_) => Err(NarError::Interrupted),
+            }
+        }
+    }
+
+    /// The NAR's bytes from the start, as they arrive, in chunks of at most 256 KiB.
+    ///
+    /// The last byte is yielded only after the fetch verified hash and size (it does not
+    /// wait for the fsync); if the fetch fails first, the stream ends with an `io::Error`
+    /// instead, so an HTTP response built on it aborts and the client never sees a
+    /// complete wrong NAR. Memory use is one chunk.
+    pub fn body(self: Arc<Self>) -> impl Stream<Item = io::Result<Bytes>> + Send + 'static {
+        let tail = Tail {
+            progress: self.progress.subscribe(),
+            nar_size: self.expected.nar_size,
+            offset: 0,
+            finished: false,
+        };
+        stream::unfold(tail, |mut tail| async move {
+            let item = tail.next_chunk().await?;
+            Some((item, tail))
+        })
+    }
+}
+
+/// A body's position in the file it tails.
+struct Tail {
+    progress: watch::Receiver<Progress>,
+    nar_size: u64,
+    /// Bytes already yielded.
+    offset: u64,
+    /// Set after the last item (end of NAR or the error).
+    finished: bool,
+}
+
+impl Tail {
+    async fn next_chunk(&mut self) -> Option<io::Result<Bytes>> {
+        if self.finished {
+            return None;
+        }
+        loop {
+            let (file, readable) = {
+                let state = self.progress.borrow_and_update();
+                let verified = state.verified || matches!(state.outcome, Some(Ok(())));
+                let readable = if verified {
+                    // Even if committing it fails afterwards: these bytes are the NAR.
+                    state.written
+                } else if let Some(Err(err)) = &state.outcome {
+                    self.finished = true;
+                    return Some(Err(io::Error::other(err.clone())));
+                } else {
+                    // Hold back the last byte: only a verified NAR may be complete.
+                    state.written.min(self.nar_size.saturating_sub(1))
+                };
+                if verified && self.offset >= readable {
+                    self.finished = true;
+                    return None;
+                }
+                (state.file.clone(), readable)
+            };
+            if let (Some(file), true) = (file, self.offset < readable) {
+                let len = (readable - self.offset).min(CHUNK as u64) as usize;
+                let offset = self.offset;
+                let read = tokio::task::spawn_blocking(move || read_chunk(&file, offset, len))
+                    .await
+                    .map_err(io::Error::other)
+                    .and_then(|chunk| chunk);
+                match &read {
+                    Ok(chunk) => self.offset += chunk.len() as u64,
+                    Err(_) => self.finished = true,
+                }
+                return Some(read);
+            }
+            if self.progress.changed().await.is_err() {
+                // Unreachable while the Inflight (which owns the sender) is alive, and we
+                // hold a receiver of it; say so rather than hang or end as if complete.
+                self.finished = true;
+                return Some(Err(io::Error::other(NarError::Interrupted)));
+            }
+        }
+    }
+}
+
+/// Reads `len` already-written bytes at `offset` (positional: no shared cursor).
+fn read_chunk(file: &File, offset: u64, len: usize) -> io::Result<Bytes> {
+    let mut chunk = vec![0; len];
+    file.read_exact_at(&mut chunk, offset)?;
+    Ok(Bytes::from(chunk))
+}
+
+/// Ends a fetch: forgets it in the registry, then publishes the verdict. In that order, so
+/// that a caller arriving after the verdict starts a fresh fetch rather than joining a
+/// failed one. Also runs if the task is dropped (runtime shutdown), then as `Interrupted`.
+struct Finish {
+    registry: Registry,
+    inflight: Arc<Inflight>,
+    done: bool,
+}
+
+impl Finish {
+    fn finish(mut self, outcome: Result<(), NarError>) {
+        self.done = true;
+        self.complete(outcome);
+    }
+
+    fn complete(&self, outcome: Result<(), NarError>) {
+        let inflight = &self.inflight;
+        {
+            let mut running = lock(&self.registry);
+            let slot = (inflight.key.clone(), inflight.expected.nar_size);
+            if running.get(&slot).is_some_and(|i| Arc::ptr_eq(i, inflight)) {
+                running.remove(&slot);
+            }
+        }
+        match &outcome {
+            Ok(()) => tracing::debug!(key = inflight.key, "NAR verified and stored"),
+            Err(err) => tracing::warn!(key = inflight.key, %err, "NAR fetch failed"),
+        }
+        inflight
+            .progress
+            .send_modify(|state| state.outcome = Some(outcome));
+    }
+}
+
+impl Drop for Finish {
+    fn drop(&mut self) {
+        if !self.done {
+            self.complete(Err(NarError::Interrupted));
+        }
+    }
+}
+
+/// Runs one fetch to its verdict.
+async fn fetch<S, E>(
+    store: Arc<NarStore>,
+    inflight: Arc<Inflight>,
+    compression: Compression,
+    source: S,
+) -> Result<(), NarError>
+where
+    S: Future<Output = Result<BoxStream<'static, Result<Bytes, E>>, E>> + Send + 'static,
+    E: std::fmt::Display + Send + 'static,
+{
+    // The NAR may have been committed between the caller's store lookup and this fetch.
+    let warm = {
+        let (store, key) = (Arc::clone(&store), inflight.key.clone());
+        tokio::task::spawn_blocking(move || store.open_nar_blocking(&key)).await
+    };
+    match warm {
+        Ok(Ok(Some((file, size)))) if size == inflight.expected.nar_size => {
+            inflight.progress.send_modify(|state| {
+                state.file = Some(Arc::new(file));
+                state.written = size;
+                state.verified = true;
+            });
+            return Ok(());
+        }
+        Ok(Err(err)) => tracing::warn!(key = inflight.key, %err, "cannot open stored NAR"),
+        _ => {}
+    }
+
+    let (chunks, upstream) = mpsc::channel(CHANNEL_CHUNKS);
+    let mut decode = {
+        let inflight = Arc::clone(&inflight);
+        tokio::task::spawn_blocking(move || {
+            decode_into_store(&store, &inflight, compression, upstream)
+        })
+    };
+    let pump = pump(source, chunks);
+    tokio::pin!(pump);
+    let decoded = tokio::select! {
+        decoded = &mut decode => decoded,
+        // Source exhausted (or failed): the decoder sees the end of the channel.
+        () = &mut pump => decode.await,
+    };
+    // Leaving drops the pump and with it the upstream stream: once the decoder has stopped
+    // (done, or refused more bytes), the download stops too.
+    decoded.unwrap_or(Err(NarError::Interrupted))
+}
+
+/// Forwards the upstream's chunks into the decoder's channel until the source ends, fails,
+/// or the decoder hangs up.
+async fn pump<S, E>(source: S, chunks: mpsc::Sender<Result<Bytes, String>>)
+where
+    S: Future<Output = Result<BoxStream<'static, Result<Bytes, E>>, E>>,
+    E: std::fmt::Display,
+{
+    let mut upstream = match source.await {
+        Ok(upstream) => upstream,
+        Err(err) => {
+            let _ = chunks.send(Err(err.to_string())).await;
+            return;
+        }
+    };
+    while let Some(item) = upstream.next().await {
+        let failed = item.is_err();
+        let item = item.map_err(|err| err.to_string());
+        if chunks.send(item).await.is_err() || failed {
+            return;
+        }
+    }
+}
+
+/// The blocking half: decompress, count, hash and write; then commit or clean up.
+///
+/// Decoding and hashing run on this thread, appending to the temp file on a second one
+/// (write-behind through a few recycled buffers): page-cache writes cost about as much as
+/// SHA-256, and DESIGN §10 wants a cold NAR bound by decompression and hashing alone.
+fn decode_into_store(
+    store: &NarStore,
+    inflight: &Inflight,
+    compression: Compression,
+    upstream: mpsc::Receiver<Result<Bytes, String>>,
+) -> Result<(), NarError> {
+    let expected = inflight.expected;
+    let (path, file) = store.create_temp(&inflight.key)?;
+    let mut temp = TempFile {
+        path,
+        committed: false,
+    };
+    let file = Arc::new(file);
+    inflight
+        .progress
+        .send_modify(|state| state.file = Some(Arc::clone(&file)));
+
+    let source_error = Arc::new(OnceLock::new());
+    let reader = ChannelReader {
+        upstream,
+        chunk: Bytes::new(),
+        source_error: Arc::clone(&source_error),
+        ended: false,
+    };
+    let classify = |err: io::Error| match source_error.get() {
+        Some(message) => NarError::Source(String::clone(message)),
+        None => NarError::Decompress(err.to_string()),
+    };
+    let mut decoder = compression.decoder(reader).map_err(classify)?;
+
+    let (count, actual) = std::thread::scope(|scope| {
+        let (full, to_write) = std::sync::mpsc::sync_channel(WRITE_BUFFERS);
+        let (recycle, free) = std::sync::mpsc::channel();
+        for _ in 0..WRITE_BUFFERS {
+            // Cannot fail: `free` is alive right here.
+            let _ = recycle.send(vec![0; CHUNK]);
+        }
+        let writer = std::thread::Builder::new()
+            .name("nar-writer".into())
+            .spawn_scoped(scope, || write_behind(&file, inflight, to_write, recycle))?;
+        let decoded = decode_and_hash(&mut *decoder, expected.nar_size, &classify, full, free);
+        // `full` is gone with `decode_and_hash`, so the writer drains what is left and ends.
+        let written = writer.join().map_err(|_| NarError::Interrupted)?;
+        // A write failure also stops the decoder (its buffers stop coming back), so it is
+        // the cause to report.
+        written?;
+        decoded
+    })?;
+
+    if count != expected.nar_size {
+        return Err(NarError::SizeMismatch {
+            expected: expected.nar_size,
+            actual: count,
+        });
+    }
+    if actual != expected.nar_hash {
+        return Err(NarError::HashMismatch {
+            expected: inflight.key.clone(),
+            actual: key_for_hash(&actual),
+        });
+    }
+    inflight.progress.send_modify(|state| state.verified = true);
+    file.sync_all()?;
+    store.commit_blocking(&inflight.key, &temp.path, count)?;
+    temp.committed = true;
+    Ok(())
+}
+
+/// Decoded bytes on their way to the writer: a recycled buffer and how much of it is NAR.
+type Filled = (Vec<u8>, usize);
+
+/// Reads the decoder into free buffers, hashing and counting, and hands them on in order.
+/// Returns the byte count and SHA-256, or why it stopped.
+fn decode_and_hash(
+    decoder: &mut dyn Read,
+    nar_size: u64,
+    classify: &dyn Fn(io::Error) -> NarError,
+    full: std::sync::mpsc::SyncSender<Filled>,
+    free: std::sync::mpsc::Receiver<Vec<u8>>,
+) -> Result<(u64, [u8; 32]), NarError> {
+    let mut hasher = Sha256::new();
+    let mut count: u64 = 0;
+    loop {
+        // No buffer coming back means the writer failed; the caller reports its error.
+        let mut buffer = free.recv().map_err(|_| NarError::Interrupted)?;
+        // Ask for at most one byte past NarSize: enough to know it lies, and where a
+        // decompression bomb stops.
+        let room = nar_size.saturating_add(1) - count;
+        let want = room.min(CHUNK as u64) as usize;
+        let n = loop {
+            match decoder.read(&mut buffer[..want]) {
+                Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
+                read => break read.map_err(classify)?,
+            }
+        };
+        if n == 0 {
+            return Ok((count, hasher.finalize().into()));
+        }
+        count += n as u64;
+        if count > nar_size {
+            return Err(NarError::TooLarge { expected: nar_size });
+        }
+        hasher.update(&buffer[..n]);
+        full.send((buffer, n)).map_err(|_| NarError::Interrupted)?;
+    }
+}
+
+/// Appends decoded buffers to the temp file in order, publishing progress to the bodies,
+/// and returns each buffer for reuse. Ends when the decoder hangs up.
+fn write_behind(
+    file: &File,
+    inflight: &Inflight,
+    to_write: std::sync::mpsc::Receiver<Filled>,
+    recycle: std::sync::mpsc::Sender<Vec<u8>>,
+) -> Result<(), NarError> {
+    let mut out = file;
+    let mut written: u64 = 0;
+    for (buffer, len) in to_write {
+        out.write_all(&buffer[..len])?;
+        written += len as u64;
+        inflight
+            .progress
+            .send_modify(|state| state.written = written);
+        // The decoder may already be done with buffers; that is fine.
+        let _ = recycle.send(buffer);
+    }
+    Ok(())
+}
+
+/// Deletes the temp file unless the fetch committed it (also on panic). Bodies still
+/// reading it keep their descriptor, and then see the failed verdict.
+struct TempFile {
+    path: PathBuf,
+    /// Renamed into the store: nothing left to delete.
+    committed: bool,
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        if self.committed {
+            return;
+        }
+        if let Err(err) = std::fs::remove_file(&self.path) {
+            tracing::warn!(path = %self.path.display(), %err, "cannot delete NAR temp file");
+        }
+    }
+}
+
+/// The compressed stream as a blocking `BufRead`, so decoders read straight from the
+/// upstream's chunks without another copy.
+struct ChannelReader {
+    upstream: mpsc::Receiver<Result<Bytes, String>>,
+    /// Rest of the current chunk.
+    chunk: Bytes,
+    /// The upstream's error, kept aside so that a decoder wrapping it in its own error
+    /// still gets it reported as a source failure, not as corrupt data.
+    source_error: Arc<OnceLock<String>>,
+    /// End of stream seen.
+    ended: bool,
+}
+
+impl BufRead for ChannelReader {
+    fn fill_buf(&mut self) -> io::Result<&[u8]> {
+        while self.chunk.is_empty() && !self.ended {
+            if let Some(message) = self.source_error.get() {
+                // Sticky: a decoder retrying must not mistake the failure for an end.
+                return Err(io::Error::other(String::clone(message)));
+            }
+            match self.upstream.blocking_recv() {
+                Some(Ok(chunk)) => self.chunk = chunk,
+                Some(Err(message)) => {
+                    let _ = self.source_error.set(message);
+                }
+                None => self.ended = true,
+            }
+        }
+        Ok(&self.chunk)
+    }
+
+    fn consume(&mut self, amount: usize) {
+        self.chunk.advance(amount.min(self.chunk.len()));
+    }
+}
+
+impl Read for ChannelReader {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        let available = self.fill_buf()?;
+        let n = available.len().min(out.len());
+        out[..n].copy_from_slice(&available[..n]);
+        self.consume(n);
+        Ok(n)
+    }
+}
