@@ -253,11 +253,13 @@ mod tests {
 
     use OnDissent::{Majority, Refuse};
 
-    /// (quorum, policy, votes, outstanding, expected)
+    /// (quorum, policy, votes as (builder, content tag), outstanding, expected)
+    type Case<'a> = (usize, OnDissent, &'a [(&'a str, &'a str)], bool, &'a str);
+
     #[test]
     fn decision_table() {
         let abc = ["a", "b", "c"];
-        let cases: &[(usize, OnDissent, &[(&str, &str)], bool, &str)] = &[
+        let cases: &[Case] = &[
             // Plain agreement.
             (
                 2,

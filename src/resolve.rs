@@ -44,8 +44,8 @@ pub enum Resolution {
     Served {
         /// The narinfo quorate answers with, signed by quorate.
         body: bytes::Bytes,
-        /// The agreement behind it.
-        agreed: Agreed,
+        /// The agreement behind it (boxed: it is large and most answers are negative).
+        agreed: Box<Agreed>,
     },
     /// Not served (404): no positive decision.
     NotServed {
@@ -426,7 +426,7 @@ fn served(cache: &Arc<CacheState>, agreed: Agreed) -> Result<Resolution, Resolve
     cache.remember_nar(&agreed);
     Ok(Resolution::Served {
         body: body.into(),
-        agreed,
+        agreed: Box::new(agreed),
     })
 }
 

@@ -31,19 +31,7 @@ const KEY_LEN: usize = 52;
 
 /// The store key of a NAR: its SHA-256 in nix32, the form `NarHash: sha256:…` uses.
 pub fn key_for_hash(hash: &[u8; 32]) -> String {
-    // Nix prints the most significant 5-bit group first, reading bits little-endian.
-    (0..KEY_LEN)
-        .rev()
-        .map(|group| {
-            let bit = group * 5;
-            let (byte, shift) = (bit / 8, bit % 8);
-            let low = u16::from(hash[byte]) >> shift;
-            let high = hash
-                .get(byte + 1)
-                .map_or(0, |&b| u16::from(b) << (8 - shift));
-            char::from(NIX32_ALPHABET[usize::from((low | high) & 0x1f)])
-        })
-        .collect()
+    crate::protocol::nix32::encode(hash)
 }
 
 /// Checks that `key` is the nix32 form of some SHA-256: exactly 52 nix32 digits, the first
