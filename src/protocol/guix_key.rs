@@ -437,6 +437,11 @@ pub struct GuixSignature {
 }
 
 impl GuixSignature {
+    /// Assembles a signature from its parts (nothing is checked: see [`GuixSignature::verify`]).
+    pub fn new(digest: [u8; 32], value: EcdsaSignature, key: GuixPublicKey) -> Self {
+        GuixSignature { digest, value, key }
+    }
+
     /// Signs `digest` with `key`.
     pub fn sign(key: &GuixSecretKey, digest: &[u8; 32]) -> Self {
         GuixSignature {

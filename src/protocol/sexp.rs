@@ -379,13 +379,22 @@ fn has_escape(byte: u8) -> bool {
     matches!(byte, 0x08 | b'\t' | 0x0b | b'\n' | 0x0c | b'\r')
 }
 
+/// Bytes libgcrypt treats as control characters when printing.
+fn is_control(byte: u8) -> bool {
+    byte < 0x20 || (0x7f..=0xa0).contains(&byte)
+}
+
 fn is_token_byte(byte: u8) -> bool {
     byte.is_ascii_alphanumeric() || TOKEN_PUNCTUATION.contains(&byte)
 }
 
-/// libgcrypt's rule: empty → `""`; a leading byte with the high bit set or zero, or any control
-/// byte without an escape (or 0x7F..=0xA0 anywhere) → hex; all token characters and not
-/// starting with a digit → token; otherwise a quoted string.
+/// libgcrypt's rule: empty → `""`; a leading byte with the high bit set or zero, or a control
+/// byte (below 0x20, or 0x7F..=0xA0) other than NUL that has no backslash escape → hex; all
+/// token characters and not starting with a digit → token; otherwise a quoted string.
+///
+/// A NUL after the first byte counts both as escapable and as a token character: libgcrypt
+/// looks bytes up in its character lists with `strchr`, which also finds the list's own
+/// terminating NUL. So `e\0` prints as a raw token and `e \0` as `"e \x00"`.
 fn atom_spelling(bytes: &[u8]) -> Spelling {
     let Some(&first) = bytes.first() else {
         return Spelling::Quoted;
@@ -393,11 +402,11 @@ fn atom_spelling(bytes: &[u8]) -> Spelling {
     if first & 0x80 != 0 || first == 0 {
         return Spelling::Hex;
     }
-    let binary = |b: u8| (b < 0x20 || (0x7f..=0xa0).contains(&b)) && !has_escape(b);
+    let binary = |b: u8| is_control(b) && !has_escape(b) && b != 0;
     if bytes.iter().any(|&b| binary(b)) {
         return Spelling::Hex;
     }
-    if !first.is_ascii_digit() && bytes.iter().all(|&b| is_token_byte(b)) {
+    if !first.is_ascii_digit() && bytes.iter().all(|&b| is_token_byte(b) || b == 0) {
         return Spelling::Token;
     }
     Spelling::Quoted
@@ -420,6 +429,8 @@ fn write_quoted(bytes: &[u8], out: &mut Vec<u8>) {
         };
         match escaped {
             Some(letter) => out.extend_from_slice(&[b'\\', letter]),
+            // Only a NUL gets here (other control bytes make the atom hex): `\x00`.
+            None if is_control(b) => out.extend_from_slice(format!("\\x{b:02x}").as_bytes()),
             None => out.push(b),
         }
     }
@@ -522,6 +533,10 @@ impl Parser<'_> {
     /// decoded length must equal the prefix.
     fn length_prefixed(&mut self) -> Result<Vec<u8>, SexpError> {
         let start = self.pos;
+        // libgcrypt refuses `03:abc`; only a lone `0` may start with zero.
+        if self.peek() == Some(b'0') && self.input.get(start + 1).is_some_and(u8::is_ascii_digit) {
+            return Err(SexpError::BadLength { offset: start });
+        }
         let mut declared: usize = 0;
         while let Some(digit) = self.peek().filter(u8::is_ascii_digit) {
             declared = declared
@@ -583,16 +598,20 @@ impl Parser<'_> {
         Ok(nibbles.chunks(2).map(|p| (p[0] << 4) | p[1]).collect())
     }
 
+    /// `|base64|`: like libgcrypt, padding is optional, whitespace and emptiness are not allowed.
     fn base64(&mut self) -> Result<Vec<u8>, SexpError> {
+        const LENIENT_PADDING: base64::engine::GeneralPurpose = base64::engine::GeneralPurpose::new(
+            &base64::alphabet::STANDARD,
+            base64::engine::GeneralPurposeConfig::new()
+                .with_decode_padding_mode(base64::engine::DecodePaddingMode::Indifferent),
+        );
         let offset = self.pos;
         let body = self.delimited(b'|', "a base64 atom")?;
-        let compact: Vec<u8> = body
-            .iter()
-            .copied()
-            .filter(|&b| !is_whitespace(b))
-            .collect();
-        base64::engine::general_purpose::STANDARD
-            .decode(compact)
+        if body.is_empty() {
+            return Err(SexpError::BadBase64 { offset });
+        }
+        LENIENT_PADDING
+            .decode(body)
             .map_err(|_| SexpError::BadBase64 { offset })
     }
 
@@ -790,7 +809,7 @@ end" #0A 0b# |Zm9v| 3:a b 2"hi" 2#6869# 3|Zm9v| "")"#;
 
     #[test]
     fn atoms_are_spelled_as_libgcrypt_chooses() {
-        let cases: [(&[u8], &str); 10] = [
+        let cases: [(&[u8], &str); 13] = [
             (b"", "\"\""),
             (b"x y", "\"x y\""),
             (b"123", "\"123\""),
@@ -801,6 +820,9 @@ end" #0A 0b# |Zm9v| 3:a b 2"hi" 2#6869# 3|Zm9v| "")"#;
             (b"a\xff", "\"a\u{ff}\""),
             (b"\xe9", "#E9#"),
             (b"\x00", "#00#"),
+            (b"\x00a", "#0061#"),
+            (b"a b\x00", "\"a b\\x00\""),
+            (b"\ta\x00\xc4", "\"\\ta\\x00\u{c4}\""),
         ];
         for (atom, expected) in cases {
             let sexp = Sexp::list(vec![Sexp::atom(atom)]);
@@ -810,6 +832,12 @@ end" #0A 0b# |Zm9v| 3:a b 2"hi" 2#6869# 3|Zm9v| "")"#;
             assert_eq!(sexp.to_advanced(), want, "{atom:?}");
             assert_eq!(Sexp::parse(&sexp.to_advanced()), Ok(sexp), "round trip");
         }
+    }
+
+    #[test]
+    fn a_token_with_a_nul_prints_raw_as_libgcrypt_does() {
+        let sexp = Sexp::list(vec![Sexp::atom(&b"e\x00"[..])]);
+        assert_eq!(sexp.to_advanced(), b"(e\x00)\n");
     }
 
     #[test]
@@ -852,6 +880,7 @@ end" #0A 0b# |Zm9v| 3:a b 2"hi" 2#6869# 3|Zm9v| "")"#;
             b"(3)",
             b"(3x)",
             b"(2\"abc\")",
+            b"(03:abc)",
             b"(4#6869#)",
         ] {
             let err = Sexp::parse(input).expect_err("must fail");
@@ -879,7 +908,7 @@ end" #0A 0b# |Zm9v| 3:a b 2"hi" 2#6869# 3|Zm9v| "")"#;
 
     #[test]
     fn malformed_atoms_and_structure_are_refused() {
-        let cases: [(&[u8], SexpError); 9] = [
+        let cases: [(&[u8], SexpError); 11] = [
             (b"", SexpError::Empty),
             (b"  \n", SexpError::Empty),
             (b"foo", SexpError::NotAList),
@@ -887,6 +916,8 @@ end" #0A 0b# |Zm9v| 3:a b 2"hi" 2#6869# 3|Zm9v| "")"#;
             (b"(#ABC#)", SexpError::BadHex { offset: 1 }),
             (b"(#AG#)", SexpError::BadHex { offset: 1 }),
             (b"(|!!|)", SexpError::BadBase64 { offset: 1 }),
+            (b"(| Zm9v|)", SexpError::BadBase64 { offset: 1 }),
+            (b"(||)", SexpError::BadBase64 { offset: 1 }),
             (b"(\"\\q\")", SexpError::BadEscape { offset: 2 }),
             (b"([hint]x)", SexpError::DisplayHint { offset: 1 }),
         ];
