@@ -32,20 +32,18 @@
 //! proxy cannot make quorate read something other than what was signed.
 
 use base64::Engine as _;
-use nix_derivation::nixbase32;
 use sha2::{Digest as _, Sha256};
 use thiserror::Error;
 
 use crate::attestation::{Content, SigStatus};
 use crate::protocol::guix_key::{GuixKeyError, GuixPublicKey, GuixSecretKey, GuixSignature};
+use crate::protocol::nix32;
 use crate::protocol::sexp::{Sexp, SexpError};
+use crate::protocol::store_path::{StorePath, HASH_PART_LEN};
 
 /// Largest narinfo accepted, in bytes. Real ones are about 1 KiB; 64 KiB leaves room for
 /// hundreds of references.
 pub const MAX_NARINFO_LEN: usize = 64 * 1024;
-
-/// Length of the nix32 hash part of a store path basename.
-const HASH_PART_LEN: usize = 32;
 
 /// Why a narinfo, or its `Signature` field, cannot be read.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
@@ -427,7 +425,7 @@ impl GuixNarInfo {
 
     /// `NarHash` as `sha256:<nix32>`, however the narinfo spelled it.
     pub fn nar_hash_string(&self) -> String {
-        format!("sha256:{}", nixbase32::encode(&self.nar_hash))
+        format!("sha256:{}", nix32::encode(&self.nar_hash))
     }
 
     /// `NarSize`.
@@ -593,15 +591,17 @@ impl Fields {
             .map(str::to_owned)
             .collect();
         for reference in &references {
-            check_basename(reference, "References")?;
+            check_basename(&store_path, reference, "References")?;
         }
-        for (value, field) in [(&self.deriver, "Deriver"), (&self.system, "System")] {
-            if value
-                .as_deref()
-                .is_some_and(|v| v.is_empty() || v.contains(char::is_whitespace))
-            {
-                return Err(invalid(field, "empty or contains whitespace"));
-            }
+        if let Some(deriver) = &self.deriver {
+            check_basename(&store_path, deriver, "Deriver")?;
+        }
+        if self
+            .system
+            .as_deref()
+            .is_some_and(|v| v.is_empty() || v.contains(char::is_whitespace))
+        {
+            return Err(invalid("System", "empty or contains whitespace"));
         }
         for url in &self.urls {
             check_url(url)?;
@@ -644,9 +644,7 @@ fn parse_nar_hash(value: &str) -> Result<[u8; 32], GuixNarInfoError> {
         .strip_prefix("sha256:")
         .ok_or_else(|| invalid("NarHash", "not a sha256 hash"))?;
     let bytes = match digits.len() {
-        52 => {
-            nixbase32::decode(digits.as_bytes()).map_err(|e| invalid("NarHash", e.to_string()))?
-        }
+        52 => nix32::decode(digits).map_err(|e| invalid("NarHash", e.to_string()))?,
         64 => hex_decode(digits).ok_or_else(|| invalid("NarHash", "bad hex digits"))?,
         n => {
             return Err(invalid(
@@ -671,33 +669,31 @@ fn hex_decode(digits: &str) -> Option<Vec<u8>> {
         .collect()
 }
 
-/// `<32 nix32 characters>-<name>`, no `/` or whitespace.
-fn check_basename(name: &str, field: &'static str) -> Result<(), GuixNarInfoError> {
-    let hash = name.get(..HASH_PART_LEN);
-    let well_formed = hash.is_some_and(|hash| {
-        hash.bytes()
-            .all(|b| b"0123456789abcdfghijklmnpqrsvwxyz".contains(&b))
-    }) && name.as_bytes().get(HASH_PART_LEN) == Some(&b'-')
-        && name.len() > HASH_PART_LEN + 1
-        && !name.contains(|c: char| c == '/' || c.is_whitespace() || c.is_control());
-    if well_formed {
-        Ok(())
-    } else {
-        Err(invalid(field, format!("{name:?} is not a store item name")))
+/// The store directory of an absolute store path (`/gnu/store` for `/gnu/store/<hash>-<name>`).
+fn store_dir(path: &str) -> &str {
+    match path.rsplit_once('/') {
+        Some(("", _)) => "/",
+        Some((dir, _)) => dir,
+        None => "",
     }
 }
 
-/// An absolute path whose last component is a store item name.
+/// A full store path, by the daemon's rules (shared by Nix and Guix).
 fn check_store_path(path: &str) -> Result<(), GuixNarInfoError> {
-    match path.rsplit_once('/') {
-        Some((dir, name)) if path.starts_with('/') && !dir.is_empty() => {
-            check_basename(name, "StorePath")
-        }
-        _ => Err(invalid(
-            "StorePath",
-            format!("{path:?} is not a store path"),
-        )),
-    }
+    StorePath::parse(store_dir(path), path)
+        .map(drop)
+        .map_err(|e| invalid("StorePath", e.to_string()))
+}
+
+/// A store item basename `<hash>-<name>` (references, deriver), by the daemon's rules.
+fn check_basename(
+    store_path: &str,
+    name: &str,
+    field: &'static str,
+) -> Result<(), GuixNarInfoError> {
+    StorePath::from_basename(store_dir(store_path), name)
+        .map(drop)
+        .map_err(|e| invalid(field, e.to_string()))
 }
 
 fn check_url(url: &NarUrl) -> Result<(), GuixNarInfoError> {
@@ -1020,6 +1016,33 @@ mod tests {
         assert_eq!(reread.content(), parsed.content());
         assert_eq!(reread.urls(), urls);
         assert!(!reread.signed_part().contains("System"));
+    }
+
+    #[test]
+    fn url_groups_inside_the_signed_part_are_read_and_kept_in_place() {
+        // Older `guix publish` put the URL groups before the signature, inside the signed part.
+        let text = vector("generated.narinfo");
+        let at = text.find("Signature:").expect("signed");
+        let tail_at = text.find("URL:").expect("has URLs");
+        let signed_part = format!("{}{}", &text[..at], &text[tail_at..]);
+        let field = SignatureField::sign(&signed_part, "old", &secret()).expect("signs");
+        let legacy = format!("{signed_part}Signature: {field}\n");
+        let parsed = GuixNarInfo::parse(&legacy).expect("parses");
+        assert_eq!(parsed.urls().len(), 2);
+        assert_eq!(parsed.signed_part(), signed_part);
+        assert_eq!(parsed.to_string(), legacy, "URL groups are not repeated");
+        assert_eq!(
+            parsed.verify_signature(&[key("signing-key.pub")]),
+            SigCheck::Valid {
+                key: key("signing-key.pub")
+            }
+        );
+        let modern = parsed.signed("new", &secret()).expect("signs").to_string();
+        assert!(
+            modern.starts_with(&text[..at]),
+            "re-signing moves URLs after the signature"
+        );
+        assert!(modern.ends_with(&text[tail_at..]));
     }
 
     #[test]
