@@ -2,11 +2,11 @@
 //! flavors. Everything here is deterministic and unit-tested against real vectors
 //! (`tests/vectors/`).
 
-pub mod nix32;
-pub mod store_path;
 pub mod narinfo;
+pub mod nix32;
 pub mod nix_key;
+pub mod store_path;
 
-pub mod sexp;
 pub mod guix_key;
 pub mod guix_narinfo;
+pub mod sexp;
