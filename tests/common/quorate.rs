@@ -1,0 +1,489 @@
+//! A real `quorate serve` process for a test: a TOML config written from [`CacheSpec`]s (the
+//! DESIGN §7 contract), a signing key made by `quorate keygen`, a fresh state directory, and a
+//! database on SQLite (the default, in `state_dir`) or on the PostgreSQL server that
+//! `scripts/test.sh` starts (a fresh database per test). Killed on drop; if the test is
+//! panicking, the end of quorate's log is printed first.
+
+use std::fmt::Write as _;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use super::fixtures::FixturePath;
+use super::{block_on, http_get, http_get_async, scratch_dir, HttpAnswer};
+
+/// Where quorate keeps its records.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    /// `sqlite://<state_dir>/quorate.db`: no `database_url` in the config (the default).
+    Sqlite,
+    /// A fresh database on the server at `QUORATE_TEST_POSTGRES_URL`.
+    Postgres,
+}
+
+/// Runs `story` once on SQLite and once on PostgreSQL. Without `QUORATE_TEST_POSTGRES_URL` the
+/// PostgreSQL run fails with a hint (run `scripts/test.sh`), unless
+/// `QUORATE_TEST_SKIP_POSTGRES=1` says to skip it.
+pub fn for_each_backend(story: impl Fn(Backend)) {
+    eprintln!("--- backend: sqlite");
+    story(Backend::Sqlite);
+    if std::env::var_os("QUORATE_TEST_POSTGRES_URL").is_none()
+        && std::env::var("QUORATE_TEST_SKIP_POSTGRES").as_deref() == Ok("1")
+    {
+        eprintln!("--- backend: postgres SKIPPED (QUORATE_TEST_SKIP_POSTGRES=1)");
+        return;
+    }
+    eprintln!("--- backend: postgres");
+    story(Backend::Postgres);
+}
+
+/// One `[[cache]]` of the config.
+#[derive(Clone, Debug)]
+pub struct CacheSpec {
+    /// `name`.
+    pub name: String,
+    /// `mount`.
+    pub mount: String,
+    /// `quorum`.
+    pub quorum: u32,
+    /// `on_dissent`: `refuse` or `majority`.
+    pub on_dissent: String,
+    /// `required_builders` (omitted when empty).
+    pub required_builders: Vec<String>,
+    /// `[[cache.builder]]`: name and keys.
+    pub builders: Vec<(String, Vec<String>)>,
+    /// `[[cache.upstream]]`: url and optional priority (lower first).
+    pub upstreams: Vec<(String, Option<u32>)>,
+}
+
+impl CacheSpec {
+    /// A Nix cache mounted at `/`, quorum 1, refusing on dissent, with no builders or
+    /// upstreams yet.
+    pub fn nix(name: &str) -> CacheSpec {
+        CacheSpec {
+            name: name.to_owned(),
+            mount: "/".to_owned(),
+            quorum: 1,
+            on_dissent: "refuse".to_owned(),
+            required_builders: Vec::new(),
+            builders: Vec::new(),
+            upstreams: Vec::new(),
+        }
+    }
+
+    /// Sets `quorum`.
+    pub fn quorum(mut self, quorum: u32) -> CacheSpec {
+        self.quorum = quorum;
+        self
+    }
+
+    /// Sets `on_dissent`.
+    pub fn on_dissent(mut self, policy: &str) -> CacheSpec {
+        self.on_dissent = policy.to_owned();
+        self
+    }
+
+    /// Sets `mount`.
+    pub fn mount(mut self, mount: &str) -> CacheSpec {
+        self.mount = mount.to_owned();
+        self
+    }
+
+    /// Adds a name to `required_builders`.
+    pub fn require(mut self, builder: &str) -> CacheSpec {
+        self.required_builders.push(builder.to_owned());
+        self
+    }
+
+    /// Adds a `[[cache.builder]]`.
+    pub fn builder<S: AsRef<str>>(mut self, name: &str, keys: &[S]) -> CacheSpec {
+        let keys = keys.iter().map(|k| k.as_ref().to_owned()).collect();
+        self.builders.push((name.to_owned(), keys));
+        self
+    }
+
+    /// Adds a `[[cache.upstream]]` with no priority.
+    pub fn upstream(mut self, url: &str) -> CacheSpec {
+        self.upstreams.push((url.to_owned(), None));
+        self
+    }
+
+    /// Adds a `[[cache.upstream]]` with a `priority` (NAR source preference, lower first).
+    pub fn upstream_with_priority(mut self, url: &str, priority: u32) -> CacheSpec {
+        self.upstreams.push((url.to_owned(), Some(priority)));
+        self
+    }
+}
+
+/// A running quorate.
+pub struct Quorate {
+    child: Child,
+    url: String,
+    backend: Backend,
+    database_url: String,
+    public_key: String,
+    config_path: PathBuf,
+    state_dir: PathBuf,
+    log_path: PathBuf,
+    caches: Vec<CacheSpec>,
+    /// Owns the config, keys, state and log; deleted on drop (unless QUORATE_TEST_KEEP=1).
+    dir: tempfile::TempDir,
+}
+
+/// The name `quorate keygen` gives the test key.
+pub const QUORATE_KEY_NAME: &str = "quorate-test-1";
+
+impl Quorate {
+    /// Starts quorate serving `caches`, its records on `backend`.
+    pub fn start(backend: Backend, caches: Vec<CacheSpec>) -> Quorate {
+        Quorate::start_with(backend, caches, "")
+    }
+
+    /// Like [`Quorate::start`], with extra top-level TOML lines (e.g. `upstream_timeout`).
+    pub fn start_with(backend: Backend, caches: Vec<CacheSpec>, extra_toml: &str) -> Quorate {
+        // A port picked here may be taken by someone else before quorate binds it: retry.
+        let mut attempt = 1;
+        loop {
+            match Quorate::try_start(backend, &caches, extra_toml) {
+                Ok(q) => return q,
+                Err(log) if attempt < 3 && log.contains("in use") => attempt += 1,
+                Err(log) => panic!("quorate serve did not become healthy.\n{log}"),
+            }
+        }
+    }
+
+    fn try_start(
+        backend: Backend,
+        caches: &[CacheSpec],
+        extra_toml: &str,
+    ) -> Result<Quorate, String> {
+        let dir = scratch_dir("quorate");
+        let state_dir = dir.path().join("state");
+        let key_prefix = dir.path().join("keys").join(QUORATE_KEY_NAME);
+        keygen(&key_prefix);
+        let public_key = read_trimmed(&key_prefix.with_extension("pub"));
+        let database_url = match backend {
+            Backend::Sqlite => format!("sqlite://{}", state_dir.join("quorate.db").display()),
+            Backend::Postgres => fresh_postgres_database(),
+        };
+        let log_path = dir.path().join("quorate.log");
+        let config_path = dir.path().join("quorate.toml");
+        let port = free_port();
+        let config = render_config(
+            port,
+            &state_dir,
+            backend,
+            &database_url,
+            &key_prefix.with_extension("sec"),
+            caches,
+            extra_toml,
+        );
+        std::fs::write(&config_path, &config).expect("writing quorate.toml");
+        let log = File::create(&log_path).expect("creating quorate.log");
+        let child = Command::new(env!("CARGO_BIN_EXE_quorate"))
+            .arg("serve")
+            .arg("--config")
+            .arg(&config_path)
+            .env(
+                "RUST_LOG",
+                std::env::var("RUST_LOG").unwrap_or_else(|_| "info,quorate=debug".into()),
+            )
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("cloning the log handle"))
+            .stderr(log)
+            .spawn()
+            .expect("spawning quorate serve");
+        let mut q = Quorate {
+            child,
+            url: format!("http://127.0.0.1:{port}"),
+            backend,
+            database_url,
+            public_key,
+            config_path,
+            state_dir,
+            log_path,
+            caches: caches.to_vec(),
+            dir,
+        };
+        match q.wait_healthy() {
+            Ok(()) => Ok(q),
+            // Dropping q kills the process (no log dump: nothing is panicking yet).
+            Err(log) => Err(format!(
+                "config {}:\n{config}\nlog:\n{log}",
+                q.config_path.display()
+            )),
+        }
+    }
+
+    /// Polls `GET /healthz` until 200; on exit or timeout, returns the log.
+    fn wait_healthy(&mut self) -> Result<(), String> {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let health = format!("{}/healthz", self.url);
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Err(format!("(quorate exited: {status})\n{}", self.log()));
+            }
+            let answer = block_on(http_get_async(&health, Duration::from_secs(2)));
+            if matches!(answer, Ok(HttpAnswer { status: 200, .. })) {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                return Err(format!("(no 200 from {health} in 60 s)\n{}", self.log()));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Base URL, `http://127.0.0.1:PORT`.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// The substituter URL of cache `name` (its mount under the base URL).
+    pub fn cache_url(&self, name: &str) -> String {
+        let spec = self
+            .caches
+            .iter()
+            .find(|c| c.name == name)
+            .unwrap_or_else(|| panic!("no cache {name} configured"));
+        format!("{}{}", self.url, spec.mount.trim_end_matches('/'))
+    }
+
+    /// The substituter URL of the first cache.
+    pub fn substituter(&self) -> String {
+        self.cache_url(&self.caches[0].name)
+    }
+
+    /// `GET <first cache>/<hash>.narinfo` for a fixture path.
+    pub fn narinfo(&self, path: &FixturePath) -> HttpAnswer {
+        let url = format!("{}{}", self.substituter(), path.narinfo_path());
+        http_get(&url).unwrap_or_else(|e| panic!("{e}\nquorate log:\n{}", self.log()))
+    }
+
+    /// quorate's public key, `quorate-test-1:<base64>`: what a client trusts.
+    pub fn public_key(&self) -> &str {
+        &self.public_key
+    }
+
+    /// The backend in use.
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// The database URL quorate records to (for [`super::db`]-style checks).
+    pub fn database_url(&self) -> &str {
+        &self.database_url
+    }
+
+    /// `state_dir` (NAR store, SQLite database).
+    pub fn state_dir(&self) -> &Path {
+        &self.state_dir
+    }
+
+    /// The config file written.
+    pub fn config_path(&self) -> &Path {
+        &self.config_path
+    }
+
+    /// Where quorate's stdout and stderr go.
+    pub fn log_path(&self) -> &Path {
+        &self.log_path
+    }
+
+    /// quorate's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+}
+
+impl Drop for Quorate {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            let log = self.log();
+            let lines: Vec<&str> = log.lines().collect();
+            let tail = &lines[lines.len().saturating_sub(80)..];
+            eprintln!(
+                "===== quorate log ({}, {:?} backend, last {} lines) =====\n{}\n===== end of quorate log =====",
+                self.log_path.display(),
+                self.backend,
+                tail.len(),
+                tail.join("\n")
+            );
+            if std::env::var("QUORATE_TEST_KEEP").as_deref() != Ok("1") {
+                eprintln!(
+                    "(set QUORATE_TEST_KEEP=1 to keep {})",
+                    self.dir.path().display()
+                );
+            }
+        }
+    }
+}
+
+/// `quorate keygen --flavor nix --name quorate-test-1 --out PREFIX`.
+fn keygen(prefix: &Path) {
+    std::fs::create_dir_all(prefix.parent().expect("key prefix has a parent"))
+        .expect("creating the key directory");
+    let out = Command::new(env!("CARGO_BIN_EXE_quorate"))
+        .args([
+            "keygen",
+            "--flavor",
+            "nix",
+            "--name",
+            QUORATE_KEY_NAME,
+            "--out",
+        ])
+        .arg(prefix)
+        .stdin(Stdio::null())
+        .output()
+        .expect("running quorate keygen");
+    assert!(
+        out.status.success(),
+        "quorate keygen failed ({}):\n{}{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn read_trimmed(path: &Path) -> String {
+    std::fs::read_to_string(path)
+        .unwrap_or_else(|e| panic!("reading {}: {e}", path.display()))
+        .trim()
+        .to_owned()
+}
+
+/// A port nobody listens on right now.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("finding a free port")
+}
+
+/// A TOML basic string.
+fn q(s: &str) -> String {
+    toml::Value::String(s.to_owned()).to_string()
+}
+
+fn render_config(
+    port: u16,
+    state_dir: &Path,
+    backend: Backend,
+    database_url: &str,
+    signing_key_file: &Path,
+    caches: &[CacheSpec],
+    extra_toml: &str,
+) -> String {
+    let mut t = String::new();
+    let _ = writeln!(t, "# written by tests/common/quorate.rs");
+    let _ = writeln!(t, "listen = {}", q(&format!("127.0.0.1:{port}")));
+    let _ = writeln!(t, "state_dir = {}", q(&state_dir.display().to_string()));
+    if backend == Backend::Postgres {
+        let _ = writeln!(t, "database_url = {}", q(database_url));
+    }
+    t.push_str(extra_toml);
+    if !extra_toml.is_empty() && !extra_toml.ends_with('\n') {
+        t.push('\n');
+    }
+    for c in caches {
+        let _ = writeln!(t, "\n[[cache]]");
+        let _ = writeln!(t, "name = {}", q(&c.name));
+        let _ = writeln!(t, "flavor = \"nix\"");
+        let _ = writeln!(t, "mount = {}", q(&c.mount));
+        let _ = writeln!(
+            t,
+            "signing_key_file = {}",
+            q(&signing_key_file.display().to_string())
+        );
+        let _ = writeln!(t, "quorum = {}", c.quorum);
+        let _ = writeln!(t, "on_dissent = {}", q(&c.on_dissent));
+        if !c.required_builders.is_empty() {
+            let names: Vec<String> = c.required_builders.iter().map(|b| q(b)).collect();
+            let _ = writeln!(t, "required_builders = [{}]", names.join(", "));
+        }
+        for (name, keys) in &c.builders {
+            let keys: Vec<String> = keys.iter().map(|k| q(k)).collect();
+            let _ = writeln!(t, "\n  [[cache.builder]]");
+            let _ = writeln!(t, "  name = {}", q(name));
+            let _ = writeln!(t, "  keys = [{}]", keys.join(", "));
+        }
+        for (url, priority) in &c.upstreams {
+            let _ = writeln!(t, "\n  [[cache.upstream]]");
+            let _ = writeln!(t, "  url = {}", q(url));
+            if let Some(p) = priority {
+                let _ = writeln!(t, "  priority = {p}");
+            }
+        }
+    }
+    t
+}
+
+/// Creates a fresh database on the test PostgreSQL server and returns its URL.
+fn fresh_postgres_database() -> String {
+    let admin = std::env::var("QUORATE_TEST_POSTGRES_URL").unwrap_or_else(|_| {
+        panic!(
+            "QUORATE_TEST_POSTGRES_URL is not set: run the tests with scripts/test.sh (it starts \
+             a throwaway PostgreSQL), or set QUORATE_TEST_SKIP_POSTGRES=1 to skip the PostgreSQL \
+             variants"
+        )
+    });
+    static N: AtomicU32 = AtomicU32::new(0);
+    let name = format!(
+        "quorate_test_{}_{}_{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0)
+    );
+    block_on(async {
+        use sqlx::Connection as _;
+        let mut conn = sqlx::PgConnection::connect(&admin)
+            .await
+            .unwrap_or_else(|e| panic!("connecting to {admin}: {e}"));
+        sqlx::query(&format!("CREATE DATABASE \"{name}\""))
+            .execute(&mut conn)
+            .await
+            .unwrap_or_else(|e| panic!("CREATE DATABASE {name} on {admin}: {e}"));
+        let _ = conn.close().await;
+    });
+    with_database(&admin, &name)
+}
+
+/// `postgres://user@host:port/olddb?params` → the same with `/name` as the database.
+fn with_database(url: &str, name: &str) -> String {
+    let (base, query) = match url.split_once('?') {
+        Some((b, q)) => (b, Some(q)),
+        None => (url, None),
+    };
+    let authority_start = base.find("://").map(|i| i + 3).unwrap_or(0);
+    let path_start = base[authority_start..]
+        .find('/')
+        .map(|i| authority_start + i)
+        .unwrap_or(base.len());
+    let mut out = format!("{}/{name}", &base[..path_start]);
+    if let Some(q) = query {
+        out.push('?');
+        out.push_str(q);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn with_database_replaces_only_the_path() {
+        let f = super::with_database;
+        assert_eq!(f("postgres://u@h:5/postgres", "x"), "postgres://u@h:5/x");
+        assert_eq!(f("postgres://u@h:5", "x"), "postgres://u@h:5/x");
+        assert_eq!(
+            f("postgresql://u@/db?host=/run/pg&port=5", "x"),
+            "postgresql://u@/x?host=/run/pg&port=5"
+        );
+    }
+}
