@@ -31,6 +31,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::protocol::guix_key::GuixPublicKey;
 use crate::protocol::nix_key::NixPublicKey;
 use crate::quorum::OnDissent;
 
@@ -202,8 +203,8 @@ pub struct BuilderConfig {
 pub enum BuilderKey {
     /// `name:base64(32)`.
     Nix(NixPublicKey),
-    /// `(public-key (ecc (curve Ed25519) (q #..#)))`, as text until the Guix key type lands.
-    Guix(String),
+    /// `(public-key (ecc (curve Ed25519) (q #..#)))`.
+    Guix(GuixPublicKey),
 }
 
 impl BuilderKey {
@@ -211,7 +212,7 @@ impl BuilderKey {
     pub fn key_name(&self) -> String {
         match self {
             BuilderKey::Nix(k) => k.name.clone(),
-            BuilderKey::Guix(k) => k.clone(),
+            BuilderKey::Guix(k) => k.q_hex(),
         }
     }
 
@@ -219,7 +220,7 @@ impl BuilderKey {
     pub fn to_text(&self) -> String {
         match self {
             BuilderKey::Nix(k) => k.to_string(),
-            BuilderKey::Guix(k) => k.clone(),
+            BuilderKey::Guix(k) => k.to_advanced(),
         }
     }
 }
@@ -544,7 +545,9 @@ fn parse_builder_key(flavor: Flavor, text: &str, base: &Path) -> Result<BuilderK
                 std::fs::read_to_string(&path)
                     .map_err(|e| format!("cannot read key file {}: {e}", path.display()))?
             };
-            Ok(BuilderKey::Guix(sexp))
+            GuixPublicKey::parse(&sexp)
+                .map(BuilderKey::Guix)
+                .map_err(|e| format!("not a Guix public key: {e}"))
         }
     }
 }

@@ -8,6 +8,7 @@ use anyhow::{bail, Context};
 use clap::{Parser, Subcommand, ValueEnum};
 
 use quorate::config::Config;
+use quorate::protocol::guix_key::GuixSecretKey;
 use quorate::protocol::nix_key::NixSecretKey;
 use quorate::server;
 
@@ -126,7 +127,21 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                         .with_context(|| format!("writing {}", sec.display()))?;
                     public
                 }
-                KeyFlavor::Guix => bail!("Guix keys are not available in this build yet"),
+                KeyFlavor::Guix => {
+                    // Guix keys carry no name; --name is accepted for symmetry and ignored.
+                    let _ = &name;
+                    let key = GuixSecretKey::generate()?;
+                    let public = key.public().to_advanced();
+                    if sec.exists() {
+                        bail!(
+                            "{} already exists; refusing to overwrite a key",
+                            sec.display()
+                        );
+                    }
+                    server::write_key_pair(&sec, &key.to_advanced(), &public)
+                        .with_context(|| format!("writing {}", sec.display()))?;
+                    public
+                }
             };
             println!("{public}");
             Ok(())

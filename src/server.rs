@@ -17,6 +17,8 @@ use crate::attestation::{now_ms, Attestation, Content, NarSource, SigStatus};
 use crate::config::{BuilderKey, CacheConfig, Config, Flavor};
 use crate::db::{Db, Event};
 use crate::nar::{NarFetcher, NarStore};
+use crate::protocol::guix_key::{GuixPublicKey, GuixSecretKey};
+use crate::protocol::guix_narinfo::{self, GuixNarInfo, NarUrl};
 use crate::protocol::narinfo::{NarHash, NixNarInfo};
 use crate::protocol::nix_key::{check_sig, NixPublicKey, NixSecretKey, SigCheck};
 use crate::protocol::store_path::StorePath;
@@ -99,6 +101,8 @@ pub struct Metrics {
 pub enum Signer {
     /// Nix ed25519 key.
     Nix(NixSecretKey),
+    /// Guix ECDSA-over-edwards25519 key.
+    Guix(GuixSecretKey),
 }
 
 /// Facts about a served NAR: enough to fetch and verify it.
@@ -120,6 +124,8 @@ pub struct CacheState {
     pub signer: Signer,
     /// Every builder key (Nix flavor), for signature checks.
     nix_keys: Vec<NixPublicKey>,
+    /// Every builder key (Guix flavor), for signature checks.
+    guix_keys: Vec<GuixPublicKey>,
     /// Hot answers per hash part; positive ones live long, negative ones briefly.
     pub decisions: Cache<String, Arc<Resolution>>,
     /// NAR key (nix32 of the NarHash) → what is needed to fetch and verify it.
@@ -127,6 +133,9 @@ pub struct CacheState {
     /// (NAR key, upstream) pairs that delivered wrong bytes: tried last next time.
     pub bad_sources: Cache<(String, String), ()>,
 }
+
+/// The host named in quorate's Guix `Signature:` fields (informational, unsigned).
+pub const GUIX_SIGNATURE_HOST: &str = "quorate";
 
 /// How long a negative answer (404) is remembered in memory and announced to clients.
 pub const NEGATIVE_TTL: Duration = Duration::from_secs(60);
@@ -166,11 +175,21 @@ impl CacheState {
                 BuilderKey::Guix(_) => None,
             })
             .collect();
+        let guix_keys = config
+            .builders
+            .iter()
+            .flat_map(|b| b.keys.iter())
+            .filter_map(|k| match k {
+                BuilderKey::Guix(k) => Some(*k),
+                BuilderKey::Nix(_) => None,
+            })
+            .collect();
         CacheState {
             config,
             policy,
             signer,
             nix_keys,
+            guix_keys,
             decisions: Cache::builder()
                 .max_capacity(200_000)
                 .expire_after(ResolutionExpiry)
@@ -200,8 +219,72 @@ impl CacheState {
     ) -> Result<Observation, String> {
         match self.config.flavor {
             Flavor::Nix => self.observe_nix(upstream, hash_part, text),
-            Flavor::Guix => Err("the Guix flavor is not available yet".into()),
+            Flavor::Guix => self.observe_guix(upstream, hash_part, text),
         }
+    }
+
+    fn observe_guix(
+        &self,
+        upstream: &str,
+        hash_part: &str,
+        text: &str,
+    ) -> Result<Observation, String> {
+        let ni = GuixNarInfo::parse(text).map_err(|e| e.to_string())?;
+        if ni.hash_part() != hash_part {
+            return Err(format!(
+                "asked for {hash_part}, got a narinfo for {}",
+                ni.store_path()
+            ));
+        }
+        StorePath::parse(&self.config.store_dir, ni.store_path()).map_err(|e| e.to_string())?;
+        let content = ni.content();
+        let check = ni.verify_signature(&self.guix_keys);
+        let attestations = match (check.status(), ni.signature()) {
+            (Some(status), Some(signature)) => {
+                // A malformed signature names no readable key: record it under "".
+                let key_name = check.key().map(|k| k.q_hex()).unwrap_or_default();
+                let builder = match status {
+                    SigStatus::UnknownKey => None,
+                    _ => self.config.builder_of(&key_name).map(|b| b.name.clone()),
+                };
+                vec![Attestation {
+                    cache: self.config.name.clone(),
+                    hash_part: hash_part.to_string(),
+                    content: content.clone(),
+                    deriver: ni.deriver().map(str::to_string),
+                    ca: None,
+                    key_name,
+                    builder,
+                    upstream: upstream.to_string(),
+                    signature: signature.to_string(),
+                    status,
+                    seen_at: now_ms(),
+                }]
+            }
+            _ => vec![],
+        };
+        // Prefer a compression quorate can decode, in the order the upstream lists them.
+        let source = ni
+            .urls()
+            .iter()
+            .find(|u| {
+                u.compression
+                    .as_deref()
+                    .unwrap_or("none")
+                    .parse::<crate::nar::Compression>()
+                    .is_ok()
+            })
+            .map(|u| NarSource {
+                upstream: upstream.to_string(),
+                nar_hash: content.nar_hash.clone(),
+                url: u.url.clone(),
+                compression: u.compression.clone().unwrap_or_else(|| "none".into()),
+                file_size: u.file_size,
+            });
+        Ok(Observation {
+            attestations,
+            source,
+        })
     }
 
     fn observe_nix(
@@ -295,6 +378,33 @@ impl CacheState {
                 ni.sigs.push(own);
                 Ok(ni.render())
             }
+            Signer::Guix(key) => {
+                let c = &agreed.content;
+                let basename = c
+                    .store_path
+                    .rsplit('/')
+                    .next()
+                    .unwrap_or_default()
+                    .to_string();
+                // No FileSize: compressed sizes are unknown while compressing on the fly, and
+                // Guix requires FileSize on every group or on none.
+                let urls = vec![
+                    NarUrl {
+                        url: format!("nar/zstd/{basename}"),
+                        compression: Some("zstd".into()),
+                        file_size: None,
+                    },
+                    NarUrl {
+                        url: format!("nar/{basename}"),
+                        compression: Some("none".into()),
+                        file_size: None,
+                    },
+                ];
+                let ni = GuixNarInfo::new(c, agreed.deriver.clone(), None, urls)
+                    .and_then(|ni| ni.signed(GUIX_SIGNATURE_HOST, key))
+                    .map_err(|e: guix_narinfo::GuixNarInfoError| e.to_string())?;
+                Ok(ni.to_string())
+            }
         }
     }
 
@@ -317,6 +427,7 @@ impl CacheState {
     pub fn public_key_text(&self) -> String {
         match &self.signer {
             Signer::Nix(k) => k.public().to_string(),
+            Signer::Guix(k) => k.public().to_advanced(),
         }
     }
 }
@@ -420,7 +531,20 @@ fn load_or_generate_key(c: &CacheConfig) -> Result<Signer, StartError> {
                 Ok(Signer::Nix(key))
             }
         }
-        Flavor::Guix => Err(key_err("the Guix flavor is not available yet".into())),
+        Flavor::Guix => {
+            if path.exists() {
+                let text = std::fs::read_to_string(path).map_err(|e| key_err(e.to_string()))?;
+                let key = GuixSecretKey::parse(&text)
+                    .map_err(|e| key_err(format!("not a Guix secret key: {e}")))?;
+                Ok(Signer::Guix(key))
+            } else {
+                let key = GuixSecretKey::generate().map_err(|e| key_err(e.to_string()))?;
+                write_key_pair(path, &key.to_advanced(), &key.public().to_advanced())
+                    .map_err(|e| key_err(format!("cannot write generated key: {e}")))?;
+                tracing::info!(cache = %c.name, "generated signing key {}", path.display());
+                Ok(Signer::Guix(key))
+            }
+        }
     }
 }
 

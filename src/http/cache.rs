@@ -8,17 +8,25 @@ use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use futures_util::FutureExt;
+use std::io;
+
+use bytes::Bytes;
+use futures_util::stream::BoxStream;
+use futures_util::{FutureExt, StreamExt};
 
 use crate::attestation::{now_ms, NarSource};
+use crate::config::Flavor;
 use crate::db::Event;
 use crate::http::text;
-use crate::nar::{Compression, Expected, NarError};
+use crate::nar::{zstd_encode, Compression, Expected, NarError};
 use crate::protocol::narinfo::NarHash;
-use crate::protocol::store_path::is_valid_hash_part;
+use crate::protocol::store_path::{is_valid_hash_part, HASH_PART_LEN};
 use crate::resolve::{resolve, Resolution};
 use crate::server::{App, CacheState, NarEntry, NEGATIVE_TTL};
 use crate::upstream::{UpstreamClient, UpstreamError};
+
+/// `Cache-Control` of a served narinfo: clients may keep it a day (Guix honours it).
+const POSITIVE_MAX_AGE: &str = "max-age=86400";
 
 /// `GET|HEAD <mount>/<file>`: `nix-cache-info` or `<hash>.narinfo`.
 pub async fn file(State(app): State<Arc<App>>, idx: usize, Path(file): Path<String>) -> Response {
@@ -55,6 +63,10 @@ pub async fn file(State(app): State<Arc<App>>, idx: usize, Path(file): Path<Stri
                     HeaderValue::from_static("text/x-nix-narinfo"),
                 );
                 h.insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
+                h.insert(
+                    header::CACHE_CONTROL,
+                    HeaderValue::from_static(POSITIVE_MAX_AGE),
+                );
                 resp
             }
             Resolution::NotServed { reason } => text(
@@ -74,42 +86,59 @@ pub async fn file(State(app): State<Arc<App>>, idx: usize, Path(file): Path<Stri
     }
 }
 
-/// `GET <mount>/nar/<nix32 NarHash>.nar`: the verified, uncompressed NAR.
+/// `GET <mount>/nar/<file>`. Nix: `<nix32 NarHash>.nar`; Guix: `<store path basename>`
+/// (uncompressed). Only verified bytes are served.
 pub async fn nar(State(app): State<Arc<App>>, idx: usize, Path(file): Path<String>) -> Response {
     let cache = app.caches[idx].clone();
+    match cache.config.flavor {
+        Flavor::Nix => nix_nar(&app, &cache, &file).await,
+        Flavor::Guix => guix_nar(&app, &cache, "none", &file).await,
+    }
+}
+
+/// `GET <mount>/nar/<compression>/<basename>` (Guix layout): `zstd` or `none`.
+pub async fn nar_compressed(
+    State(app): State<Arc<App>>,
+    idx: usize,
+    Path((compression, file)): Path<(String, String)>,
+) -> Response {
+    let cache = app.caches[idx].clone();
+    match cache.config.flavor {
+        Flavor::Guix => guix_nar(&app, &cache, &compression, &file).await,
+        Flavor::Nix => text(StatusCode::NOT_FOUND, "not found\n", None),
+    }
+}
+
+async fn nix_nar(app: &Arc<App>, cache: &Arc<CacheState>, file: &str) -> Response {
     let Some(key) = file.strip_suffix(".nar") else {
         return text(StatusCode::NOT_FOUND, "not found\n", None);
     };
     if crate::nar::validate_key(key).is_err() {
         return text(StatusCode::BAD_REQUEST, "malformed NAR name\n", None);
     }
-    let store = app.fetcher.store().clone();
-    // Warm: the local store holds only verified bytes.
-    match store.open_nar(key).await {
-        Ok(Some((file, size))) => {
-            app.metrics.nar_local.inc();
-            return nar_response(
-                Body::from_stream(tokio_util::io::ReaderStream::with_capacity(
-                    file,
-                    256 * 1024,
-                )),
-                size,
-            );
-        }
-        Ok(None) => {}
-        Err(e) => tracing::warn!("reading local NAR {key}: {e}"),
+    match verified_nar(app, cache, key, None).await {
+        Ok((body, size)) => nar_response(Body::from_stream(body), Some(size)),
+        Err(resp) => resp,
     }
-    let entry = match nar_entry(&app, &cache, key).await {
-        Ok(Some(e)) => e,
-        Ok(None) => {
-            return text(
-                StatusCode::NOT_FOUND,
-                "no accepted store path has this NAR\n",
-                Some(60),
-            )
-        }
+}
+
+async fn guix_nar(
+    app: &Arc<App>,
+    cache: &Arc<CacheState>,
+    compression: &str,
+    basename: &str,
+) -> Response {
+    if !matches!(compression, "zstd" | "none") {
+        return text(StatusCode::NOT_FOUND, "compression not offered\n", None);
+    }
+    let hash_part = basename.get(..HASH_PART_LEN).unwrap_or_default();
+    if !is_valid_hash_part(hash_part) || basename.as_bytes().get(HASH_PART_LEN) != Some(&b'-') {
+        return text(StatusCode::BAD_REQUEST, "malformed store path name\n", None);
+    }
+    let res = match resolve(app, cache, hash_part).await {
+        Ok(res) => res,
         Err(e) => {
-            tracing::error!("{e}");
+            tracing::error!(cache = %cache.config.name, %hash_part, "{e}");
             return text(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "temporarily unavailable\n",
@@ -117,26 +146,102 @@ pub async fn nar(State(app): State<Arc<App>>, idx: usize, Path(file): Path<Strin
             );
         }
     };
-    let Ok(nar_hash) = NarHash::parse(&entry.content.nar_hash) else {
+    let Resolution::Served { agreed, .. } = &*res else {
+        return text(
+            StatusCode::NOT_FOUND,
+            "not served\n",
+            Some(NEGATIVE_TTL.as_secs()),
+        );
+    };
+    if agreed.content.store_path.rsplit('/').next() != Some(basename) {
+        return text(
+            StatusCode::NOT_FOUND,
+            "not served\n",
+            Some(NEGATIVE_TTL.as_secs()),
+        );
+    }
+    let Ok(nar_hash) = NarHash::parse(&agreed.content.nar_hash) else {
         return text(
             StatusCode::INTERNAL_SERVER_ERROR,
             "bad recorded hash\n",
             None,
         );
     };
-    let Some(source) = pick_source(&app, &cache, key, &entry.sources).await else {
-        return text(
+    let entry = Arc::new(NarEntry {
+        content: agreed.content.clone(),
+        sources: agreed.sources.clone(),
+    });
+    match verified_nar(app, cache, &nar_hash.to_nix32(), Some(entry)).await {
+        Ok((body, _)) if compression == "zstd" => {
+            nar_response(Body::from_stream(zstd_encode(body)), None)
+        }
+        Ok((body, size)) => nar_response(Body::from_stream(body), Some(size)),
+        Err(resp) => resp,
+    }
+}
+
+/// The NAR `key` as a stream that only ever completes with verified bytes: from the local
+/// store, or from a (shared) verified upstream fetch. `Err` is the HTTP answer to give.
+async fn verified_nar(
+    app: &Arc<App>,
+    cache: &Arc<CacheState>,
+    key: &str,
+    known: Option<Arc<NarEntry>>,
+) -> Result<(BoxStream<'static, io::Result<Bytes>>, u64), Response> {
+    let store = app.fetcher.store().clone();
+    // Warm: the local store holds only verified bytes.
+    match store.open_nar(key).await {
+        Ok(Some((file, size))) => {
+            app.metrics.nar_local.inc();
+            return Ok((
+                tokio_util::io::ReaderStream::with_capacity(file, 256 * 1024).boxed(),
+                size,
+            ));
+        }
+        Ok(None) => {}
+        Err(e) => tracing::warn!("reading local NAR {key}: {e}"),
+    }
+    let entry = match known {
+        Some(e) => e,
+        None => match nar_entry(app, cache, key).await {
+            Ok(Some(e)) => e,
+            Ok(None) => {
+                return Err(text(
+                    StatusCode::NOT_FOUND,
+                    "no accepted store path has this NAR\n",
+                    Some(60),
+                ))
+            }
+            Err(e) => {
+                tracing::error!("{e}");
+                return Err(text(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "temporarily unavailable\n",
+                    None,
+                ));
+            }
+        },
+    };
+    let Ok(nar_hash) = NarHash::parse(&entry.content.nar_hash) else {
+        return Err(text(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "bad recorded hash\n",
+            None,
+        ));
+    };
+    let Some(source) = pick_source(app, cache, key, &entry.sources).await else {
+        return Err(text(
             StatusCode::NOT_FOUND,
             "no upstream offers this NAR\n",
             Some(60),
-        );
+        ));
     };
     let Ok(compression) = source.compression.parse::<Compression>() else {
-        return text(
+        return Err(text(
             StatusCode::BAD_GATEWAY,
             "upstream compression not supported\n",
             None,
-        );
+        ));
     };
     let Some(up) = cache
         .config
@@ -145,15 +250,15 @@ pub async fn nar(State(app): State<Arc<App>>, idx: usize, Path(file): Path<Strin
         .find(|u| u.url == source.upstream)
         .cloned()
     else {
-        return text(
+        return Err(text(
             StatusCode::NOT_FOUND,
             "no upstream offers this NAR\n",
             Some(60),
-        );
+        ));
     };
     let url = match UpstreamClient::nar_url(&up.url, &source.url) {
         Ok(u) => u,
-        Err(e) => return text(StatusCode::BAD_GATEWAY, &format!("{e}\n"), None),
+        Err(e) => return Err(text(StatusCode::BAD_GATEWAY, &format!("{e}\n"), None)),
     };
     app.metrics.nar_upstream.inc();
     let expected = Expected {
@@ -190,7 +295,7 @@ pub async fn nar(State(app): State<Arc<App>>, idx: usize, Path(file): Path<Strin
             record_fetch(&app, &cache, &key, &upstream, &store_path, size, result).await;
         });
     }
-    nar_response(Body::from_stream(inflight.body()), entry.content.nar_size)
+    Ok((inflight.body().boxed(), entry.content.nar_size))
 }
 
 async fn record_fetch(
@@ -241,7 +346,7 @@ async fn record_fetch(
     }
 }
 
-fn nar_response(body: Body, size: u64) -> Response {
+fn nar_response(body: Body, size: Option<u64>) -> Response {
     let mut resp = Response::new(body);
     let h = resp.headers_mut();
     // No Content-Encoding, ever: compression is announced only by the narinfo.
@@ -249,7 +354,9 @@ fn nar_response(body: Body, size: u64) -> Response {
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/x-nix-nar"),
     );
-    h.insert(header::CONTENT_LENGTH, HeaderValue::from(size));
+    if let Some(size) = size {
+        h.insert(header::CONTENT_LENGTH, HeaderValue::from(size));
+    }
     resp
 }
 

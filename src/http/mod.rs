@@ -37,6 +37,12 @@ pub fn router(app: Arc<App>) -> Router {
                 get(move |s: State<Arc<App>>, p: Path<String>| cache::nar(s, idx, p)),
             )
             .route(
+                "/nar/{compression}/{file}",
+                get(move |s: State<Arc<App>>, p: Path<(String, String)>| {
+                    cache::nar_compressed(s, idx, p)
+                }),
+            )
+            .route(
                 "/log/{drv}",
                 get(move |s: State<Arc<App>>, p: Path<String>| cache::log(s, idx, p)),
             );

@@ -22,6 +22,7 @@
 //!   running (or finished) fetch, shared by every client asking for the same NAR.
 
 mod compression;
+mod encode;
 mod fetch;
 mod store;
 
@@ -31,6 +32,7 @@ mod test_nar;
 use std::sync::Arc;
 
 pub use compression::Compression;
+pub use encode::zstd_encode;
 pub use fetch::{Expected, Inflight, NarFetcher};
 pub use store::{key_for_hash, validate_key, NarStore};
 
