@@ -318,6 +318,12 @@ async fn record_fetch(
             {
                 tracing::warn!("recording NAR object {key}: {e}");
             }
+            // Eviction happens in the store; the database's NAR objects follow it here.
+            for gone in app.fetcher.store().take_evicted() {
+                if let Err(e) = app.db.remove_nar_object(&format!("sha256:{gone}")).await {
+                    tracing::warn!("forgetting evicted NAR object {gone}: {e}");
+                }
+            }
         }
         Err(e) => {
             let kind = if matches!(e, NarError::Source(_)) {

@@ -61,6 +61,9 @@ pub struct NarStore {
     /// Makes temp file names unique when two fetches of one key overlap (e.g. one with a
     /// lying NarSize next to an honest one).
     next_temp: AtomicU64,
+    /// Keys evicted since the owner last asked ([`NarStore::take_evicted`]), so the database's
+    /// NAR objects can follow the directory. Bounded by the number of NARs the store held.
+    evicted: Mutex<Vec<String>>,
 }
 
 impl NarStore {
@@ -89,9 +92,18 @@ impl NarStore {
             max_size,
             index: Mutex::new(index),
             next_temp: AtomicU64::new(0),
+            evicted: Mutex::new(Vec::new()),
         };
         store.evict_blocking(None);
         Ok(store)
+    }
+
+    /// Keys of the NARs evicted since the last call (the caller forgets them elsewhere).
+    pub fn take_evicted(&self) -> Vec<String> {
+        self.evicted
+            .lock()
+            .map(|mut log| std::mem::take(&mut *log))
+            .unwrap_or_default()
     }
 
     /// The directory this store lives in.
@@ -179,6 +191,9 @@ impl NarStore {
             return;
         };
         let evicted = self.index().evict_until(max_size, keep);
+        if let Ok(mut log) = self.evicted.lock() {
+            log.extend(evicted.iter().cloned());
+        }
         for key in evicted {
             // A client still streaming the file keeps its open descriptor; unlink is safe.
             match fs::remove_file(self.nar_path(&key)) {
@@ -482,6 +497,9 @@ mod tests {
         assert!(store.lookup(&a).await.is_none());
         assert!(store.lookup(&d).await.is_some() && store.lookup(&e).await.is_some());
         assert_eq!(nar_files(dir.path()), 2);
+        // The owner learns which NARs went, once, to forget them in the database.
+        assert_eq!(store.take_evicted(), vec![b.clone(), c.clone(), a.clone()]);
+        assert!(store.take_evicted().is_empty());
     }
 
     #[tokio::test]
