@@ -545,3 +545,62 @@ fn assert_nothing_stored(q: &Quorate, claimed_nar_hash: &str, bad_bytes: &[u8]) 
         }
     }
 }
+
+/// A CI fleet asking for one path at once costs each upstream one narinfo request and the
+/// NAR one download: 500 concurrent narinfo requests for an uncached path share one
+/// resolution, and 50 concurrent NAR requests share one verified fetch (the upstreams answer
+/// after 300 ms, so every request arrives while the first is still in flight).
+#[test]
+fn concurrent_requests_for_one_uncached_path_share_one_upstream_fetch() {
+    let fx = fixtures();
+    let app = &fx.paths.app;
+    for_each_backend(|backend| {
+        let delay = Behavior::Delay(Duration::from_millis(300));
+        let a = UpstreamServer::serve_with(&fx.builder("A").cache_dir, delay);
+        let c = UpstreamServer::serve_with(&fx.builder("C").cache_dir, delay);
+        let spec = with_builders(CacheSpec::nix(CACHE).quorum(2), &["A", "C"])
+            .upstream(a.url())
+            .upstream(c.url());
+        let q = Quorate::start(backend, vec![spec]);
+        let narinfo_url = format!("{}/{}.narinfo", q.url(), app.hash_part());
+        let answers = common::block_on(futures_util::future::join_all(
+            (0..500).map(|_| common::http_get_async(&narinfo_url, Duration::from_secs(60))),
+        ));
+        let bodies: std::collections::BTreeSet<Vec<u8>> = answers
+            .into_iter()
+            .map(|a| {
+                let a = a.expect("narinfo request");
+                assert_eq!(a.status, 200, "{}", a.text());
+                a.body
+            })
+            .collect();
+        assert_eq!(bodies.len(), 1, "every client got the same narinfo");
+        for up in [&a, &c] {
+            assert_eq!(
+                up.requests(&app.narinfo_path()),
+                1,
+                "500 concurrent requests cost each upstream one narinfo request"
+            );
+        }
+
+        let narinfo = String::from_utf8_lossy(bodies.iter().next().unwrap()).into_owned();
+        let nar_url = narinfo
+            .lines()
+            .find_map(|l| l.strip_prefix("URL: "))
+            .expect("URL line");
+        let nar_url = format!("{}/{nar_url}", q.url());
+        let nars = common::block_on(futures_util::future::join_all(
+            (0..50).map(|_| common::http_get_async(&nar_url, Duration::from_secs(60))),
+        ));
+        for n in nars {
+            let n = n.expect("NAR request");
+            assert_eq!(n.status, 200);
+            assert_eq!(sha256_nix32(&n.body), app.nar_hash);
+        }
+        assert_eq!(
+            a.nar_requests() + c.nar_requests(),
+            1,
+            "50 concurrent NAR requests cost one upstream download"
+        );
+    });
+}
