@@ -11,24 +11,20 @@
 //! The side-by-side story also serves the Nix fixture caches of `tests/common`.
 //!
 //! The world (who signs what, which upstream compresses how) is described in
-//! `tests/guix_support/world.rs`. Nothing here asserts on time.
+//! `tests/common/guix/world.rs`. Nothing here asserts on time.
 
-// Only the Nix fixtures and their upstream server are used here (the side-by-side story): the
-// module's other re-exports are unused in this binary.
-#[allow(unused_imports)]
 mod common;
-mod guix_support;
 
 use std::collections::BTreeMap;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use guix_support::http::{eventually, nar_hash_of, Answer, Narinfo, UrlGroup};
-use guix_support::oracle::{KeyPair, Oracle};
-use guix_support::quorate::{backends, Backend, CacheSpec, Quorate};
-use guix_support::upstream::Upstream;
-use guix_support::world::{nar_url_path, StoreItem, World, AGREED, HONEST, MALICIOUS, MIRROR};
+use common::guix::narinfo::{Narinfo, UrlGroup};
+use common::guix::oracle::{KeyPair, Oracle};
+use common::guix::world::{nar_url_path, StoreItem, World, AGREED, HONEST, MALICIOUS, MIRROR};
+use common::http::{eventually, get_json, HttpAnswer};
+use common::{backends, nar_hash_of, Backend, CacheSpec, Quorate, UpstreamServer};
 use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _};
 
 /// The Guix cache every story configures.
@@ -58,12 +54,14 @@ fn expected_source(label: &str) -> (&'static str, &'static str) {
 }
 
 /// Starts an HTTP server for each named upstream of the world.
-async fn serve(world: &World, names: &[&str]) -> BTreeMap<String, Upstream> {
-    let mut ups = BTreeMap::new();
-    for &name in names {
-        ups.insert(name.to_owned(), Upstream::serve(world.upstream(name)).await);
-    }
-    ups
+fn serve(world: &World, names: &[&str]) -> BTreeMap<String, UpstreamServer> {
+    names
+        .iter()
+        .map(|&name| {
+            let files = world.upstream(name).files.clone();
+            (name.to_owned(), UpstreamServer::serve_files(files))
+        })
+        .collect()
 }
 
 /// The honest builders and the malicious one.
@@ -71,19 +69,19 @@ fn all_builders() -> Vec<&'static str> {
     HONEST.iter().copied().chain([MALICIOUS]).collect()
 }
 
-/// A Guix cache at `/guix` trusting every builder of the world (b2's key given inline as the
-/// s-expression, the others as `.pub` paths) and fetching from `ups`.
-fn guix_cache(world: &World, ups: &BTreeMap<String, Upstream>) -> CacheSpec {
-    let mut spec = CacheSpec::guix(GUIX, "/guix");
+/// A Guix cache at `/guix` with quorum 2, trusting every builder of the world (b2's key given
+/// inline as the s-expression, the others as `.pub` paths) and fetching from `ups`.
+fn guix_cache(world: &World, ups: &BTreeMap<String, UpstreamServer>) -> CacheSpec {
+    let mut spec = CacheSpec::guix(GUIX).mount("/guix").quorum(2);
     for b in all_builders() {
         let key = match b {
             "b2" => world.key(b).public_text(),
             _ => world.key(b).public.display().to_string(),
         };
-        spec = spec.builder(b, &key);
+        spec = spec.builder(b, &[key]);
     }
     for (name, up) in ups {
-        spec = spec.upstream(up.url(), priority(name));
+        spec = spec.upstream_with_priority(up.url(), priority(name));
     }
     spec
 }
@@ -101,7 +99,7 @@ fn basename(store_path: &str) -> &str {
 /// Asserts the headers every narinfo answer (200 or 404) needs for Guix's pipelined reads and
 /// its narinfo cache: `Content-Length` matching the body, `Cache-Control: max-age=N`.
 #[track_caller]
-fn assert_guix_cacheable(answer: &Answer, what: &str) {
+fn assert_guix_cacheable(answer: &HttpAnswer, what: &str) {
     let body = answer.bytes();
     assert_eq!(
         answer.header("content-length"),
@@ -118,12 +116,19 @@ fn assert_guix_cacheable(answer: &Answer, what: &str) {
     );
 }
 
+/// `GET` `item`'s narinfo from the Guix cache, which must answer `status` (`what` names the
+/// request in a failure).
+async fn narinfo_answer(q: &Quorate, item: &StoreItem, status: u16, what: &str) -> HttpAnswer {
+    let answer = q.get(GUIX, &item.narinfo_path()).await;
+    assert_eq!(answer.status, status, "{what}: {}", answer.summary());
+    answer
+}
+
 /// The narinfo quorate serves for an agreed item, checked field by field against what the
 /// builders signed; returns its text.
 async fn assert_served_narinfo(q: &Quorate, world: &World, label: &str, signer: &str) -> String {
     let item = world.item(label);
-    let answer = q.get(GUIX, &item.narinfo_path()).await;
-    assert_eq!(answer.status, 200, "{label}: {}", answer.summary());
+    let answer = narinfo_answer(q, item, 200, label).await;
     assert_guix_cacheable(&answer, label);
     let text = answer.text();
     let ni = Narinfo::parse(&text);
@@ -247,9 +252,9 @@ fn files_under(dir: &Path) -> Vec<PathBuf> {
 async fn paths_two_honest_builders_agree_on_are_served_signed_by_quorate_with_their_exact_nars() {
     let Some(world) = world() else { return };
     for backend in backends() {
-        let ups = serve(&world, &all_builders()).await;
-        let q = Quorate::start(backend, vec![guix_cache(&world, &ups)]).await;
-        let quorate_key = q.guix_public_key_file(GUIX);
+        let ups = serve(&world, &all_builders());
+        let q = Quorate::start_async(backend, vec![guix_cache(&world, &ups)]).await;
+        let quorate_key = q.public_key_file(GUIX);
 
         let mut texts = Vec::new();
         for label in AGREED {
@@ -323,8 +328,8 @@ async fn with_refuse_a_malicious_builder_dissenting_gets_the_path_refused_and_a_
 {
     let Some(world) = world() else { return };
     for backend in backends() {
-        let ups = serve(&world, &all_builders()).await;
-        let q = Quorate::start(backend, vec![guix_cache(&world, &ups)]).await;
+        let ups = serve(&world, &all_builders());
+        let q = Quorate::start_async(backend, vec![guix_cache(&world, &ups)]).await;
         let disputed = world.item("disputed");
         let evil = world.item("disputed-evil");
         assert_eq!(disputed.store_path, evil.store_path, "harness: same path");
@@ -341,13 +346,7 @@ async fn with_refuse_a_malicious_builder_dissenting_gets_the_path_refused_and_a_
             "harness: m's narinfo is validly signed by m's key"
         );
 
-        let answer = q.get(GUIX, &disputed.narinfo_path()).await;
-        assert_eq!(
-            answer.status,
-            404,
-            "[{backend:?}] disputed: {}",
-            answer.summary()
-        );
+        let answer = narinfo_answer(&q, disputed, 404, &format!("[{backend:?}] disputed")).await;
         assert_guix_cacheable(&answer, "disputed (404)");
         for path in [
             format!("/nar/{}", disputed.basename()),
@@ -356,19 +355,13 @@ async fn with_refuse_a_malicious_builder_dissenting_gets_the_path_refused_and_a_
             let nar = q.get(GUIX, &path).await;
             assert_eq!(nar.status, 404, "[{backend:?}] {path}");
         }
-        let nar_fetches: u64 = ups.values().map(Upstream::nar_requests).sum();
+        let nar_fetches: u64 = ups.values().map(UpstreamServer::nar_requests).sum();
         assert_eq!(
             nar_fetches, 0,
             "[{backend:?}] no NAR fetched for a refused path"
         );
 
-        let conflict = eventually("a conflict event about disputed", || async {
-            q.events(GUIX, "conflict")
-                .await
-                .into_iter()
-                .find(|e| e["store_path"] == disputed.store_path.as_str())
-        })
-        .await;
+        let conflict = q.event_about(GUIX, "conflict", &disputed.store_path).await;
         assert_eq!(conflict["kind"], "conflict", "{conflict}");
 
         let record = q.path_record(GUIX, disputed.hash_part()).await;
@@ -408,13 +401,7 @@ async fn with_refuse_a_malicious_builder_dissenting_gets_the_path_refused_and_a_
         );
 
         let evil_only = world.item("evil-only");
-        let answer = q.get(GUIX, &evil_only.narinfo_path()).await;
-        assert_eq!(
-            answer.status,
-            404,
-            "[{backend:?}] evil-only: {}",
-            answer.summary()
-        );
+        let answer = narinfo_answer(&q, evil_only, 404, &format!("[{backend:?}] evil-only")).await;
         assert_guix_cacheable(&answer, "evil-only (404)");
         let record = q.path_record(GUIX, evil_only.hash_part()).await;
         assert_eq!(record["decision"]["outcome"], "insufficient", "{record}");
@@ -430,24 +417,18 @@ async fn with_refuse_a_malicious_builder_dissenting_gets_the_path_refused_and_a_
 async fn with_majority_three_honest_builders_outvote_a_malicious_one() {
     let Some(world) = world() else { return };
     for backend in backends() {
-        let ups = serve(&world, &all_builders()).await;
+        let ups = serve(&world, &all_builders());
         let spec = guix_cache(&world, &ups).on_dissent("majority");
-        let q = Quorate::start(backend, vec![spec]).await;
+        let q = Quorate::start_async(backend, vec![spec]).await;
         let disputed = world.item("disputed");
-        let answer = q.get(GUIX, &disputed.narinfo_path()).await;
-        assert_eq!(
-            answer.status,
-            200,
-            "[{backend:?}] disputed: {}",
-            answer.summary()
-        );
+        let answer = narinfo_answer(&q, disputed, 200, &format!("[{backend:?}] disputed")).await;
         assert_guix_cacheable(&answer, "disputed");
         let text = answer.text();
         let ni = Narinfo::parse(&text);
         assert_eq!(ni.one("StorePath"), disputed.store_path);
         assert_eq!(ni.one("NarHash"), disputed.nar_hash(), "the honest content");
         assert_eq!(ni.references(), disputed.references);
-        let key = q.guix_public_key_file(GUIX);
+        let key = q.public_key_file(GUIX);
         assert_eq!(
             verdicts(&world, &format!("majority-{backend:?}"), &[(&text, &key)]),
             ["valid-signature"]
@@ -455,13 +436,7 @@ async fn with_majority_three_honest_builders_outvote_a_malicious_one() {
         assert_served_nars(&q, "disputed", disputed).await;
 
         let evil_only = world.item("evil-only");
-        let answer = q.get(GUIX, &evil_only.narinfo_path()).await;
-        assert_eq!(
-            answer.status,
-            404,
-            "[{backend:?}] evil-only: {}",
-            answer.summary()
-        );
+        narinfo_answer(&q, evil_only, 404, &format!("[{backend:?}] evil-only")).await;
     }
 }
 
@@ -491,11 +466,10 @@ async fn a_nar_not_matching_its_signed_hash_aborts_the_download_stores_nothing_a
     );
     for backend in backends() {
         for route in ["zstd", "none"] {
-            let ups = serve(&world, &[MIRROR, "b1", "b2", "b3", "b4", "b5", MALICIOUS]).await;
-            let q = Quorate::start(backend, vec![guix_cache(&world, &ups)]).await;
+            let ups = serve(&world, &[MIRROR, "b1", "b2", "b3", "b4", "b5", MALICIOUS]);
+            let q = Quorate::start_async(backend, vec![guix_cache(&world, &ups)]).await;
             let what = format!("[{backend:?}, nar route {route}]");
-            let narinfo = q.get(GUIX, &big.narinfo_path()).await;
-            assert_eq!(narinfo.status, 200, "{what} big: {}", narinfo.summary());
+            narinfo_answer(&q, big, 200, &format!("{what} big")).await;
 
             let first = q.get(GUIX, &nar_url_path(route, big.basename())).await;
             assert_download_failed(&first, route, big.nar.len(), &what);
@@ -504,13 +478,7 @@ async fn a_nar_not_matching_its_signed_hash_aborts_the_download_stores_nothing_a
                 1,
                 "{what} the first download came from the preferred mirror"
             );
-            let mismatch = eventually("a mismatch event against the mirror", || async {
-                q.events(GUIX, "mismatch")
-                    .await
-                    .into_iter()
-                    .find(|e| e["store_path"] == big.store_path.as_str())
-            })
-            .await;
+            let mismatch = q.event_about(GUIX, "mismatch", &big.store_path).await;
             assert_eq!(mismatch["upstream"], ups[MIRROR].url(), "{what} {mismatch}");
             let nars = q.state_dir().join("nars");
             assert_eq!(
@@ -556,7 +524,7 @@ async fn a_nar_not_matching_its_signed_hash_aborts_the_download_stores_nothing_a
 /// A NAR download that must not have completed: either no 200, or a 200 whose body broke off
 /// (fewer bytes than Content-Length, a truncated chunked body, or an unfinished zstd frame).
 #[track_caller]
-fn assert_download_failed(answer: &Answer, route: &str, nar_size: usize, what: &str) {
+fn assert_download_failed(answer: &HttpAnswer, route: &str, nar_size: usize, what: &str) {
     if answer.status != 200 {
         eprintln!("{what} the bad download was answered {}", answer.status);
         return;
@@ -598,19 +566,16 @@ enum Expected {
     Malformed,
 }
 
-/// One response read off the wire, framed by its Content-Length.
-struct WireResponse {
-    status: u16,
-    headers: Vec<(String, String)>,
-    body: Vec<u8>,
-}
-
-impl WireResponse {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
+/// Reads the next line into `line` (cleared first); `Err(eof)` if the connection closed.
+async fn next_line<R: tokio::io::AsyncBufRead + Unpin>(
+    reader: &mut R,
+    line: &mut String,
+    eof: &str,
+) -> Result<(), String> {
+    line.clear();
+    match reader.read_line(line).await.map_err(|e| e.to_string())? {
+        0 => Err(eof.to_owned()),
+        _ => Ok(()),
     }
 }
 
@@ -618,16 +583,9 @@ impl WireResponse {
 /// frames pipelined answers by Content-Length; a chunked one is an error here).
 async fn read_response<R: tokio::io::AsyncBufRead + Unpin>(
     reader: &mut R,
-) -> Result<WireResponse, String> {
+) -> Result<HttpAnswer, String> {
     let mut line = String::new();
-    if reader
-        .read_line(&mut line)
-        .await
-        .map_err(|e| e.to_string())?
-        == 0
-    {
-        return Err("the connection closed".into());
-    }
+    next_line(reader, &mut line, "the connection closed").await?;
     let status = line
         .strip_prefix("HTTP/1.1 ")
         .and_then(|rest| rest.get(..3))
@@ -635,15 +593,12 @@ async fn read_response<R: tokio::io::AsyncBufRead + Unpin>(
         .ok_or_else(|| format!("not an HTTP/1.1 status line: {line:?}"))?;
     let mut headers = Vec::new();
     loop {
-        line.clear();
-        if reader
-            .read_line(&mut line)
-            .await
-            .map_err(|e| e.to_string())?
-            == 0
-        {
-            return Err("the connection closed inside the headers".into());
-        }
+        next_line(
+            reader,
+            &mut line,
+            "the connection closed inside the headers",
+        )
+        .await?;
         let header = line.trim_end_matches(['\r', '\n']);
         if header.is_empty() {
             break;
@@ -651,12 +606,12 @@ async fn read_response<R: tokio::io::AsyncBufRead + Unpin>(
         let (name, value) = header
             .split_once(':')
             .ok_or_else(|| format!("malformed header {header:?}"))?;
-        headers.push((name.trim().to_owned(), value.trim().to_owned()));
+        headers.push((name.trim().to_lowercase(), value.trim().to_owned()));
     }
-    let mut response = WireResponse {
+    let mut response = HttpAnswer {
         status,
         headers,
-        body: Vec::new(),
+        body: Ok(Default::default()),
     };
     if let Some(te) = response.header("transfer-encoding") {
         return Err(format!("Transfer-Encoding {te}: Guix needs Content-Length"));
@@ -666,11 +621,12 @@ async fn read_response<R: tokio::io::AsyncBufRead + Unpin>(
         .ok_or_else(|| format!("{status} without Content-Length"))?
         .parse()
         .map_err(|e| format!("Content-Length: {e}"))?;
-    response.body = vec![0; length];
+    let mut body = vec![0; length];
     reader
-        .read_exact(&mut response.body)
+        .read_exact(&mut body)
         .await
         .map_err(|e| format!("reading a {length}-byte body: {e}"))?;
+    response.body = Ok(body.into());
     Ok(response)
 }
 
@@ -682,8 +638,8 @@ async fn read_response<R: tokio::io::AsyncBufRead + Unpin>(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_thousand_pipelined_narinfo_requests_on_one_connection_are_answered_in_order() {
     let Some(world) = world() else { return };
-    let ups = serve(&world, &all_builders()).await;
-    let q = Quorate::start(Backend::Sqlite, vec![guix_cache(&world, &ups)]).await;
+    let ups = serve(&world, &all_builders());
+    let q = Quorate::start_async(Backend::Sqlite, vec![guix_cache(&world, &ups)]).await;
 
     let unknown = world.unknown_hash_parts(40);
     let refused = ["disputed", "evil-only"];
@@ -731,7 +687,7 @@ async fn a_thousand_pipelined_narinfo_requests_on_one_connection_are_answered_in
             .unwrap_or_else(|_| panic!("no answer {i} (for {hash}) within 120 s"))
             .unwrap_or_else(|e| panic!("answer {i} (for {hash}): {e}"));
         *counts.entry(response.status).or_default() += 1;
-        let text = String::from_utf8_lossy(&response.body);
+        let text = response.text();
         match expected {
             Expected::Served(store_path) => {
                 assert_eq!(response.status, 200, "answer {i} ({hash}): {text}");
@@ -766,90 +722,85 @@ async fn a_thousand_pipelined_narinfo_requests_on_one_connection_are_answered_in
 /// a Guix cache at `/guix` (this file's world). Each announces its own store, answers its own
 /// store paths with its own flavor of narinfo and signature and their NARs, and knows nothing
 /// of the other's paths.
-#[test]
-fn a_nix_cache_and_a_guix_cache_side_by_side_each_answer_for_their_own_store() {
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_nix_cache_and_a_guix_cache_side_by_side_each_answer_for_their_own_store() {
     let Some(world) = world() else { return };
     let fx = common::fixtures();
-    // The Nix fixtures' upstream servers run on tests/common's own runtime: start them before
-    // entering this test's.
-    let nix_ups: Vec<common::UpstreamServer> = ["A", "B"]
+    let nix_ups: Vec<UpstreamServer> = ["A", "B"]
         .iter()
-        .map(|n| common::UpstreamServer::serve(&fx.builder(n).cache_dir))
+        .map(|n| UpstreamServer::serve(&fx.builder(n).cache_dir))
         .collect();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("a runtime");
-    rt.block_on(async {
-        let ups = serve(&world, &all_builders()).await;
-        let mut nix = CacheSpec::nix("nix", "/nix");
-        for (name, up) in ["A", "B"].iter().zip(&nix_ups) {
-            nix = nix
-                .builder(&name.to_lowercase(), &fx.builder(name).public_key)
-                .upstream(up.url(), 1);
-        }
-        let q = Quorate::start(Backend::Sqlite, vec![nix, guix_cache(&world, &ups)]).await;
+    let ups = serve(&world, &all_builders());
+    // Signed with the key quorate generates for it (`quorate-1`), as the Guix cache is.
+    let mut nix = CacheSpec::nix("nix")
+        .mount("/nix")
+        .quorum(2)
+        .generated_signing_key();
+    for (name, up) in ["A", "B"].iter().zip(&nix_ups) {
+        nix = nix
+            .builder(&name.to_lowercase(), &[&fx.builder(name).public_key])
+            .upstream_with_priority(up.url(), 1);
+    }
+    let q = Quorate::start_async(Backend::Sqlite, vec![nix, guix_cache(&world, &ups)]).await;
 
-        for (cache, store) in [("nix", "/nix/store"), ("guix", "/gnu/store")] {
-            let info = q.get(cache, "/nix-cache-info").await;
-            assert_eq!(info.status, 200, "{cache}/nix-cache-info");
-            let text = info.text();
-            assert!(
-                text.lines().any(|l| l == format!("StoreDir: {store}")),
-                "{cache}/nix-cache-info: {text}"
-            );
-        }
-
-        let nix_hello = &fx.paths.hello;
-        let nix_hash = basename(&nix_hello.store_path)[..32].to_owned();
-        let answer = q.get("nix", &format!("/{nix_hash}.narinfo")).await;
-        assert_eq!(answer.status, 200, "nix hello: {}", answer.summary());
-        let ni = Narinfo::parse(&answer.text());
-        assert_eq!(ni.one("StorePath"), nix_hello.store_path);
-        assert_eq!(ni.one("NarHash"), nix_hello.nar_hash);
+    for (cache, store) in [("nix", "/nix/store"), ("guix", "/gnu/store")] {
+        let info = q.get(cache, "/nix-cache-info").await;
+        assert_eq!(info.status, 200, "{cache}/nix-cache-info");
+        let text = info.text();
         assert!(
-            ni.all("Sig").iter().any(|s| s.starts_with("quorate-1:")),
-            "quorate's Nix signature: {:?}",
-            ni.all("Sig")
+            text.lines().any(|l| l == format!("StoreDir: {store}")),
+            "{cache}/nix-cache-info: {text}"
         );
-        assert!(
-            ni.all("Signature").is_empty(),
-            "no Guix signature on a Nix narinfo"
-        );
-        let nar = q.get("nix", &format!("/{}", ni.one("URL"))).await;
-        assert_eq!(nar.status, 200, "nix hello's NAR");
-        assert_eq!(nar_hash_of(nar.bytes()), nix_hello.nar_hash);
+    }
 
-        let guix_text = assert_served_narinfo(&q, &world, "hello", "b1").await;
-        assert!(
-            Narinfo::parse(&guix_text).all("Sig").is_empty(),
-            "no Nix Sig"
-        );
-        let key = q.guix_public_key_file(GUIX);
-        assert_eq!(
-            verdicts(&world, "side-by-side", &[(&guix_text, &key)]),
-            ["valid-signature"]
-        );
-        assert_served_nars(&q, "hello", world.item("hello")).await;
+    let nix_hello = &fx.paths.hello;
+    let nix_hash = basename(&nix_hello.store_path)[..32].to_owned();
+    let answer = q.get("nix", &format!("/{nix_hash}.narinfo")).await;
+    assert_eq!(answer.status, 200, "nix hello: {}", answer.summary());
+    let ni = Narinfo::parse(&answer.text());
+    assert_eq!(ni.one("StorePath"), nix_hello.store_path);
+    assert_eq!(ni.one("NarHash"), nix_hello.nar_hash);
+    assert!(
+        ni.all("Sig").iter().any(|s| s.starts_with("quorate-1:")),
+        "quorate's Nix signature: {:?}",
+        ni.all("Sig")
+    );
+    assert!(
+        ni.all("Signature").is_empty(),
+        "no Guix signature on a Nix narinfo"
+    );
+    let nar = q.get("nix", &format!("/{}", ni.one("URL"))).await;
+    assert_eq!(nar.status, 200, "nix hello's NAR");
+    assert_eq!(nar_hash_of(nar.bytes()), nix_hello.nar_hash);
 
-        let guix_hello = world.item("hello");
-        let crossed = q.get("nix", &guix_hello.narinfo_path()).await;
-        assert_eq!(crossed.status, 404, "a Guix path on the Nix cache");
-        let crossed = q.get("guix", &format!("/{nix_hash}.narinfo")).await;
-        assert_eq!(crossed.status, 404, "a Nix path on the Guix cache");
+    let guix_text = assert_served_narinfo(&q, &world, "hello", "b1").await;
+    assert!(
+        Narinfo::parse(&guix_text).all("Sig").is_empty(),
+        "no Nix Sig"
+    );
+    let key = q.public_key_file(GUIX);
+    assert_eq!(
+        verdicts(&world, "side-by-side", &[(&guix_text, &key)]),
+        ["valid-signature"]
+    );
+    assert_served_nars(&q, "hello", world.item("hello")).await;
 
-        let caches = guix_support::http::get_json(&format!("{}/api/v1/caches", q.url())).await;
-        let flavors: Vec<(&str, &str)> = caches["caches"]
-            .as_array()
-            .map(|cs| {
-                cs.iter()
-                    .filter_map(|c| Some((c["mount"].as_str()?, c["flavor"].as_str()?)))
-                    .collect()
-            })
-            .unwrap_or_default();
-        assert_eq!(flavors, [("/nix", "nix"), ("/guix", "guix")], "{caches}");
-    });
+    let guix_hello = world.item("hello");
+    let crossed = q.get("nix", &guix_hello.narinfo_path()).await;
+    assert_eq!(crossed.status, 404, "a Guix path on the Nix cache");
+    let crossed = q.get("guix", &format!("/{nix_hash}.narinfo")).await;
+    assert_eq!(crossed.status, 404, "a Nix path on the Guix cache");
+
+    let caches = get_json(&format!("{}/api/v1/caches", q.url())).await;
+    let flavors: Vec<(&str, &str)> = caches["caches"]
+        .as_array()
+        .map(|cs| {
+            cs.iter()
+                .filter_map(|c| Some((c["mount"].as_str()?, c["flavor"].as_str()?)))
+                .collect()
+        })
+        .unwrap_or_default();
+    assert_eq!(flavors, [("/nix", "nix"), ("/guix", "guix")], "{caches}");
 }
 
 // ---------------------------------------------------------------------------------------
@@ -921,10 +872,10 @@ async fn quorate_keygen_guix_keys_are_authorized_by_guix_and_verify_quorates_nar
     assert_eq!(verdict.public_key, "authorized ecc Ed25519 255");
     assert_eq!(verdict.secret_key, "consistent");
 
-    let ups = serve(&world, &all_builders()).await;
+    let ups = serve(&world, &all_builders());
     let spec = guix_cache(&world, &ups).signing_key(&key.secret);
-    let q = Quorate::start(Backend::Sqlite, vec![spec]).await;
-    assert_eq!(q.guix_public_key_file(GUIX), key.public);
+    let q = Quorate::start_async(Backend::Sqlite, vec![spec]).await;
+    assert_eq!(q.public_key_file(GUIX), key.public);
     let text = assert_served_narinfo(&q, &world, "hello", "b1").await;
     let other = world.key("b1").public.clone();
     assert_eq!(
@@ -935,7 +886,7 @@ async fn quorate_keygen_guix_keys_are_authorized_by_guix_and_verify_quorates_nar
         ),
         ["valid-signature", "unauthorized-key"]
     );
-    let caches = guix_support::http::get_json(&format!("{}/api/v1/caches", q.url())).await;
+    let caches = get_json(&format!("{}/api/v1/caches", q.url())).await;
     assert_eq!(
         caches["caches"][0]["public_key"].as_str().map(str::trim),
         Some(public.trim()),

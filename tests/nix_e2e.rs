@@ -10,13 +10,15 @@
 
 mod common;
 
+use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::adversary::{malicious_cache, mismatch_cache, served_sigs, sha256_nix32};
+use common::adversary::{malicious_cache, mismatch_cache, served_sigs};
+use common::fixtures::FixturePath;
 use common::records;
 use common::{
-    fixtures, for_each_backend, report, scratch_dir, Behavior, CacheSpec, NixClient, Quorate,
-    UpstreamServer,
+    fixtures, for_each_backend, nar_hash_of, report, scratch_dir, Backend, Behavior, CacheSpec,
+    NixClient, Quorate, UpstreamServer,
 };
 use quorate::db::Outcome;
 
@@ -40,6 +42,40 @@ fn with_builders(mut spec: CacheSpec, names: &[&str]) -> CacheSpec {
 
 fn serve_builder(name: &str) -> UpstreamServer {
     UpstreamServer::serve(&fixtures().builder(name).cache_dir)
+}
+
+/// An upstream for each of the fixtures' builders `names`, in order.
+fn serve_builders(names: &[&str]) -> Vec<UpstreamServer> {
+    names.iter().map(|n| serve_builder(n)).collect()
+}
+
+/// quorate trusting builders A, B, C and M with quorum 2 and `on_dissent`, each builder
+/// publishing through its own upstream, M's being the malicious cache `m_cache`.
+fn start_three_honest_and_m(
+    backend: Backend,
+    m_cache: &Path,
+    on_dissent: &str,
+) -> (Vec<UpstreamServer>, Quorate) {
+    let mut ups = serve_builders(&["A", "B", "C"]);
+    ups.push(UpstreamServer::serve(m_cache));
+    let spec = with_builders(
+        CacheSpec::nix(CACHE).quorum(2).on_dissent(on_dissent),
+        &["A", "B", "C", "M"],
+    )
+    .upstreams(&ups);
+    (ups, Quorate::start(backend, vec![spec]))
+}
+
+/// A client trusting quorate cannot get `path` (`what` says why it must fail), and quorate
+/// recorded the conflict and its refusal.
+fn assert_refused_as_disputed(q: &Quorate, path: &FixturePath, what: &str) {
+    NixClient::new(&q.substituter(), &[q.public_key()])
+        .substitute(&[&path.store_path])
+        .assert_failed(what);
+    records::wait_for_event(q, CACHE, "conflict", path.hash_part());
+    let decision =
+        records::latest_decision(q, CACHE, path.hash_part()).expect("the refusal is recorded");
+    assert_eq!(decision.outcome, Outcome::Refused, "{decision:?}");
 }
 
 // ---------------------------------------------------------------------------------------
@@ -114,11 +150,8 @@ fn harness_the_nix_client_rejects_a_nar_that_does_not_match_its_signed_hash() {
 fn three_honest_builders_give_a_client_trusting_only_quorate_every_path() {
     let fx = fixtures();
     for_each_backend(|backend| {
-        let ups: Vec<UpstreamServer> = ["A", "B", "C"].iter().map(|n| serve_builder(n)).collect();
-        let mut spec = with_builders(CacheSpec::nix(CACHE).quorum(2), &["A", "B", "C"]);
-        for u in &ups {
-            spec = spec.upstream(u.url());
-        }
+        let ups = serve_builders(&["A", "B", "C"]);
+        let spec = with_builders(CacheSpec::nix(CACHE).quorum(2), &["A", "B", "C"]).upstreams(&ups);
         let q = Quorate::start(backend, vec![spec]);
         let client = NixClient::new(&q.substituter(), &[q.public_key()]);
 
@@ -195,13 +228,7 @@ fn an_honest_and_a_malicious_builder_disagree_and_hello_is_refused() {
             "narinfo for a disputed path: {}",
             answer.text()
         );
-        NixClient::new(&q.substituter(), &[q.public_key()])
-            .substitute(&[&hello.store_path])
-            .assert_failed("disputed hello through quorate");
-        records::wait_for_event(&q, CACHE, "conflict", hello.hash_part());
-        let decision = records::latest_decision(&q, CACHE, hello.hash_part())
-            .expect("the refusal is recorded");
-        assert_eq!(decision.outcome, Outcome::Refused, "{decision:?}");
+        assert_refused_as_disputed(&q, hello, "disputed hello through quorate");
     });
 }
 
@@ -213,26 +240,10 @@ fn with_refuse_one_malicious_builder_among_four_blocks_hello() {
     let dir = scratch_dir("cache-m");
     let m_cache = malicious_cache(fx, &dir.path().join("M"));
     for_each_backend(|backend| {
-        let mut ups: Vec<UpstreamServer> =
-            ["A", "B", "C"].iter().map(|n| serve_builder(n)).collect();
-        ups.push(UpstreamServer::serve(&m_cache));
-        let mut spec = with_builders(
-            CacheSpec::nix(CACHE).quorum(2).on_dissent("refuse"),
-            &["A", "B", "C", "M"],
-        );
-        for u in &ups {
-            spec = spec.upstream(u.url());
-        }
-        let q = Quorate::start(backend, vec![spec]);
+        let (_ups, q) = start_three_honest_and_m(backend, &m_cache, "refuse");
         let hello = &fx.paths.hello;
         assert_eq!(q.narinfo(hello).status, 404);
-        NixClient::new(&q.substituter(), &[q.public_key()])
-            .substitute(&[&hello.store_path])
-            .assert_failed("hello disputed by M, refuse policy");
-        records::wait_for_event(&q, CACHE, "conflict", hello.hash_part());
-        let decision = records::latest_decision(&q, CACHE, hello.hash_part())
-            .expect("the refusal is recorded");
-        assert_eq!(decision.outcome, Outcome::Refused, "{decision:?}");
+        assert_refused_as_disputed(&q, hello, "hello disputed by M, refuse policy");
     });
 }
 
@@ -244,17 +255,7 @@ fn with_majority_three_honest_builders_outvote_a_malicious_one() {
     let dir = scratch_dir("cache-m");
     let m_cache = malicious_cache(fx, &dir.path().join("M"));
     for_each_backend(|backend| {
-        let mut ups: Vec<UpstreamServer> =
-            ["A", "B", "C"].iter().map(|n| serve_builder(n)).collect();
-        ups.push(UpstreamServer::serve(&m_cache));
-        let mut spec = with_builders(
-            CacheSpec::nix(CACHE).quorum(2).on_dissent("majority"),
-            &["A", "B", "C", "M"],
-        );
-        for u in &ups {
-            spec = spec.upstream(u.url());
-        }
-        let q = Quorate::start(backend, vec![spec]);
+        let (_ups, q) = start_three_honest_and_m(backend, &m_cache, "majority");
         let hello = &fx.paths.hello;
         let got =
             NixClient::new(&q.substituter(), &[q.public_key()]).substitute(&[&hello.store_path]);
@@ -465,11 +466,8 @@ fn a_slow_or_dead_upstream_does_not_block_a_majority_the_others_reach() {
 fn every_signature_the_upstreams_served_is_recorded_as_an_attestation() {
     let fx = fixtures();
     for_each_backend(|backend| {
-        let ups: Vec<UpstreamServer> = ["A", "B", "C"].iter().map(|n| serve_builder(n)).collect();
-        let mut spec = with_builders(CacheSpec::nix(CACHE).quorum(2), &["A", "B"]);
-        for u in &ups {
-            spec = spec.upstream(u.url());
-        }
+        let ups = serve_builders(&["A", "B", "C"]);
+        let spec = with_builders(CacheSpec::nix(CACHE).quorum(2), &["A", "B"]).upstreams(&ups);
         let q = Quorate::start(backend, vec![spec]);
         NixClient::new(&q.substituter(), &[q.public_key()])
             .substitute(&[&fx.paths.app.store_path])
@@ -516,7 +514,7 @@ fn every_signature_the_upstreams_served_is_recorded_as_an_attestation() {
 /// NarHash the bad bytes claimed.
 fn assert_nothing_stored(q: &Quorate, claimed_nar_hash: &str, bad_bytes: &[u8]) {
     let claimed = claimed_nar_hash.trim_start_matches("sha256:").to_owned();
-    let bad_hash = sha256_nix32(bad_bytes);
+    let bad_hash = nar_hash_of(bad_bytes);
     let mut stack = vec![q.state_dir().to_path_buf()];
     while let Some(dir) = stack.pop() {
         let Ok(entries) = std::fs::read_dir(&dir) else {
@@ -571,7 +569,7 @@ fn concurrent_requests_for_one_uncached_path_share_one_upstream_fetch() {
             .map(|a| {
                 let a = a.expect("narinfo request");
                 assert_eq!(a.status, 200, "{}", a.text());
-                a.body
+                a.bytes().to_vec()
             })
             .collect();
         assert_eq!(bodies.len(), 1, "every client got the same narinfo");
@@ -595,7 +593,7 @@ fn concurrent_requests_for_one_uncached_path_share_one_upstream_fetch() {
         for n in nars {
             let n = n.expect("NAR request");
             assert_eq!(n.status, 200);
-            assert_eq!(sha256_nix32(&n.body), app.nar_hash);
+            assert_eq!(nar_hash_of(n.bytes()), app.nar_hash);
         }
         assert_eq!(
             a.nar_requests() + c.nar_requests(),

@@ -53,11 +53,6 @@ pub fn narinfo_file(cache: &Path, path: &FixturePath) -> PathBuf {
     cache.join(format!("{}.narinfo", path.hash_part()))
 }
 
-/// `sha256:<nix32>` of `bytes`.
-pub fn sha256_nix32(bytes: &[u8]) -> String {
-    format!("sha256:{}", nix32::encode(&Sha256::digest(bytes)))
-}
-
 /// A malicious cache at `dst`: builder M's honest cache in which hello's NAR is replaced by
 /// the evil NAR, with a narinfo whose NarHash and NarSize are the evil NAR's true ones,
 /// validly signed by key M. Every other path stays honest (and signed by M).

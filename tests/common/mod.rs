@@ -1,21 +1,29 @@
-//! Support for quorate's end-to-end tests: real Nix-made caches, real HTTP upstreams, a real
-//! `quorate` process, the real Nix client, and the database quorate wrote.
+//! Support for quorate's end-to-end tests, Nix and Guix alike: real HTTP upstreams, a real
+//! `quorate` process, real clients (or their checks), and the database quorate wrote.
 //!
+//! - [`quorate`]: a `quorate serve` process with a generated config (Nix and Guix caches), on
+//!   SQLite or on a fresh PostgreSQL database; [`for_each_backend`] runs a story on both.
+//! - [`upstream`]: in-process HTTP servers serving a cache directory or a set of files, with
+//!   knobs for delay, hanging, and per-path request counters.
+//! - [`http`]: plain GETs (keeping an aborted body as an error) and quorate's JSON API.
 //! - [`fixtures`]: the signed binary caches `tests/fixtures/make-nix-caches.sh` builds with
 //!   Nix (builders A, B, C, M), built once per test binary.
-//! - [`upstream`]: in-process HTTP servers that serve a cache directory, with knobs for delay,
-//!   hanging, and per-path request counters.
-//! - [`adversary`]: caches turned hostile with quorate's own narinfo and signing code.
-//! - [`quorate`]: a `quorate serve` process with a generated config, on SQLite or PostgreSQL.
+//! - [`adversary`]: Nix caches turned hostile with quorate's own narinfo and signing code.
 //! - [`nix_client`]: the Nix client substituting from one URL into a fresh chroot store.
 //! - [`records`]: quorate's database read back (attestations, decisions, events).
+//! - [`guix`]: the Guix side: the libgcrypt oracle (Guile scripts), a world of builders and
+//!   guix-publish-style upstreams, narinfos read the way Guix reads them.
 //!
-//! Tests are plain `#[test]` functions: the Nix client is a blocking subprocess, so the HTTP
-//! servers and database checks run on one shared background runtime, never on the test thread.
+//! The Nix stories are plain `#[test]` functions: the Nix client is a blocking subprocess, so
+//! the HTTP servers and database checks run on one shared background runtime, never on the
+//! test thread. The Guix stories are async tests; the upstream servers run on that same
+//! shared runtime, and [`Quorate::start_async`] starts quorate from async code.
 #![allow(dead_code)] // each test binary uses its own part of this module
 
 pub mod adversary;
 pub mod fixtures;
+pub mod guix;
+pub mod http;
 pub mod nix_client;
 pub mod quorate;
 pub mod records;
@@ -24,14 +32,20 @@ pub mod upstream;
 use std::future::Future;
 use std::path::Path;
 use std::sync::OnceLock;
-use std::time::Duration;
+
+use nix_derivation::nixbase32;
+use sha2::Digest as _;
 
 // Re-exported for the stories; not every test binary uses each.
 #[allow(unused_imports)]
 pub use fixtures::{fixtures, Fixtures};
+#[allow(unused_imports)]
+pub use http::{http_get, http_get_async, HttpAnswer};
+#[allow(unused_imports)]
 pub use nix_client::NixClient;
 #[allow(unused_imports)]
-pub use quorate::{for_each_backend, Backend, CacheSpec, Quorate};
+pub use quorate::{backends, for_each_backend, Backend, CacheSpec, Quorate};
+#[allow(unused_imports)]
 pub use upstream::{Behavior, UpstreamServer};
 
 /// The runtime the in-process upstreams and the database checks run on. Multi-threaded, so a
@@ -51,68 +65,6 @@ pub fn runtime() -> &'static tokio::runtime::Runtime {
 /// Runs `fut` to completion on the support runtime, from a synchronous test.
 pub fn block_on<F: Future>(fut: F) -> F::Output {
     runtime().block_on(fut)
-}
-
-/// A plain HTTP answer, for checks that talk to quorate without the Nix client.
-#[derive(Debug)]
-pub struct HttpAnswer {
-    /// Status code.
-    pub status: u16,
-    /// Response headers (names lowercase).
-    pub headers: Vec<(String, String)>,
-    /// The whole body.
-    pub body: Vec<u8>,
-}
-
-impl HttpAnswer {
-    /// The first header called `name` (lowercase).
-    pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v.as_str())
-    }
-
-    /// The body as text (lossy).
-    pub fn text(&self) -> String {
-        String::from_utf8_lossy(&self.body).into_owned()
-    }
-}
-
-/// `GET url`, with a generous timeout (tests don't assert on time; this only stops a hang).
-pub fn http_get(url: &str) -> Result<HttpAnswer, String> {
-    block_on(http_get_async(url, Duration::from_secs(120)))
-}
-
-/// `GET url` on the support runtime's client.
-pub async fn http_get_async(url: &str, timeout: Duration) -> Result<HttpAnswer, String> {
-    static CLIENT: OnceLock<reqwest::Client> = OnceLock::new();
-    let client = CLIENT.get_or_init(reqwest::Client::new);
-    let resp = client
-        .get(url)
-        .timeout(timeout)
-        .send()
-        .await
-        .map_err(|e| format!("GET {url}: {e}"))?;
-    let status = resp.status().as_u16();
-    let headers = resp
-        .headers()
-        .iter()
-        .map(|(n, v)| {
-            let v = String::from_utf8_lossy(v.as_bytes()).into_owned();
-            (n.as_str().to_owned(), v)
-        })
-        .collect();
-    let body = resp
-        .bytes()
-        .await
-        .map_err(|e| format!("GET {url}: reading the body: {e}"))?
-        .to_vec();
-    Ok(HttpAnswer {
-        status,
-        headers,
-        body,
-    })
 }
 
 /// A fresh directory for one test's files, under cargo's target/tmp: the same file system as
@@ -137,4 +89,10 @@ pub fn scratch_dir(label: &str) -> tempfile::TempDir {
 pub fn report(line: &str) {
     use std::io::Write as _;
     let _ = writeln!(std::io::stderr().lock(), "  note: {line}");
+}
+
+/// `sha256:<nix32>` of `bytes`, as narinfos write NarHash (by the nix-derivation crate's
+/// nix32, not quorate's own).
+pub fn nar_hash_of(bytes: &[u8]) -> String {
+    format!("sha256:{}", nixbase32::encode(&sha2::Sha256::digest(bytes)))
 }

@@ -1,8 +1,12 @@
 //! A real `quorate serve` process for a test: a TOML config written from [`CacheSpec`]s (the
-//! DESIGN §7 contract), a signing key made by `quorate keygen`, a fresh state directory, and a
-//! database on SQLite (the default, in `state_dir`) or on the PostgreSQL server that
-//! `scripts/test.sh` starts (a fresh database per test). Killed on drop; if the test is
-//! panicking, the end of quorate's log is printed first.
+//! DESIGN §7 contract; Nix and Guix caches, side by side if need be), a fresh state directory,
+//! and a database on SQLite (the default, in `state_dir`) or on the PostgreSQL server that
+//! `scripts/test.sh` starts (a fresh database per test). Nix caches sign with a key made by
+//! `quorate keygen` unless told otherwise; Guix caches with the key quorate generates on first
+//! start. Killed on drop; if the test is panicking, the end of quorate's log is printed first.
+//!
+//! [`Quorate::start`] is for synchronous tests (it runs on the support runtime);
+//! [`Quorate::start_async`] for async ones.
 
 use std::fmt::Write as _;
 use std::fs::File;
@@ -12,7 +16,9 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use super::fixtures::FixturePath;
-use super::{block_on, http_get, http_get_async, scratch_dir, HttpAnswer};
+use super::http::{eventually, get, get_json, http_get, http_get_async, HttpAnswer};
+use super::upstream::UpstreamServer;
+use super::{block_on, scratch_dir};
 
 /// Where quorate keeps its records.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -23,20 +29,38 @@ pub enum Backend {
     Postgres,
 }
 
-/// Runs `story` once on SQLite and once on PostgreSQL. Without `QUORATE_TEST_POSTGRES_URL` the
-/// PostgreSQL run fails with a hint (run `scripts/test.sh`), unless
-/// `QUORATE_TEST_SKIP_POSTGRES=1` says to skip it.
-pub fn for_each_backend(story: impl Fn(Backend)) {
-    eprintln!("--- backend: sqlite");
-    story(Backend::Sqlite);
+/// The backends a story runs on: SQLite, then PostgreSQL. Without
+/// `QUORATE_TEST_POSTGRES_URL` the PostgreSQL run fails with a hint (run `scripts/test.sh`),
+/// unless `QUORATE_TEST_SKIP_POSTGRES=1` says to skip it.
+pub fn backends() -> Vec<Backend> {
     if std::env::var_os("QUORATE_TEST_POSTGRES_URL").is_none()
         && std::env::var("QUORATE_TEST_SKIP_POSTGRES").as_deref() == Ok("1")
     {
         eprintln!("--- backend: postgres SKIPPED (QUORATE_TEST_SKIP_POSTGRES=1)");
-        return;
+        return vec![Backend::Sqlite];
     }
-    eprintln!("--- backend: postgres");
-    story(Backend::Postgres);
+    vec![Backend::Sqlite, Backend::Postgres]
+}
+
+/// Runs `story` once on each of [`backends`].
+pub fn for_each_backend(story: impl Fn(Backend)) {
+    for backend in backends() {
+        eprintln!("--- backend: {}", format!("{backend:?}").to_lowercase());
+        story(backend);
+    }
+}
+
+/// Which key a cache signs its narinfos with.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SigningKey {
+    /// The Nix key `quorate keygen --flavor nix --name quorate-test-1` makes for this quorate
+    /// (one per process, shared by its caches): [`Quorate::public_key`] is what clients trust.
+    Test,
+    /// No `signing_key_file`: quorate generates `state_dir/keys/<cache>.sec` (Nix key
+    /// `quorate-1`) or `<cache>.guix.sec` on first start.
+    Generated,
+    /// `signing_key_file` (the public key is beside it, `.pub`).
+    File(PathBuf),
 }
 
 /// One `[[cache]]` of the config.
@@ -44,6 +68,8 @@ pub fn for_each_backend(story: impl Fn(Backend)) {
 pub struct CacheSpec {
     /// `name`.
     pub name: String,
+    /// `flavor`: `nix` or `guix`.
+    pub flavor: String,
     /// `mount`.
     pub mount: String,
     /// `quorum`.
@@ -52,24 +78,39 @@ pub struct CacheSpec {
     pub on_dissent: String,
     /// `required_builders` (omitted when empty).
     pub required_builders: Vec<String>,
-    /// `[[cache.builder]]`: name and keys.
+    /// `signing_key_file`.
+    pub signing_key: SigningKey,
+    /// `[[cache.builder]]`: name and keys (Nix: `name:base64`; Guix: `.pub` paths or the
+    /// s-expressions themselves).
     pub builders: Vec<(String, Vec<String>)>,
     /// `[[cache.upstream]]`: url and optional priority (lower first).
     pub upstreams: Vec<(String, Option<u32>)>,
 }
 
 impl CacheSpec {
-    /// A Nix cache mounted at `/`, quorum 1, refusing on dissent, with no builders or
-    /// upstreams yet.
+    /// A Nix cache mounted at `/`, quorum 1, refusing on dissent, signing with the test key,
+    /// with no builders or upstreams yet.
     pub fn nix(name: &str) -> CacheSpec {
         CacheSpec {
             name: name.to_owned(),
+            flavor: "nix".to_owned(),
             mount: "/".to_owned(),
             quorum: 1,
             on_dissent: "refuse".to_owned(),
             required_builders: Vec::new(),
+            signing_key: SigningKey::Test,
             builders: Vec::new(),
             upstreams: Vec::new(),
+        }
+    }
+
+    /// A Guix cache mounted at `/`, quorum 1, refusing on dissent, signing with the key quorate
+    /// generates, with no builders or upstreams yet.
+    pub fn guix(name: &str) -> CacheSpec {
+        CacheSpec {
+            flavor: "guix".to_owned(),
+            signing_key: SigningKey::Generated,
+            ..CacheSpec::nix(name)
         }
     }
 
@@ -88,6 +129,18 @@ impl CacheSpec {
     /// Sets `mount`.
     pub fn mount(mut self, mount: &str) -> CacheSpec {
         self.mount = mount.to_owned();
+        self
+    }
+
+    /// Sets `signing_key_file`.
+    pub fn signing_key(mut self, file: &Path) -> CacheSpec {
+        self.signing_key = SigningKey::File(file.to_path_buf());
+        self
+    }
+
+    /// Leaves `signing_key_file` out: quorate generates the cache's key.
+    pub fn generated_signing_key(mut self) -> CacheSpec {
+        self.signing_key = SigningKey::Generated;
         self
     }
 
@@ -110,6 +163,11 @@ impl CacheSpec {
         self
     }
 
+    /// Adds a `[[cache.upstream]]` with no priority for each server, in order.
+    pub fn upstreams(self, servers: &[UpstreamServer]) -> CacheSpec {
+        servers.iter().fold(self, |spec, s| spec.upstream(s.url()))
+    }
+
     /// Adds a `[[cache.upstream]]` with a `priority` (NAR source preference, lower first).
     pub fn upstream_with_priority(mut self, url: &str, priority: u32) -> CacheSpec {
         self.upstreams.push((url.to_owned(), Some(priority)));
@@ -123,7 +181,8 @@ pub struct Quorate {
     url: String,
     backend: Backend,
     database_url: String,
-    public_key: String,
+    /// The test key's file prefix (`….sec`, `….pub`) and public key, if a cache uses it.
+    test_key: Option<(PathBuf, String)>,
     config_path: PathBuf,
     state_dir: PathBuf,
     log_path: PathBuf,
@@ -136,17 +195,18 @@ pub struct Quorate {
 pub const QUORATE_KEY_NAME: &str = "quorate-test-1";
 
 impl Quorate {
-    /// Starts quorate serving `caches`, its records on `backend`.
+    /// Starts quorate serving `caches`, its records on `backend`; returns once `GET /healthz`
+    /// answers 200. From synchronous code only (see [`Quorate::start_async`]).
     pub fn start(backend: Backend, caches: Vec<CacheSpec>) -> Quorate {
-        Quorate::start_with(backend, caches, "")
+        block_on(Quorate::start_async(backend, caches))
     }
 
-    /// Like [`Quorate::start`], with extra top-level TOML lines (e.g. `upstream_timeout`).
-    pub fn start_with(backend: Backend, caches: Vec<CacheSpec>, extra_toml: &str) -> Quorate {
+    /// [`Quorate::start`], from async code.
+    pub async fn start_async(backend: Backend, caches: Vec<CacheSpec>) -> Quorate {
         // A port picked here may be taken by someone else before quorate binds it: retry.
         let mut attempt = 1;
         loop {
-            match Quorate::try_start(backend, &caches, extra_toml) {
+            match Quorate::try_start(backend, &caches).await {
                 Ok(q) => return q,
                 Err(log) if attempt < 3 && log.contains("in use") => attempt += 1,
                 Err(log) => panic!("quorate serve did not become healthy.\n{log}"),
@@ -154,19 +214,21 @@ impl Quorate {
         }
     }
 
-    fn try_start(
-        backend: Backend,
-        caches: &[CacheSpec],
-        extra_toml: &str,
-    ) -> Result<Quorate, String> {
+    async fn try_start(backend: Backend, caches: &[CacheSpec]) -> Result<Quorate, String> {
         let dir = scratch_dir("quorate");
         let state_dir = dir.path().join("state");
-        let key_prefix = dir.path().join("keys").join(QUORATE_KEY_NAME);
-        keygen(&key_prefix);
-        let public_key = read_trimmed(&key_prefix.with_extension("pub"));
+        let test_key = caches
+            .iter()
+            .any(|c| c.signing_key == SigningKey::Test)
+            .then(|| {
+                let prefix = dir.path().join("keys").join(QUORATE_KEY_NAME);
+                keygen(&prefix);
+                let public_key = read_trimmed(&prefix.with_extension("pub"));
+                (prefix, public_key)
+            });
         let database_url = match backend {
             Backend::Sqlite => format!("sqlite://{}", state_dir.join("quorate.db").display()),
-            Backend::Postgres => fresh_postgres_database(),
+            Backend::Postgres => fresh_postgres_database().await,
         };
         let log_path = dir.path().join("quorate.log");
         let config_path = dir.path().join("quorate.toml");
@@ -176,9 +238,10 @@ impl Quorate {
             &state_dir,
             backend,
             &database_url,
-            &key_prefix.with_extension("sec"),
+            test_key
+                .as_ref()
+                .map(|(prefix, _)| prefix.with_extension("sec")),
             caches,
-            extra_toml,
         );
         std::fs::write(&config_path, &config).expect("writing quorate.toml");
         let log = File::create(&log_path).expect("creating quorate.log");
@@ -187,8 +250,8 @@ impl Quorate {
             .arg("--config")
             .arg(&config_path)
             .env(
-                "RUST_LOG",
-                std::env::var("RUST_LOG").unwrap_or_else(|_| "info,quorate=debug".into()),
+                "QUORATE_LOG",
+                std::env::var("QUORATE_LOG").unwrap_or_else(|_| "info,quorate=debug".into()),
             )
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("cloning the log handle"))
@@ -200,14 +263,14 @@ impl Quorate {
             url: format!("http://127.0.0.1:{port}"),
             backend,
             database_url,
-            public_key,
+            test_key,
             config_path,
             state_dir,
             log_path,
             caches: caches.to_vec(),
             dir,
         };
-        match q.wait_healthy() {
+        match q.wait_healthy().await {
             Ok(()) => Ok(q),
             // Dropping q kills the process (no log dump: nothing is panicking yet).
             Err(log) => Err(format!(
@@ -218,21 +281,21 @@ impl Quorate {
     }
 
     /// Polls `GET /healthz` until 200; on exit or timeout, returns the log.
-    fn wait_healthy(&mut self) -> Result<(), String> {
+    async fn wait_healthy(&mut self) -> Result<(), String> {
         let deadline = Instant::now() + Duration::from_secs(60);
         let health = format!("{}/healthz", self.url);
         loop {
             if let Ok(Some(status)) = self.child.try_wait() {
                 return Err(format!("(quorate exited: {status})\n{}", self.log()));
             }
-            let answer = block_on(http_get_async(&health, Duration::from_secs(2)));
+            let answer = http_get_async(&health, Duration::from_secs(2)).await;
             if matches!(answer, Ok(HttpAnswer { status: 200, .. })) {
                 return Ok(());
             }
             if Instant::now() > deadline {
                 return Err(format!("(no 200 from {health} in 60 s)\n{}", self.log()));
             }
-            std::thread::sleep(Duration::from_millis(50));
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
 
@@ -241,14 +304,17 @@ impl Quorate {
         &self.url
     }
 
-    /// The substituter URL of cache `name` (its mount under the base URL).
-    pub fn cache_url(&self, name: &str) -> String {
-        let spec = self
-            .caches
+    fn spec(&self, name: &str) -> &CacheSpec {
+        self.caches
             .iter()
             .find(|c| c.name == name)
-            .unwrap_or_else(|| panic!("no cache {name} configured"));
-        format!("{}{}", self.url, spec.mount.trim_end_matches('/'))
+            .unwrap_or_else(|| panic!("no cache {name} configured"))
+    }
+
+    /// The substituter URL of cache `name` (its mount under the base URL, no trailing slash).
+    pub fn cache_url(&self, name: &str) -> String {
+        let mount = &self.spec(name).mount;
+        format!("{}{}", self.url, mount.trim_end_matches('/'))
     }
 
     /// The substituter URL of the first cache.
@@ -256,15 +322,52 @@ impl Quorate {
         self.cache_url(&self.caches[0].name)
     }
 
-    /// `GET <first cache>/<hash>.narinfo` for a fixture path.
+    /// `GET <first cache>/<hash>.narinfo` for a fixture path (from synchronous code).
     pub fn narinfo(&self, path: &FixturePath) -> HttpAnswer {
         let url = format!("{}{}", self.substituter(), path.narinfo_path());
         http_get(&url).unwrap_or_else(|e| panic!("{e}\nquorate log:\n{}", self.log()))
     }
 
-    /// quorate's public key, `quorate-test-1:<base64>`: what a client trusts.
+    /// `GET <cache>/<path>` (e.g. `/<hash>.narinfo`, `/nar/zstd/<basename>`), from async
+    /// code; a body that breaks off is kept as an error.
+    pub async fn get(&self, cache: &str, path: &str) -> HttpAnswer {
+        get(&format!("{}{path}", self.cache_url(cache))).await
+    }
+
+    /// The test key's public half, `quorate-test-1:<base64>`: what a Nix client trusts.
     pub fn public_key(&self) -> &str {
-        &self.public_key
+        match &self.test_key {
+            Some((_, public_key)) => public_key,
+            None => panic!("no cache of this quorate signs with the test key"),
+        }
+    }
+
+    /// The public key file of cache `name`: the test key's, the one beside its configured
+    /// signing key, or the one quorate generated in `state_dir/keys`.
+    pub fn public_key_file(&self, name: &str) -> PathBuf {
+        let spec = self.spec(name);
+        let secret = match &spec.signing_key {
+            SigningKey::Test => match &self.test_key {
+                Some((prefix, _)) => prefix.with_extension("sec"),
+                None => unreachable!("a cache signs with the test key, so it was made"),
+            },
+            SigningKey::File(f) => f.clone(),
+            SigningKey::Generated => {
+                let ext = if spec.flavor == "guix" {
+                    "guix.sec"
+                } else {
+                    "sec"
+                };
+                self.state_dir.join("keys").join(format!("{name}.{ext}"))
+            }
+        };
+        let public = secret.with_extension("pub");
+        assert!(
+            public.is_file(),
+            "no public key for cache {name} at {}",
+            public.display()
+        );
+        public
     }
 
     /// The backend in use.
@@ -272,12 +375,12 @@ impl Quorate {
         self.backend
     }
 
-    /// The database URL quorate records to (for [`super::db`]-style checks).
+    /// The database URL quorate records to (for [`super::records`] checks).
     pub fn database_url(&self) -> &str {
         &self.database_url
     }
 
-    /// `state_dir` (NAR store, SQLite database).
+    /// `state_dir` (NAR store, SQLite database, generated keys).
     pub fn state_dir(&self) -> &Path {
         &self.state_dir
     }
@@ -295,6 +398,39 @@ impl Quorate {
     /// quorate's log so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    /// `GET /api/v1/events?cache=…&kind=…`: the recorded events.
+    pub async fn events(&self, cache: &str, kind: &str) -> Vec<serde_json::Value> {
+        let url = format!("{}/api/v1/events?cache={cache}&kind={kind}", self.url);
+        let json = get_json(&url).await;
+        json["events"]
+            .as_array()
+            .unwrap_or_else(|| panic!("GET {url}: no events list: {json}"))
+            .clone()
+    }
+
+    /// Waits until the API lists an event of `kind` about `store_path` in `cache`; returns it.
+    pub async fn event_about(
+        &self,
+        cache: &str,
+        kind: &str,
+        store_path: &str,
+    ) -> serde_json::Value {
+        let what = format!("a {kind} event about {store_path}");
+        eventually(&what, || async move {
+            self.events(cache, kind)
+                .await
+                .into_iter()
+                .find(|e| e["store_path"] == store_path)
+        })
+        .await
+    }
+
+    /// `GET /api/v1/caches/<cache>/paths/<hash part>`: the decision and attestations.
+    pub async fn path_record(&self, cache: &str, hash_part: &str) -> serde_json::Value {
+        let url = format!("{}/api/v1/caches/{cache}/paths/{hash_part}", self.url);
+        get_json(&url).await
     }
 }
 
@@ -374,9 +510,8 @@ fn render_config(
     state_dir: &Path,
     backend: Backend,
     database_url: &str,
-    signing_key_file: &Path,
+    test_key_file: Option<PathBuf>,
     caches: &[CacheSpec],
-    extra_toml: &str,
 ) -> String {
     let mut t = String::new();
     let _ = writeln!(t, "# written by tests/common/quorate.rs");
@@ -385,20 +520,19 @@ fn render_config(
     if backend == Backend::Postgres {
         let _ = writeln!(t, "database_url = {}", q(database_url));
     }
-    t.push_str(extra_toml);
-    if !extra_toml.is_empty() && !extra_toml.ends_with('\n') {
-        t.push('\n');
-    }
     for c in caches {
         let _ = writeln!(t, "\n[[cache]]");
         let _ = writeln!(t, "name = {}", q(&c.name));
-        let _ = writeln!(t, "flavor = \"nix\"");
+        let _ = writeln!(t, "flavor = {}", q(&c.flavor));
         let _ = writeln!(t, "mount = {}", q(&c.mount));
-        let _ = writeln!(
-            t,
-            "signing_key_file = {}",
-            q(&signing_key_file.display().to_string())
-        );
+        let key_file = match &c.signing_key {
+            SigningKey::Test => test_key_file.as_ref(),
+            SigningKey::File(f) => Some(f),
+            SigningKey::Generated => None,
+        };
+        if let Some(f) = key_file {
+            let _ = writeln!(t, "signing_key_file = {}", q(&f.display().to_string()));
+        }
         let _ = writeln!(t, "quorum = {}", c.quorum);
         let _ = writeln!(t, "on_dissent = {}", q(&c.on_dissent));
         if !c.required_builders.is_empty() {
@@ -423,7 +557,7 @@ fn render_config(
 }
 
 /// Creates a fresh database on the test PostgreSQL server and returns its URL.
-fn fresh_postgres_database() -> String {
+async fn fresh_postgres_database() -> String {
     let admin = std::env::var("QUORATE_TEST_POSTGRES_URL").unwrap_or_else(|_| {
         panic!(
             "QUORATE_TEST_POSTGRES_URL is not set: run the tests with scripts/test.sh (it starts \
@@ -441,17 +575,15 @@ fn fresh_postgres_database() -> String {
             .map(|d| d.subsec_nanos())
             .unwrap_or(0)
     );
-    block_on(async {
-        use sqlx::Connection as _;
-        let mut conn = sqlx::PgConnection::connect(&admin)
-            .await
-            .unwrap_or_else(|e| panic!("connecting to {admin}: {e}"));
-        sqlx::query(&format!("CREATE DATABASE \"{name}\""))
-            .execute(&mut conn)
-            .await
-            .unwrap_or_else(|e| panic!("CREATE DATABASE {name} on {admin}: {e}"));
-        let _ = conn.close().await;
-    });
+    use sqlx::Connection as _;
+    let mut conn = sqlx::PgConnection::connect(&admin)
+        .await
+        .unwrap_or_else(|e| panic!("connecting to {admin}: {e}"));
+    sqlx::query(&format!("CREATE DATABASE \"{name}\""))
+        .execute(&mut conn)
+        .await
+        .unwrap_or_else(|e| panic!("CREATE DATABASE {name} on {admin}: {e}"));
+    let _ = conn.close().await;
     with_database(&admin, &name)
 }
 

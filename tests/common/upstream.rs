@@ -1,6 +1,9 @@
 //! Upstream binary caches for tests: real HTTP servers (axum on 127.0.0.1:0) serving the files
-//! of a real Nix-made cache directory, 404 for what is not there. Knobs let a test make one
-//! slow or silent, and counters tell what quorate asked for and what it was answered.
+//! of a real Nix-made cache directory, or a fixed map of URL paths to bytes as a
+//! guix-publish-style server answers them, 404 for what is not there. Knobs let a test make
+//! one slow or silent, and counters tell what quorate asked for and what it was answered.
+//!
+//! The servers run on the shared support runtime, whatever runtime (if any) starts them.
 
 use std::collections::BTreeMap;
 use std::path::{Component, Path, PathBuf};
@@ -11,6 +14,7 @@ use axum::body::Body;
 use axum::extract::State;
 use axum::http::{header, Method, StatusCode, Uri};
 use axum::response::Response;
+use bytes::Bytes;
 
 use super::runtime;
 
@@ -39,16 +43,23 @@ pub struct PathStats {
     pub pending: u64,
 }
 
+/// What a server serves.
+enum Files {
+    /// The files of a cache directory, answered as a Nix binary cache host does.
+    Dir(PathBuf),
+    /// URL path → bytes, answered as `guix publish` does (its content types, its 404 text).
+    Memory(BTreeMap<String, Bytes>),
+}
+
 struct ServerState {
-    /// The cache directory whose files are served.
-    root: PathBuf,
+    files: Files,
     /// Read at each request, so a test can change it while the server runs.
     behavior: Mutex<Behavior>,
     /// Per URL path (no query). std Mutex: never held across an `.await`.
     stats: Mutex<BTreeMap<String, PathStats>>,
 }
 
-/// An HTTP server serving one cache directory. Stops accepting connections when dropped.
+/// An HTTP server serving one cache. Stops accepting connections when dropped.
 pub struct UpstreamServer {
     url: String,
     state: Arc<ServerState>,
@@ -65,19 +76,32 @@ impl UpstreamServer {
     pub fn serve_with(root: impl AsRef<Path>, behavior: Behavior) -> UpstreamServer {
         let root = root.as_ref().to_path_buf();
         assert!(root.is_dir(), "no cache directory at {}", root.display());
+        UpstreamServer::start(Files::Dir(root), behavior)
+    }
+
+    /// Serves `files` (URL path → bytes) as a guix-publish-style server, with no delay.
+    pub fn serve_files(files: BTreeMap<String, Bytes>) -> UpstreamServer {
+        UpstreamServer::start(Files::Memory(files), Behavior::Normal)
+    }
+
+    fn start(files: Files, behavior: Behavior) -> UpstreamServer {
         let state = Arc::new(ServerState {
-            root,
+            files,
             behavior: Mutex::new(behavior),
             stats: Mutex::new(BTreeMap::new()),
         });
-        let listener = runtime()
-            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        // Bound here, handed to the support runtime there: no runtime is needed on this
+        // thread, and connections wait in the backlog until the server task runs.
+        let listener = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.set_nonblocking(true).map(|()| l))
             .expect("binding an upstream test server");
         let addr = listener.local_addr().expect("upstream server address");
         let app = axum::Router::new()
             .fallback(answer)
             .with_state(Arc::clone(&state));
         let task = runtime().spawn(async move {
+            let listener = tokio::net::TcpListener::from_std(listener)
+                .expect("registering an upstream test server");
             let _ = axum::serve(listener, app).await;
         });
         UpstreamServer {
@@ -92,9 +116,12 @@ impl UpstreamServer {
         &self.url
     }
 
-    /// The directory served.
+    /// The directory served (a server of in-memory files has none).
     pub fn root(&self) -> &Path {
-        &self.state.root
+        match &self.state.files {
+            Files::Dir(root) => root,
+            Files::Memory(_) => panic!("{} serves files from memory, not a directory", self.url),
+        }
     }
 
     /// Changes how later requests are answered.
@@ -169,7 +196,11 @@ async fn answer(State(state): State<Arc<ServerState>>, method: Method, uri: Uri)
         Behavior::Delay(d) => tokio::time::sleep(d).await,
         Behavior::Hang => std::future::pending::<()>().await,
     }
-    let response = file_response(&state.root, &path, method == Method::HEAD).await;
+    let head = method == Method::HEAD;
+    let response = match &state.files {
+        Files::Dir(root) => file_response(root, &path, head).await,
+        Files::Memory(files) => memory_response(files, &path, head),
+    };
     {
         let mut stats = lock(&state.stats);
         let s = stats.entry(path).or_default();
@@ -207,10 +238,34 @@ async fn file_response(root: &Path, url_path: &str, head: bool) -> Response {
             Err(_) => return plain(StatusCode::NOT_FOUND, "404 not found\n"),
         }
     };
+    ok(content_type, meta.len(), body)
+}
+
+fn memory_response(files: &BTreeMap<String, Bytes>, path: &str, head: bool) -> Response {
+    let Some(bytes) = files.get(path) else {
+        return plain(StatusCode::NOT_FOUND, "Resource not found\n");
+    };
+    let content_type = if path.ends_with(".narinfo") {
+        "application/x-nix-narinfo"
+    } else if path.starts_with("/nar/") {
+        "application/octet-stream"
+    } else {
+        "text/plain"
+    };
+    let body = if head {
+        Body::empty()
+    } else {
+        Body::from(bytes.clone())
+    };
+    ok(content_type, bytes.len() as u64, body)
+}
+
+/// A 200 of `len` bytes (the full length even when `body` is empty, as for HEAD).
+fn ok(content_type: &str, len: u64, body: Body) -> Response {
     Response::builder()
         .status(StatusCode::OK)
         .header(header::CONTENT_TYPE, content_type)
-        .header(header::CONTENT_LENGTH, meta.len())
+        .header(header::CONTENT_LENGTH, len)
         .body(body)
         .unwrap_or_else(|_| plain(StatusCode::INTERNAL_SERVER_ERROR, "response\n"))
 }

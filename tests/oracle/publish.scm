@@ -20,17 +20,7 @@
 ;;; holding the NAR compressed that way (its size is the FileSize); "none=" stands
 ;;; for the NAR itself.  OUTPUT-FILE receives the narinfo.
 
-(use-modules (gcrypt pk-crypto) (gcrypt hash) (gcrypt base64)
-             (rnrs bytevectors) (ice-9 textual-ports) (ice-9 match)
-             (srfi srfi-1))
-
-(define (read-text file)
-  (call-with-input-file file get-string-all #:encoding "UTF-8"))
-
-(define (write-text file text)
-  (call-with-output-file file
-    (lambda (port) (display text port))
-    #:encoding "UTF-8"))
+(include "common.scm")
 
 ;; guix/base32.scm bytevector->nix-base32-string: 5-bit groups taken from the
 ;; end of the bytevector, least significant bits first.
@@ -51,17 +41,6 @@
                                 0))))
             (loop (- n 1)
                   (cons (string-ref nix-base32-chars (logand c 31)) chars)))))))
-
-;; publish.scm signed-string + pki.scm signature-sexp.
-(define (signed-string s secret public)
-  (let* ((hash (bytevector->hash-data (sha256 (string->utf8 s))
-                                      #:key-type (key-type public)))
-         (sig-val (sign hash secret)))
-    (string->canonical-sexp
-     (format #f "(signature ~a ~a ~a)"
-             (canonical-sexp->string hash)
-             (canonical-sexp->string sig-val)
-             (canonical-sexp->string public)))))
 
 (define (basename* file)
   (let ((at (string-rindex file #\/)))
@@ -102,20 +81,11 @@
                        (format #f "System: ~a~%" system))
                    (if (string-null? deriver) ""
                        (format #f "Deriver: ~a~%" deriver))))
-            (signature (base64-encode
-                        (string->utf8
-                         (canonical-sexp->string
-                          (signed-string info secret public))))))
+            (signature (signature-field host info secret public)))
        (write-text output-file
                    (string-append
-                    (format #f "~aSignature: 1;~a;~a~%" info host signature)
+                    (format #f "~aSignature: ~a~%" info signature)
                     (if (string-null? signed-urls) url-groups "")))))
     (_ (error "malformed job line" line))))
 
-(match (command-line)
-  ((_ jobs)
-   (for-each run-job
-             (remove string-null? (string-split (read-text jobs) #\newline))))
-  (_
-   (display "usage: publish.scm JOBS\n" (current-error-port))
-   (exit 2)))
+(run-jobs "publish.scm" run-job)

@@ -12,30 +12,7 @@
 ;;; OUTPUT-FILE receives: signed part, the Signature line, then the tail
 ;;; (the unsigned URL/Compression/FileSize groups).
 
-(use-modules (gcrypt pk-crypto) (gcrypt hash) (gcrypt base64)
-             (rnrs bytevectors) (ice-9 textual-ports) (ice-9 match)
-             (srfi srfi-1))
-
-(define (read-text file)
-  (call-with-input-file file get-string-all #:encoding "UTF-8"))
-
-(define (write-text file text)
-  (call-with-output-file file
-    (lambda (port) (display text port))
-    #:encoding "UTF-8"))
-
-(define (signature-value host signed-part secret public)
-  (let* ((digest (sha256 (string->utf8 signed-part)))
-         (data (bytevector->hash-data digest #:key-type (key-type public)))
-         (sig-val (sign data secret))
-         (signature (string->canonical-sexp
-                     (string-append "(signature "
-                                    (canonical-sexp->string data) " "
-                                    (canonical-sexp->string sig-val) " "
-                                    (canonical-sexp->string public) ")"))))
-    (string-append "1;" host ";"
-                   (base64-encode
-                    (string->utf8 (canonical-sexp->string signature))))))
+(include "common.scm")
 
 (define (run-job line)
   (match (string-split line #\tab)
@@ -46,15 +23,9 @@
        (write-text output-file
                    (string-append signed-part
                                   "Signature: "
-                                  (signature-value host signed-part secret public)
+                                  (signature-field host signed-part secret public)
                                   "\n"
                                   (read-text tail-file)))))
     (_ (error "malformed job line" line))))
 
-(match (command-line)
-  ((_ jobs)
-   (for-each run-job
-             (remove string-null? (string-split (read-text jobs) #\newline))))
-  (_
-   (display "usage: sign.scm JOBS\n" (current-error-port))
-   (exit 2)))
+(run-jobs "sign.scm" run-job)

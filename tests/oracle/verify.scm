@@ -9,12 +9,7 @@
 ;;;   valid-signature invalid-signature hash-mismatch unauthorized-key
 ;;;   corrupt-signature unsigned
 
-(use-modules (gcrypt pk-crypto) (gcrypt hash) (gcrypt base64)
-             (rnrs bytevectors) (ice-9 textual-ports) (ice-9 match)
-             (srfi srfi-1))
-
-(define (read-text file)
-  (call-with-input-file file get-string-all #:encoding "UTF-8"))
+(include "common.scm")
 
 ;; "1;<host>;<base64>" -> the signature s-expression, or #f.
 (define (field->signature value)
@@ -62,10 +57,4 @@
      (format #t "~a ~a~%" narinfo-file (narinfo-status narinfo-file key-file)))
     (_ (error "malformed job line" line))))
 
-(match (command-line)
-  ((_ jobs)
-   (for-each run-job
-             (remove string-null? (string-split (read-text jobs) #\newline))))
-  (_
-   (display "usage: verify.scm JOBS\n" (current-error-port))
-   (exit 2)))
+(run-jobs "verify.scm" run-job)

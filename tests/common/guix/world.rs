@@ -33,9 +33,8 @@ use std::process::Command;
 
 use bytes::Bytes;
 
-use super::http::nar_hash_of;
 use super::oracle::{KeyPair, Layout, Oracle, PublishJob};
-use super::scratch_dir;
+use crate::common::{nar_hash_of, scratch_dir};
 
 /// The store directory of every item.
 pub const STORE_DIR: &str = "/gnu/store";
@@ -151,7 +150,7 @@ impl World {
     /// Builds the world (a few seconds: one Guile run for the keys, one to sign every
     /// narinfo, `nix-store --dump` per item).
     pub fn build(oracle: Oracle) -> World {
-        let dir = scratch_dir("world");
+        let dir = scratch_dir("guix-world");
         let root = dir.path().to_path_buf();
         let builders: Vec<&str> = HONEST.iter().copied().chain([MALICIOUS]).collect();
         let keys: BTreeMap<String, KeyPair> = builders

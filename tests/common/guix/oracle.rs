@@ -4,12 +4,14 @@
 //! - `keygen.scm`: key pairs as `guix archive --generate-key` makes them;
 //! - `publish.scm`: narinfos as `guix publish` writes and signs them, NarHash computed by
 //!   libgcrypt from the NAR file;
+//! - `sign.scm`: a given signed part signed as `guix publish` signs it (driven by
+//!   `tests/guix_oracle.rs` through [`Oracle::run`]);
 //! - `verify.scm`: the signature check `guix substitute` makes before using a narinfo;
+//! - `sexp-print.scm`: libgcrypt's s-expression reader and printer;
 //! - `authorize.scm`: what `guix archive --authorize` and libgcrypt make of a key pair.
 //!
 //! Needs the Debian packages `guile-3.0` and `guile-gcrypt`; without them the tests fail
-//! saying so, unless `QUORATE_TEST_SKIP_GUIX_ORACLE=1` (the convention of
-//! `tests/guix_oracle.rs`).
+//! saying so, unless `QUORATE_TEST_SKIP_GUIX_ORACLE=1`.
 
 use std::collections::HashMap;
 use std::ffi::OsStr;
@@ -128,13 +130,8 @@ impl Oracle {
         );
     }
 
-    /// Runs `script` with `args`; returns its standard output.
-    fn run(&self, script: &str, args: &[&OsStr]) -> String {
-        self.run_with_input(script, args, b"")
-    }
-
     /// Runs `script` with `args`, feeding it `input`; returns its standard output.
-    fn run_with_input(&self, script: &str, args: &[&OsStr], input: &[u8]) -> String {
+    pub fn run(&self, script: &str, args: &[&OsStr], input: &[u8]) -> String {
         let mut child = Command::new("guile")
             .arg("--no-auto-compile")
             .arg(self.scripts.join(script))
@@ -171,6 +168,7 @@ impl Oracle {
         self.run(
             "keygen.scm",
             &[dir.as_os_str(), OsStr::new(&count.to_string())],
+            b"",
         );
         (0..count)
             .map(|i| {
@@ -211,7 +209,7 @@ impl Oracle {
             lines.push('\n');
         }
         std::fs::write(job_file, lines).expect("writing the publish jobs");
-        self.run("publish.scm", &[job_file.as_os_str()]);
+        self.run("publish.scm", &[job_file.as_os_str()], b"");
         jobs.iter()
             .map(|job| {
                 std::fs::read_to_string(&job.output)
@@ -223,25 +221,45 @@ impl Oracle {
     /// Guix's verdict on each (narinfo text, authorized public key file): `valid-signature`,
     /// `invalid-signature`, `hash-mismatch`, `unauthorized-key`, `corrupt-signature` or
     /// `unsigned`. The texts are written under `dir`.
-    pub fn verify(&self, dir: &Path, jobs: &[(&str, &Path)]) -> Vec<String> {
+    pub fn verify<T: AsRef<str>, K: AsRef<Path>>(
+        &self,
+        dir: &Path,
+        jobs: &[(T, K)],
+    ) -> Vec<String> {
         std::fs::create_dir_all(dir).expect("creating the verify directory");
-        let mut lines = String::new();
-        let mut files = Vec::new();
-        for (i, (text, key)) in jobs.iter().enumerate() {
-            let file = dir.join(format!("verify-{i}.narinfo"));
-            std::fs::write(&file, text).expect("writing a narinfo to verify");
-            lines.push_str(&format!("{}\t{}\n", file.display(), key.display()));
-            files.push(file);
-        }
+        let files: Vec<(PathBuf, &Path)> = jobs
+            .iter()
+            .enumerate()
+            .map(|(i, (text, key))| {
+                let file = dir.join(format!("verify-{i}.narinfo"));
+                std::fs::write(&file, text.as_ref()).expect("writing a narinfo to verify");
+                (file, key.as_ref())
+            })
+            .collect();
+        self.verify_files(dir, &files)
+    }
+
+    /// [`Oracle::verify`] of narinfo files already written (the job list goes to `dir`).
+    pub fn verify_files<N: AsRef<Path>, K: AsRef<Path>>(
+        &self,
+        dir: &Path,
+        jobs: &[(N, K)],
+    ) -> Vec<String> {
+        let lines: String = jobs
+            .iter()
+            .map(|(narinfo, key)| {
+                let (narinfo, key) = (narinfo.as_ref().display(), key.as_ref().display());
+                format!("{narinfo}\t{key}\n")
+            })
+            .collect();
         let job_file = dir.join("verify-jobs");
         std::fs::write(&job_file, lines).expect("writing the verify jobs");
-        let out = self.run("verify.scm", &[job_file.as_os_str()]);
+        let out = self.run("verify.scm", &[job_file.as_os_str()], b"");
         let verdicts: HashMap<&str, &str> =
             out.lines().filter_map(|l| l.rsplit_once(' ')).collect();
-        files
-            .iter()
-            .map(|f| {
-                let name = f.display().to_string();
+        jobs.iter()
+            .map(|(narinfo, _)| {
+                let name = narinfo.as_ref().display().to_string();
                 match verdicts.get(name.as_str()) {
                     Some(v) => v.to_string(),
                     None => panic!("verify.scm gave no verdict for {name}:\n{out}"),
@@ -250,17 +268,27 @@ impl Oracle {
             .collect()
     }
 
-    /// libgcrypt's reading of `text` as an s-expression (`sexp-print.scm`): `None` if it
-    /// rejects it, else its printing in advanced form (what Guix writes to key files).
-    pub fn print_advanced(&self, text: &str) -> Option<String> {
-        let hex: String = text.bytes().map(|b| format!("{b:02x}")).collect();
-        let out = self.run_with_input("sexp-print.scm", &[], format!("{hex}\n").as_bytes());
-        let (_canonical, advanced) = out.trim_end().split_once(' ')?;
-        let bytes: Vec<u8> = (0..advanced.len())
-            .step_by(2)
-            .map(|i| u8::from_str_radix(&advanced[i..i + 2], 16).expect("the oracle prints hex"))
+    /// libgcrypt's reading of each input (`sexp-print.scm`): `None` if it rejects it, else
+    /// (its canonical form, its advanced form).
+    pub fn print_sexps(&self, inputs: &[Vec<u8>]) -> Vec<Option<(Vec<u8>, Vec<u8>)>> {
+        let stdin: String = inputs.iter().map(|i| format!("{}\n", hex(i))).collect();
+        let out = self.run("sexp-print.scm", &[], stdin.as_bytes());
+        let answers: Vec<_> = out
+            .lines()
+            .map(|line| {
+                let (canonical, advanced) = line.split_once(' ')?;
+                Some((unhex(canonical), unhex(advanced)))
+            })
             .collect();
-        Some(String::from_utf8(bytes).expect("an advanced s-expression of a key is text"))
+        assert_eq!(answers.len(), inputs.len(), "one answer per input");
+        answers
+    }
+
+    /// libgcrypt's reading of `text`: `None` if it rejects it, else its printing in advanced
+    /// form (what Guix writes to key files).
+    pub fn print_advanced(&self, text: &str) -> Option<String> {
+        let (_canonical, advanced) = self.print_sexps(&[text.as_bytes().to_vec()]).pop()??;
+        Some(String::from_utf8(advanced).expect("an advanced s-expression of a key is text"))
     }
 
     /// What `guix archive --authorize` and libgcrypt make of `key` (the ACL goes to `acl`).
@@ -272,6 +300,7 @@ impl Oracle {
                 key.secret.as_os_str(),
                 acl.as_os_str(),
             ],
+            b"",
         );
         let field = |name: &str| {
             out.lines()
@@ -284,4 +313,16 @@ impl Oracle {
             secret_key: field("secret-key "),
         }
     }
+}
+
+/// `bytes` in lowercase hex, as the oracle scripts read and write them.
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn unhex(text: &str) -> Vec<u8> {
+    (0..text.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&text[i..i + 2], 16).expect("the oracle writes hex"))
+        .collect()
 }
