@@ -15,6 +15,9 @@ use super::NarError;
 /// (the largest preset, used by Hydra) needs 64 MiB, so 256 MiB leaves room for custom
 /// settings.
 const XZ_MEM_LIMIT_KIB: u32 = 256 * 1024;
+/// The same bound for lzip: its header may ask for a 512 MiB dictionary, which an upstream
+/// must not be able to make us allocate (`lzip -9` uses 32 MiB).
+const LZIP_MEM_LIMIT_KIB: u32 = 256 * 1024;
 
 /// Buffer brotli reads its input into (it takes a plain `Read`, not a `BufRead`).
 const BROTLI_BUFFER: usize = 64 * 1024;
@@ -84,8 +87,53 @@ impl Compression {
             Compression::Bzip2 => Box::new(bzip2::bufread::MultiBzDecoder::new(source)),
             Compression::Brotli => Box::new(brotli::Decompressor::new(source, BROTLI_BUFFER)),
             Compression::Gzip => Box::new(flate2::bufread::MultiGzDecoder::new(source)),
-            Compression::Lzip => Box::new(lzma_rust2::LzipReader::new(source)),
+            Compression::Lzip => Box::new(LimitedLzipReader {
+                source,
+                stream: lzma_rust2::LzipStream::new_mem_limit(true, LZIP_MEM_LIMIT_KIB),
+                done: false,
+            }),
         })
+    }
+}
+
+/// lzip decoding with a memory limit: lzma-rust2's `LzipReader` has none, so drive its
+/// push-style `LzipStream` (which checks each member header against the limit) from a
+/// `BufRead`.
+struct LimitedLzipReader<R> {
+    source: R,
+    stream: lzma_rust2::LzipStream,
+    done: bool,
+}
+
+impl<R: BufRead> Read for LimitedLzipReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        while !self.done {
+            let input = self.source.fill_buf()?;
+            let action = if input.is_empty() {
+                lzma_rust2::Action::Finish
+            } else {
+                lzma_rust2::Action::Run
+            };
+            let at_eof = input.is_empty();
+            let res = self.stream.process(input, buf, action)?;
+            self.source.consume(res.bytes_consumed);
+            if res.status == lzma_rust2::Status::StreamEnd {
+                self.done = true;
+            }
+            if res.bytes_produced > 0 {
+                return Ok(res.bytes_produced);
+            }
+            if at_eof && !self.done {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    "lzip stream ends early",
+                ));
+            }
+        }
+        Ok(0)
     }
 }
 
@@ -166,5 +214,28 @@ mod tests {
                 .unwrap_or_else(|e| panic!("{compression}: {e}"));
             assert!(out == nar, "{compression} stopped after the first stream");
         }
+    }
+
+    #[test]
+    fn an_lzip_header_asking_for_a_huge_dictionary_is_refused_before_allocating() {
+        // A real member, then its dictionary-size byte rewritten to 2^29 = 512 MiB.
+        let mut member = compress(Compression::Lzip, &generated_nar(10_000, 1));
+        member[5] = 0x1d;
+        let mut out = Vec::new();
+        let err = Compression::Lzip
+            .decoder(std::io::Cursor::new(member))
+            .and_then(|mut d| d.read_to_end(&mut out))
+            .expect_err("a 512 MiB dictionary must be refused");
+        assert!(out.is_empty(), "{err}");
+    }
+
+    #[test]
+    fn a_truncated_lzip_stream_is_an_error() {
+        let member = compress(Compression::Lzip, &generated_nar(50_000, 2));
+        let mut out = Vec::new();
+        let res = Compression::Lzip
+            .decoder(std::io::Cursor::new(&member[..member.len() / 2]))
+            .and_then(|mut d| d.read_to_end(&mut out));
+        assert!(res.is_err());
     }
 }
