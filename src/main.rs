@@ -113,36 +113,25 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Keygen { flavor, name, out } => {
             let sec = PathBuf::from(format!("{}.sec", out.display()));
-            let public = match flavor {
+            if sec.exists() {
+                bail!(
+                    "{} already exists; refusing to overwrite a key",
+                    sec.display()
+                );
+            }
+            let (secret, public) = match flavor {
                 KeyFlavor::Nix => {
                     let key = NixSecretKey::generate(&name)?;
-                    let public = key.public().to_string();
-                    if sec.exists() {
-                        bail!(
-                            "{} already exists; refusing to overwrite a key",
-                            sec.display()
-                        );
-                    }
-                    server::write_key_pair(&sec, &key.to_string(), &public)
-                        .with_context(|| format!("writing {}", sec.display()))?;
-                    public
+                    (key.to_string(), key.public().to_string())
                 }
+                // Guix keys carry no name; --name is accepted for symmetry and unused.
                 KeyFlavor::Guix => {
-                    // Guix keys carry no name; --name is accepted for symmetry and ignored.
-                    let _ = &name;
                     let key = GuixSecretKey::generate()?;
-                    let public = key.public().to_advanced();
-                    if sec.exists() {
-                        bail!(
-                            "{} already exists; refusing to overwrite a key",
-                            sec.display()
-                        );
-                    }
-                    server::write_key_pair(&sec, &key.to_advanced(), &public)
-                        .with_context(|| format!("writing {}", sec.display()))?;
-                    public
+                    (key.to_advanced(), key.public().to_advanced())
                 }
             };
+            server::write_key_pair(&sec, &secret, &public)
+                .with_context(|| format!("writing {}", sec.display()))?;
             println!("{public}");
             Ok(())
         }
