@@ -11,7 +11,7 @@
 #   7 the real Nix client substituting the 100 MiB path: quorate cold, warm vs nginx direct
 # and writes the table to $RESULTS_FILE (default bench/RESULTS.md).
 #
-# Env: QUORATE_BIN (skip `cargo build --release`), DURATION (wrk seconds, 10), ROUNDS (3),
+# Env: QUORATE_BIN (skip `cargo build --release`; QUORATE_LABEL describes it), DURATION (wrk seconds, 10), ROUNDS (3),
 #      CONNS (64), COLD_N (20), COLD_NAR_RUNS (5), NAR_CONNS (4, warm NAR), GEN_MIB (1024; 0 = no
 #      generated NAR), RESULTS_FILE, KEEP=1 (keep the work dir), TESTS ("1 2 3 4 5 6 7").
 # No timing assertions: it reports, it does not fail on slow numbers. It fails (non-zero)
@@ -71,7 +71,7 @@ if ! "$PY" -c 'import cryptography' 2>/dev/null; then
 fi
 
 # ---------------------------------------------------------------- quorate and fixtures
-BIN_ORIGIN="QUORATE_BIN=${QUORATE_BIN:-}, built $(date -u -r "${QUORATE_BIN:-/}" '+%Y-%m-%d %H:%M UTC' 2>/dev/null)"
+BIN_ORIGIN="QUORATE_BIN=${QUORATE_BIN:-}${QUORATE_LABEL:+ ($QUORATE_LABEL)}, built $(date -u -r "${QUORATE_BIN:-/}" '+%Y-%m-%d %H:%M UTC' 2>/dev/null)"
 if [[ -z ${QUORATE_BIN:-} ]]; then
   command -v cargo >/dev/null || die "cargo not found (or set QUORATE_BIN)"
   log "cargo build --release"
