@@ -83,9 +83,28 @@ impl Db {
     /// Opens `sqlite://<path>` (creating the file and its directory if missing) or
     /// `postgres://...`, and applies any pending migrations.
     pub async fn connect(url: &str) -> Result<Db, DbError> {
-        let pool = if url.starts_with("sqlite:") {
-            Pool::Sqlite(connect_sqlite(url).await?)
-        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        if url.starts_with("sqlite:") {
+            // Several processes opening a new file at once race to switch it to WAL and to
+            // migrate it; SQLite answers some of those steps with SQLITE_BUSY at once,
+            // without waiting on busy_timeout. Start-up retries them for a while.
+            let mut attempt = 0u32;
+            loop {
+                let result = async {
+                    let pool = Pool::Sqlite(connect_sqlite(url).await?);
+                    migrate::run(&pool).await?;
+                    Ok(Db { pool })
+                }
+                .await;
+                match result {
+                    Err(e) if is_sqlite_busy(&e) && attempt < SQLITE_START_RETRIES => {
+                        attempt += 1;
+                        tokio::time::sleep(Duration::from_millis(20 * u64::from(attempt))).await;
+                    }
+                    other => return other,
+                }
+            }
+        }
+        let pool = if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             Pool::Postgres(connect_postgres(url).await?)
         } else {
             // Only the scheme: the rest of a URL may hold a password.
@@ -117,6 +136,20 @@ impl Db {
     /// Closes every pooled connection, waiting for checked-out ones to come back.
     pub async fn close(&self) {
         on_pool!(self, pool => pool.close().await)
+    }
+}
+
+/// How often start-up retries a SQLite database that another process holds locked.
+const SQLITE_START_RETRIES: u32 = 40;
+
+/// SQLITE_BUSY (5) or SQLITE_LOCKED (6), with or without an extended code.
+fn is_sqlite_busy(e: &DbError) -> bool {
+    match e {
+        DbError::Sql(sqlx::Error::Database(d)) => d
+            .code()
+            .and_then(|c| c.parse::<i32>().ok())
+            .is_some_and(|c| matches!(c & 0xff, 5 | 6)),
+        _ => false,
     }
 }
 
