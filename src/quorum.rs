@@ -144,8 +144,10 @@ pub fn decide(policy: &Policy, votes: &[Vote], outstanding: bool) -> Decision {
             }
             match groups.iter().next() {
                 Some((content, backers)) => {
-                    if outstanding && u > 0 {
-                        // A silent builder could still dissent (or complete the quorum).
+                    if outstanding {
+                        // A silent builder could still dissent (or complete the quorum); so
+                        // could a heard one, through another upstream (a stolen key signing
+                        // two contents): refuse waits for every upstream.
                         if could_meet(backers) || meets(backers) {
                             return Decision::Pending;
                         }
@@ -343,6 +345,28 @@ mod tests {
         p.on_dissent = Majority;
         let d = decide(&p, &votes(&[("b", "x"), ("c", "x")]), true);
         assert_eq!(short(&d), "pending");
+    }
+
+    #[test]
+    fn refuse_waits_for_every_upstream_even_when_every_builder_was_heard() {
+        let p = policy(2, Refuse, &["a", "b"]);
+        assert_eq!(
+            short(&decide(&p, &votes(&[("a", "x"), ("b", "x")]), true)),
+            "pending"
+        );
+        assert_eq!(
+            short(&decide(&p, &votes(&[("a", "x"), ("b", "x")]), false)),
+            "accept x by a+b against "
+        );
+        // The same builder signing another content through a late upstream is a dissent.
+        assert_eq!(
+            short(&decide(
+                &p,
+                &votes(&[("a", "x"), ("b", "x"), ("a", "y")]),
+                false
+            )),
+            "refuse"
+        );
     }
 
     #[test]
