@@ -602,3 +602,43 @@ fn concurrent_requests_for_one_uncached_path_share_one_upstream_fetch() {
         );
     });
 }
+
+/// With `majority`, two honest builders answer first and settle the path; the malicious
+/// builder's upstream answers later. The answer did not wait for it, yet its dissent is not
+/// lost: it is recorded as a conflict, and the decision stands (2 against 1).
+#[test]
+fn a_late_dissent_after_a_majority_answer_is_recorded_as_a_conflict() {
+    let fx = fixtures();
+    let dir = scratch_dir("cache-m-late");
+    let m_cache = malicious_cache(fx, &dir.path().join("M"));
+    let hello = &fx.paths.hello;
+    for_each_backend(|backend| {
+        let mut ups = serve_builders(&["A", "B"]);
+        ups.push(UpstreamServer::serve_with(
+            &m_cache,
+            Behavior::Delay(Duration::from_millis(1500)),
+        ));
+        let spec = with_builders(
+            CacheSpec::nix(CACHE).quorum(2).on_dissent("majority"),
+            &["A", "B", "M"],
+        )
+        .upstreams(&ups);
+        let q = Quorate::start(backend, vec![spec]);
+        let answer = q.narinfo(hello);
+        assert_eq!(answer.status, 200, "{}", answer.text());
+        assert_eq!(
+            ups[2].stats(&hello.narinfo_path()).answered,
+            0,
+            "the answer came before the malicious upstream's"
+        );
+        let conflict = records::wait_for_event(&q, CACHE, "conflict", hello.hash_part());
+        assert!(conflict.detail.contains("late dissent"), "{conflict:?}");
+        let decision = records::latest_decision(&q, CACHE, hello.hash_part())
+            .expect("the decision is recorded");
+        assert_eq!(decision.outcome, Outcome::Accepted, "{decision:?}");
+        let got =
+            NixClient::new(&q.substituter(), &[q.public_key()]).substitute(&[&hello.store_path]);
+        got.assert_ok("hello after a late dissent");
+        assert_eq!(got.read(&hello.store_path, ""), b"hello\n");
+    });
+}
