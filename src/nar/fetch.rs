@@ -24,6 +24,7 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 
 use bytes::{Buf, Bytes};
 use futures_util::stream::{self, BoxStream, Stream, StreamExt};
+use futures_util::FutureExt;
 use sha2::{Digest, Sha256};
 use tokio::sync::{mpsc, watch};
 
@@ -39,6 +40,16 @@ const CHUNK: usize = 256 * 1024;
 /// Compressed chunks buffered between the upstream and the decoder. Bounded by count; an
 /// HTTP client yields chunks of at most a few hundred KiB, so this stays a few MiB.
 const CHANNEL_CHUNKS: usize = 16;
+
+/// Upstream chunks the pump hands over at once, when the upstream has them ready: one
+/// channel operation (and at most one decoder wake-up) per batch rather than per chunk.
+/// The channel holds `CHANNEL_CHUNKS / BATCH_CHUNKS` batches, so at most `CHANNEL_CHUNKS`
+/// chunks wait in it, as before.
+const BATCH_CHUNKS: usize = 4;
+
+/// The writer tells the bodies about new bytes at least this often (and whenever it has
+/// caught up with the decoder), rather than after every buffer: fewer wake-ups.
+const PUBLISH_EVERY: u64 = 1 << 20;
 
 /// Decoded chunks that may wait for the temp file writer: 1 MiB, and enough slack that
 /// hashing rarely waits for the disk.
@@ -347,7 +358,7 @@ where
         _ => {}
     }
 
-    let (chunks, upstream) = mpsc::channel(CHANNEL_CHUNKS);
+    let (chunks, upstream) = mpsc::channel(CHANNEL_CHUNKS / BATCH_CHUNKS);
     let mut decode = {
         let inflight = Arc::clone(&inflight);
         tokio::task::spawn_blocking(move || {
@@ -366,9 +377,14 @@ where
     decoded.unwrap_or(Err(NarError::Interrupted))
 }
 
+/// Compressed chunks on their way to the decoder, in upstream order, or the upstream's
+/// error (after which nothing follows).
+type Batch = Result<Vec<Bytes>, String>;
+
 /// Forwards the upstream's chunks into the decoder's channel until the source ends, fails,
-/// or the decoder hangs up.
-async fn pump<S, E>(source: S, chunks: mpsc::Sender<Result<Bytes, String>>)
+/// or the decoder hangs up: in batches of up to [`BATCH_CHUNKS`] chunks, taking only what
+/// the upstream has ready (never waiting to fill a batch).
+async fn pump<S, E>(source: S, chunks: mpsc::Sender<Batch>)
 where
     S: Future<Output = Result<BoxStream<'static, Result<Bytes, E>>, E>>,
     E: std::fmt::Display,
@@ -380,11 +396,35 @@ where
             return;
         }
     };
-    while let Some(item) = upstream.next().await {
-        let failed = item.is_err();
-        let item = item.map_err(|err| err.to_string());
-        if chunks.send(item).await.is_err() || failed {
+    loop {
+        let mut batch = Vec::with_capacity(BATCH_CHUNKS);
+        let mut item = upstream.next().await;
+        // What stops the pump after this batch: `Some(Ok)` the end, `Some(Err)` a failure.
+        let stop = loop {
+            match item {
+                Some(Ok(chunk)) => batch.push(chunk),
+                Some(Err(err)) => break Some(Err(err.to_string())),
+                None => break Some(Ok(())),
+            }
+            if batch.len() == BATCH_CHUNKS {
+                break None;
+            }
+            match upstream.next().now_or_never() {
+                Some(next) => item = next,
+                // Nothing ready: hand over what there is rather than wait.
+                None => break None,
+            }
+        };
+        if !batch.is_empty() && chunks.send(Ok(batch)).await.is_err() {
             return;
+        }
+        match stop {
+            None => {}
+            Some(Ok(())) => return,
+            Some(Err(message)) => {
+                let _ = chunks.send(Err(message)).await;
+                return;
+            }
         }
     }
 }
@@ -398,7 +438,7 @@ fn decode_into_store(
     store: &NarStore,
     inflight: &Inflight,
     compression: Compression,
-    upstream: mpsc::Receiver<Result<Bytes, String>>,
+    upstream: mpsc::Receiver<Batch>,
 ) -> Result<(), NarError> {
     let expected = inflight.expected;
     let (path, file) = store.create_temp(&inflight.key)?;
@@ -414,6 +454,7 @@ fn decode_into_store(
     let source_error = Arc::new(OnceLock::new());
     let reader = ChannelReader {
         upstream,
+        pending: Vec::new().into_iter(),
         chunk: Bytes::new(),
         source_error: Arc::clone(&source_error),
         ended: false,
@@ -501,8 +542,9 @@ fn decode_and_hash(
     }
 }
 
-/// Appends decoded buffers to the temp file in order, publishing progress to the bodies,
-/// and returns each buffer for reuse. Ends when the decoder hangs up.
+/// Appends decoded buffers to the temp file in order, publishing progress to the bodies
+/// every [`PUBLISH_EVERY`] bytes and whenever it has written all it was given, and returns
+/// each buffer for reuse. Ends when the decoder hangs up.
 fn write_behind(
     file: &File,
     inflight: &Inflight,
@@ -511,14 +553,39 @@ fn write_behind(
 ) -> Result<(), NarError> {
     let mut out = file;
     let mut written: u64 = 0;
-    for (buffer, len) in to_write {
-        out.write_all(&buffer[..len])?;
-        written += len as u64;
+    let mut published: u64 = 0;
+    let publish = |written: u64| {
         inflight
             .progress
             .send_modify(|state| state.written = written);
+    };
+    loop {
+        let (buffer, len) = match to_write.try_recv() {
+            Ok(filled) => filled,
+            Err(std::sync::mpsc::TryRecvError::Empty) => {
+                // Caught up: let the bodies have everything before waiting for more.
+                if written > published {
+                    publish(written);
+                    published = written;
+                }
+                match to_write.recv() {
+                    Ok(filled) => filled,
+                    Err(_) => break,
+                }
+            }
+            Err(std::sync::mpsc::TryRecvError::Disconnected) => break,
+        };
+        out.write_all(&buffer[..len])?;
+        written += len as u64;
+        if written - published >= PUBLISH_EVERY {
+            publish(written);
+            published = written;
+        }
         // The decoder may already be done with buffers; that is fine.
         let _ = recycle.send(buffer);
+    }
+    if written > published {
+        publish(written);
     }
     Ok(())
 }
@@ -545,7 +612,9 @@ impl Drop for TempFile {
 /// The compressed stream as a blocking `BufRead`, so decoders read straight from the
 /// upstream's chunks without another copy.
 struct ChannelReader {
-    upstream: mpsc::Receiver<Result<Bytes, String>>,
+    upstream: mpsc::Receiver<Batch>,
+    /// The rest of the current batch, after `chunk`.
+    pending: std::vec::IntoIter<Bytes>,
     /// Rest of the current chunk.
     chunk: Bytes,
     /// The upstream's error, kept aside so that a decoder wrapping it in its own error
@@ -558,12 +627,16 @@ struct ChannelReader {
 impl BufRead for ChannelReader {
     fn fill_buf(&mut self) -> io::Result<&[u8]> {
         while self.chunk.is_empty() && !self.ended {
+            if let Some(chunk) = self.pending.next() {
+                self.chunk = chunk;
+                continue;
+            }
             if let Some(message) = self.source_error.get() {
                 // Sticky: a decoder retrying must not mistake the failure for an end.
                 return Err(io::Error::other(String::clone(message)));
             }
             match self.upstream.blocking_recv() {
-                Some(Ok(chunk)) => self.chunk = chunk,
+                Some(Ok(batch)) => self.pending = batch.into_iter(),
                 Some(Err(message)) => {
                     let _ = self.source_error.set(message);
                 }
