@@ -102,16 +102,11 @@ fn votes_of<'a>(atts: impl IntoIterator<Item = &'a Attestation>) -> Vec<Vote> {
         .collect()
 }
 
-/// Attestations recorded earlier count only while their key still belongs to a configured
-/// builder (a key removed from the config stops counting at once).
+/// Attestations recorded earlier count only while they would still verify under the
+/// configured keys: a key removed from the config, or replaced under the same name, stops
+/// counting at once.
 fn still_trusted(cache: &CacheState, mut atts: Vec<Attestation>) -> Vec<Attestation> {
-    atts.retain(|a| {
-        a.status == SigStatus::Valid
-            && cache
-                .config
-                .builder_of(&a.key_name)
-                .is_some_and(|b| Some(&b.name) == a.builder.as_ref())
-    });
+    atts.retain(|a| cache.still_trusted(a));
     atts
 }
 

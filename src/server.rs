@@ -19,7 +19,7 @@ use crate::db::{Db, Event};
 use crate::nar::{NarFetcher, NarStore};
 use crate::protocol::guix_key::{GuixPublicKey, GuixSecretKey};
 use crate::protocol::guix_narinfo::{self, GuixNarInfo, NarUrl};
-use crate::protocol::narinfo::{NarHash, NixNarInfo};
+use crate::protocol::narinfo::{fingerprint_of, NarHash, NixNarInfo};
 use crate::protocol::nix_key::{check_sig, NixPublicKey, NixSecretKey, SigCheck};
 use crate::protocol::store_path::StorePath;
 use crate::quorum::Policy;
@@ -351,6 +351,30 @@ impl CacheState {
         })
     }
 
+    /// Whether a recorded attestation still counts: it was valid, its key belongs to the same
+    /// builder now, and (Nix, where keys are named) its signature verifies under the key
+    /// configured under that name today, so a key replaced under the same name does not
+    /// keep its old signatures alive. Guix keys are identified by their bytes.
+    pub fn still_trusted(&self, a: &Attestation) -> bool {
+        if a.status != SigStatus::Valid {
+            return false;
+        }
+        let same_builder = self
+            .config
+            .builder_of(&a.key_name)
+            .is_some_and(|b| Some(&b.name) == a.builder.as_ref());
+        same_builder
+            && match self.config.flavor {
+                Flavor::Nix => check_sig(
+                    &a.signature,
+                    &fingerprint_of(&self.config.store_dir, &a.content),
+                    &self.nix_keys,
+                )
+                .is_valid(),
+                Flavor::Guix => true,
+            }
+    }
+
     /// quorate's narinfo for an agreed content, signed with quorate's key.
     pub fn render(&self, agreed: &Agreed) -> Result<String, String> {
         match &self.signer {
@@ -602,4 +626,60 @@ async fn shutdown_signal() {
     }
     #[cfg(not(unix))]
     let _ = ctrl_c.await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cache_trusting(builder: &str, key: &NixPublicKey) -> CacheState {
+        let text = format!(
+            "[[cache]]\nname = \"c\"\nflavor = \"nix\"\n\
+             [[cache.builder]]\nname = \"{builder}\"\nkeys = [\"{key}\"]\n\
+             [[cache.upstream]]\nurl = \"http://up.example\"\n"
+        );
+        let config = Config::from_toml(&text, "test", Path::new("/")).expect("config");
+        let signer = Signer::Nix(NixSecretKey::generate("quorate-1").expect("key"));
+        CacheState::new(config.caches[0].clone(), signer)
+    }
+
+    fn attestation_by(key: &NixSecretKey, builder: &str) -> Attestation {
+        let content = Content {
+            store_path: "/nix/store/w9yy7v61ipb5rx6i35zq1mvc2iqfmps1-hello-2.10".into(),
+            nar_hash: "sha256:1mi14cqk363wv368ffiiy01knardmnlyphi6h9xv6dkjz44hk30i".into(),
+            nar_size: 205968,
+            references: vec!["w9yy7v61ipb5rx6i35zq1mvc2iqfmps1-hello-2.10".into()],
+        };
+        Attestation {
+            cache: "c".into(),
+            hash_part: "w9yy7v61ipb5rx6i35zq1mvc2iqfmps1".into(),
+            signature: key.sign(&fingerprint_of("/nix/store", &content)),
+            content,
+            deriver: None,
+            ca: None,
+            key_name: key.name().into(),
+            builder: Some(builder.into()),
+            upstream: "http://up.example".into(),
+            status: SigStatus::Valid,
+            seen_at: 0,
+        }
+    }
+
+    #[test]
+    fn a_recorded_attestation_counts_only_while_its_key_still_verifies_it() {
+        let old = NixSecretKey::generate("rebuilder-1").expect("key");
+        let att = attestation_by(&old, "rebuilder");
+        assert!(cache_trusting("rebuilder", &old.public()).still_trusted(&att));
+        // The operator replaced a compromised key, keeping its name.
+        let new = NixSecretKey::generate("rebuilder-1").expect("key");
+        assert!(!cache_trusting("rebuilder", &new.public()).still_trusted(&att));
+        // The key now belongs to another builder.
+        assert!(!cache_trusting("someone-else", &old.public()).still_trusted(&att));
+        // Only valid observations ever count.
+        let invalid = Attestation {
+            status: SigStatus::Invalid,
+            ..att
+        };
+        assert!(!cache_trusting("rebuilder", &old.public()).still_trusted(&invalid));
+    }
 }

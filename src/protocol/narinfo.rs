@@ -330,23 +330,7 @@ impl NixNarInfo {
     /// What Nix signs: `1;<path>;sha256:<nix32>;<size>;<sorted comma-joined full ref paths>`.
     /// References are a set here, as in Nix: sorted and deduplicated whatever the listing.
     pub fn fingerprint(&self) -> String {
-        let store_dir = self.store_path.store_dir();
-        let references = self
-            .references
-            .iter()
-            .map(String::as_str)
-            .collect::<BTreeSet<&str>>()
-            .into_iter()
-            .map(|basename| full_path(store_dir, basename))
-            .collect::<Vec<_>>()
-            .join(",");
-        format!(
-            "1;{};{};{};{}",
-            self.store_path.full(),
-            self.nar_hash,
-            self.nar_size,
-            references
-        )
+        fingerprint_of(self.store_path.store_dir(), &self.content())
     }
 
     /// The content this narinfo claims, normalised so equal claims compare equal.
@@ -393,6 +377,25 @@ fn path_in_field(
             line: field.line,
             problem,
         })
+}
+
+/// The Nix signing fingerprint of `content` in `store_dir`:
+/// `1;<path>;sha256:<nix32>;<size>;<sorted comma-joined full reference paths>`. Lets a
+/// recorded attestation be verified again without its narinfo.
+pub fn fingerprint_of(store_dir: &str, content: &Content) -> String {
+    let references = content
+        .references
+        .iter()
+        .map(String::as_str)
+        .collect::<BTreeSet<&str>>()
+        .into_iter()
+        .map(|basename| full_path(store_dir, basename))
+        .collect::<Vec<_>>()
+        .join(",");
+    format!(
+        "1;{};{};{};{}",
+        content.store_path, content.nar_hash, content.nar_size, references
+    )
 }
 
 #[cfg(test)]
