@@ -144,7 +144,7 @@ async fn resolve_uncached(
                         .await
                         .map_err(db_err)?;
                     let agreed = agreed_from(content, agreeing, &recorded, sources);
-                    return served(cache, agreed);
+                    return served(cache, agreed).await;
                 }
             }
         }
@@ -183,21 +183,20 @@ async fn resolve_uncached(
     let mut seen: Vec<Attestation> = Vec::new();
     let mut sources: Vec<NarSource> = Vec::new();
     let mut failures: Vec<(usize, String)> = Vec::new();
+    let mut votes = votes_of(&recorded);
     let mut decision = Decision::Pending;
     while let Some((i, answer)) = rx.recv().await {
         answered += 1;
+        let before = seen.len();
         absorb(answer, i, &mut seen, &mut sources, &mut failures);
-        let mut votes = votes_of(&recorded);
-        votes.extend(votes_of(&seen));
+        votes.extend(votes_of(&seen[before..]));
         decision = decide(&cache.policy, &votes, answered < total);
         if decision.is_final() {
             break;
         }
     }
     if !decision.is_final() {
-        // Every sender finished (answered == total): decide on what we have.
-        let mut votes = votes_of(&recorded);
-        votes.extend(votes_of(&seen));
+        // Every sender finished without a final answer (a task died): decide on what we have.
         decision = decide(&cache.policy, &votes, false);
     }
 
@@ -237,7 +236,7 @@ async fn resolve_uncached(
                 tracing::warn!(cache = %cache.config.name, %hash_part, "recording late answers: {e}");
                 return;
             }
-            let mut votes = votes_of(&all_valid);
+            let mut votes = votes;
             votes.extend(votes_of(&late));
             let full = decide(&cache.policy, &votes, false);
             let changed = kind(&full) != kind(&first) || content_of(&full) != content_of(&first);
@@ -414,11 +413,11 @@ fn agreed_from(
     }
 }
 
-fn served(cache: &Arc<CacheState>, agreed: Agreed) -> Result<Resolution, ResolveError> {
+async fn served(cache: &Arc<CacheState>, agreed: Agreed) -> Result<Resolution, ResolveError> {
     let body = cache
         .render(&agreed)
         .map_err(|e| ResolveError(format!("rendering narinfo: {e}")))?;
-    cache.remember_nar(&agreed);
+    cache.remember_nar(&agreed).await;
     Ok(Resolution::Served {
         body: body.into(),
         agreed: Box::new(agreed),
@@ -486,7 +485,7 @@ async fn finish(
                 .await?;
             }
             app.metrics.narinfo_accepted.inc();
-            served(cache, agreed)
+            served(cache, agreed).await
         }
         Decision::Refused { claims } => {
             let store_path = claims.first().map(|(c, _)| c.clone());

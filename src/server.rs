@@ -433,17 +433,13 @@ impl CacheState {
     }
 
     /// Remember where the NAR of an agreed content can be fetched from.
-    pub fn remember_nar(&self, agreed: &Agreed) {
+    pub async fn remember_nar(&self, agreed: &Agreed) {
         if let Ok(h) = NarHash::parse(&agreed.content.nar_hash) {
             let entry = Arc::new(NarEntry {
                 content: agreed.content.clone(),
                 sources: agreed.sources.clone(),
             });
-            let nars = self.nars.clone();
-            let key = h.to_nix32();
-            // moka's future cache insert is async; this runs inside a resolution that is
-            // already async, but keep `remember_nar` sync for callers by spawning.
-            tokio::spawn(async move { nars.insert(key, entry).await });
+            self.nars.insert(h.to_nix32(), entry).await;
         }
     }
 
