@@ -15,7 +15,7 @@ use futures_util::stream::BoxStream;
 use futures_util::{FutureExt, StreamExt};
 
 use crate::attestation::{now_ms, NarSource};
-use crate::config::Flavor;
+use crate::config::{Flavor, UpstreamConfig};
 use crate::db::Event;
 use crate::http::text;
 use crate::nar::{zstd_encode, Compression, Expected, NarError};
@@ -229,27 +229,7 @@ async fn verified_nar(
             None,
         ));
     };
-    let Some(source) = pick_source(app, cache, key, &entry.sources).await else {
-        return Err(text(
-            StatusCode::NOT_FOUND,
-            "no upstream offers this NAR\n",
-            Some(60),
-        ));
-    };
-    let Ok(compression) = source.compression.parse::<Compression>() else {
-        return Err(text(
-            StatusCode::BAD_GATEWAY,
-            "upstream compression not supported\n",
-            None,
-        ));
-    };
-    let Some(up) = cache
-        .config
-        .upstreams
-        .iter()
-        .find(|u| u.url == source.upstream)
-        .cloned()
-    else {
+    let Some((source, compression, up)) = pick_source(app, cache, key, &entry.sources) else {
         return Err(text(
             StatusCode::NOT_FOUND,
             "no upstream offers this NAR\n",
@@ -398,35 +378,37 @@ async fn nar_entry(
 }
 
 /// Prefer sources that have not delivered bad bytes for this NAR, then configured upstream
-/// priority, then health (failures, latency). Sources of removed upstreams are skipped.
-async fn pick_source(
+/// priority, then health (failures, latency). Sources of removed upstreams, and in
+/// compressions quorate cannot decode, are skipped.
+fn pick_source(
     app: &Arc<App>,
     cache: &Arc<CacheState>,
     key: &str,
     sources: &[NarSource],
-) -> Option<NarSource> {
-    let mut ranked = Vec::new();
-    for s in sources {
-        let Some(up) = cache.config.upstreams.iter().find(|u| u.url == s.upstream) else {
-            continue;
-        };
-        if s.compression.parse::<Compression>().is_err() {
-            continue;
-        }
-        let bad = cache
-            .bad_sources
-            .contains_key(&(key.to_string(), s.upstream.clone()));
-        let h = app.upstream.health(&s.upstream);
-        ranked.push((
-            bad,
-            h.consecutive_failures.min(3),
-            up.priority,
-            h.latency_ms as u64,
-            s,
-        ));
-    }
-    ranked.sort_by_key(|(bad, fails, prio, lat, _)| (*bad, *fails, *prio, *lat));
-    ranked.first().map(|r| r.4.clone())
+) -> Option<(NarSource, Compression, UpstreamConfig)> {
+    sources
+        .iter()
+        .filter_map(|s| {
+            let up = cache
+                .config
+                .upstreams
+                .iter()
+                .find(|u| u.url == s.upstream)?;
+            let compression = s.compression.parse::<Compression>().ok()?;
+            let bad = cache
+                .bad_sources
+                .contains_key(&(key.to_string(), s.upstream.clone()));
+            let h = app.upstream.health(&s.upstream);
+            let rank = (
+                bad,
+                h.consecutive_failures.min(3),
+                up.priority,
+                h.latency_ms as u64,
+            );
+            Some((rank, (s.clone(), compression, up.clone())))
+        })
+        .min_by_key(|(rank, _)| *rank)
+        .map(|(_, picked)| picked)
 }
 
 /// `GET <mount>/log/<drv>`: passed through from the first upstream that has it.
