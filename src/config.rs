@@ -31,9 +31,9 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::protocol::guix_key::GuixPublicKey;
-use crate::protocol::nix_key::NixPublicKey;
-use crate::quorum::OnDissent;
+use quorate_core::protocol::guix_key::GuixPublicKey;
+use quorate_core::protocol::nix_key::NixPublicKey;
+use quorate_core::quorum::OnDissent;
 
 /// A configuration problem, phrased for the operator.
 #[derive(Debug, thiserror::Error)]

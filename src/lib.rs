@@ -8,13 +8,11 @@
 //! - [`server`], [`http`]: the running service: state wiring and the axum routes.
 //! - [`config`]: the TOML contract.
 
-pub mod attestation;
+pub mod clock;
 pub mod config;
 pub mod db;
 pub mod http;
 pub mod nar;
-pub mod protocol;
-pub mod quorum;
 pub mod resolve;
 pub mod server;
 pub mod upstream;

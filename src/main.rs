@@ -8,9 +8,9 @@ use anyhow::{bail, Context};
 use clap::{Parser, Subcommand, ValueEnum};
 
 use quorate::config::Config;
-use quorate::protocol::guix_key::GuixSecretKey;
-use quorate::protocol::nix_key::NixSecretKey;
 use quorate::server;
+use quorate_core::protocol::guix_key::GuixSecretKey;
+use quorate_core::protocol::nix_key::NixSecretKey;
 
 #[derive(Parser)]
 #[command(

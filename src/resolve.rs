@@ -3,7 +3,7 @@
 //! memory (moka, hot decisions and negative answers) → database (the truth: an accepted
 //! decision still backed by trusted attestations is served without asking upstreams) →
 //! upstream fan-out (all upstreams concurrently; every answer is turned into attestations
-//! by the flavor front end) → [`crate::quorum::decide`] after each answer, returning as soon as
+//! by the flavor front end) → [`quorate_core::quorum::decide`] after each answer, returning as soon as
 //! the outcome is final → record (attestations, NAR sources, decision, events) → respond.
 //!
 //! Answers that arrive after the decision was final are still recorded by a background task;
@@ -15,10 +15,11 @@ use std::sync::Arc;
 
 use tokio::sync::mpsc;
 
-use crate::attestation::{now_ms, Attestation, Content, NarSource, SigStatus};
+use crate::clock::now_ms;
 use crate::db::{DecisionRecord, Event, Outcome};
-use crate::quorum::{decide, Decision, Vote};
 use crate::server::{App, CacheState};
+use quorate_core::attestation::{Attestation, Content, NarSource, SigStatus};
+use quorate_core::quorum::{decide, Decision, Vote};
 
 /// What a served store path needs to render its narinfo and find its NAR.
 #[derive(Clone, Debug)]
@@ -288,7 +289,7 @@ async fn resolve_uncached(
                             decided_at: now_ms(),
                         })
                         .await;
-                    if let Ok(h) = crate::protocol::narinfo::NarHash::parse(&c.nar_hash) {
+                    if let Ok(h) = quorate_core::protocol::narinfo::NarHash::parse(&c.nar_hash) {
                         cache.nars.invalidate(&h.to_nix32()).await;
                     }
                 }

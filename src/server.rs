@@ -4,7 +4,7 @@
 //!
 //! Flavor-specific work (turning an upstream narinfo into attestations, rendering quorate's
 //! own narinfo) is dispatched here on [`Signer`]; the protocol details live in
-//! [`crate::protocol`].
+//! [`quorate_core::protocol`].
 
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -13,18 +13,19 @@ use std::time::Duration;
 
 use moka::future::Cache;
 
-use crate::attestation::{now_ms, Attestation, Content, NarSource, SigStatus};
+use crate::clock::now_ms;
 use crate::config::{BuilderKey, CacheConfig, Config, Flavor};
 use crate::db::{Db, Event};
 use crate::nar::{NarFetcher, NarStore};
-use crate::protocol::guix_key::{GuixPublicKey, GuixSecretKey};
-use crate::protocol::guix_narinfo::{self, GuixNarInfo, NarUrl};
-use crate::protocol::narinfo::{fingerprint_of, NarHash, NixNarInfo};
-use crate::protocol::nix_key::{check_sig, NixPublicKey, NixSecretKey, SigCheck};
-use crate::protocol::store_path::StorePath;
-use crate::quorum::Policy;
 use crate::resolve::{Agreed, Observation, Resolution, ResolveError};
 use crate::upstream::UpstreamClient;
+use quorate_core::attestation::{Attestation, Content, NarSource, SigStatus};
+use quorate_core::protocol::guix_key::{GuixPublicKey, GuixSecretKey};
+use quorate_core::protocol::guix_narinfo::{self, GuixNarInfo, NarUrl};
+use quorate_core::protocol::narinfo::{fingerprint_of, NarHash, NixNarInfo};
+use quorate_core::protocol::nix_key::{check_sig, NixPublicKey, NixSecretKey, SigCheck};
+use quorate_core::protocol::store_path::StorePath;
+use quorate_core::quorum::Policy;
 
 /// Start-up failure, phrased for the operator.
 #[derive(Debug, thiserror::Error)]

@@ -19,13 +19,15 @@ mod common;
 use std::path::{Path, PathBuf};
 
 use common::guix::oracle::{hex, KeyPair, Oracle};
-use nix_derivation::nixbase32;
-use quorate::attestation::Content;
-use quorate::protocol::guix_key::{EcdsaSignature, GuixPublicKey, GuixSecretKey, GuixSignature};
-use quorate::protocol::guix_narinfo::{
+use quorate_core::attestation::Content;
+use quorate_core::protocol::guix_key::{
+    EcdsaSignature, GuixPublicKey, GuixSecretKey, GuixSignature,
+};
+use quorate_core::protocol::guix_narinfo::{
     GuixNarInfo, InvalidReason, NarUrl, SigCheck, SignatureField,
 };
-use quorate::protocol::sexp::Sexp;
+use quorate_core::protocol::nix32;
+use quorate_core::protocol::sexp::Sexp;
 
 const HOST: &str = "oracle-host";
 
@@ -139,7 +141,7 @@ impl Rng {
         }
         let content = Content {
             store_path: format!("/gnu/store/{item}"),
-            nar_hash: format!("sha256:{}", nixbase32::encode(&self.bytes(32))),
+            nar_hash: format!("sha256:{}", nix32::encode(&self.bytes(32))),
             nar_size: self.next() % 10_000_000_000,
             references,
         };
@@ -426,7 +428,7 @@ fn sexp_printing_matches_gcry_sexp_sprint() {
     let Some(oracle) = Oracle::get() else { return };
     let mut rng = Rng::new();
     let mut trees: Vec<Sexp> = (0..1000).map(|_| random_list(&mut rng, 0)).collect();
-    let vectors = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/vectors/guix");
+    let vectors = Path::new(env!("CARGO_MANIFEST_DIR")).join("core/tests/vectors/guix");
     for name in [
         "signing-key.sec",
         "acl.example",

@@ -7,7 +7,7 @@
 //! was added to or removed from the config. The claim itself is never changed or deleted, so
 //! a transparency log (DESIGN §11) can later be built over these rows.
 
-use crate::attestation::{Attestation, Content, NarSource, SigStatus};
+use quorate_core::attestation::{Attestation, Content, NarSource, SigStatus};
 
 use super::columns::{
     join_references, size_from_column, size_to_column, split_references, Columns, IdentityKey,
@@ -203,7 +203,7 @@ impl Db {
             return Ok(());
         }
         rows.sort_by(|a, b| a.0.cmp(&b.0)); // one lock order, as for attestations
-        let now = crate::attestation::now_ms();
+        let now = crate::clock::now_ms();
         on_pool!(self, pool => {
             let mut tx = pool.begin_write().await?;
             for (key, s, file_size) in &rows {

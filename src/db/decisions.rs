@@ -6,7 +6,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::attestation::Content;
+use quorate_core::attestation::Content;
 
 use super::columns::{
     join_references, names_from_column, names_to_column, size_from_column, size_to_column,

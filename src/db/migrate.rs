@@ -105,7 +105,7 @@ macro_rules! apply_one {
                 .bind(m.version)
                 .bind(m.name)
                 .bind(&embedded)
-                .bind(crate::attestation::now_ms())
+                .bind(crate::clock::now_ms())
                 .execute(&mut *$tx)
                 .await?;
             }

@@ -16,7 +16,7 @@
 //! Timestamps are `BIGINT` Unix milliseconds. Sizes are `u64` in Rust and `BIGINT` in SQL;
 //! a size above `i64::MAX` is refused with [`DbError::SizeOutOfRange`], never wrapped.
 //!
-//! [`NarSource`]: crate::attestation::NarSource
+//! [`NarSource`]: quorate_core::attestation::NarSource
 
 use std::future::Future;
 use std::path::Path;

@@ -5,7 +5,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::attestation::now_ms;
+use crate::clock::now_ms;
 
 use super::columns::{size_from_column, size_to_column, Columns};
 use super::{Db, DbError};

@@ -4,7 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::attestation::now_ms;
+use crate::clock::now_ms;
 
 use super::columns::Columns;
 use super::{Db, DbError};

@@ -13,7 +13,7 @@ use sqlx::Connection;
 use super::columns::Columns;
 use super::migrate::known_migrations;
 use super::*;
-use crate::attestation::{Attestation, Content, NarSource, SigStatus};
+use quorate_core::attestation::{Attestation, Content, NarSource, SigStatus};
 
 /// A fresh, empty place for a database, and how to reach it.
 struct Fixture {
@@ -505,7 +505,7 @@ async fn nar_objects_upsert_touch_and_remove(fx: &Fixture) {
     let db = fx.connect().await;
     assert_eq!(db.nar_object(NAR_HASH).await.unwrap(), None);
 
-    let before = crate::attestation::now_ms();
+    let before = crate::clock::now_ms();
     db.record_nar_object(NAR_HASH, 226_560, "nar/1b8m.nar")
         .await
         .unwrap();

@@ -11,8 +11,8 @@ use serde::Deserialize;
 use serde_json::json;
 
 use crate::http::text;
-use crate::protocol::store_path::is_valid_hash_part;
 use crate::server::App;
+use quorate_core::protocol::store_path::is_valid_hash_part;
 
 /// `GET /metrics`.
 pub async fn metrics(State(app): State<Arc<App>>) -> Response {

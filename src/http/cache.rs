@@ -14,16 +14,17 @@ use bytes::Bytes;
 use futures_util::stream::BoxStream;
 use futures_util::{FutureExt, StreamExt};
 
-use crate::attestation::{now_ms, NarSource};
+use crate::clock::now_ms;
 use crate::config::{Flavor, UpstreamConfig};
 use crate::db::Event;
 use crate::http::text;
 use crate::nar::{zstd_encode, Compression, Expected, NarError};
-use crate::protocol::narinfo::NarHash;
-use crate::protocol::store_path::{is_valid_hash_part, HASH_PART_LEN};
 use crate::resolve::{resolve, Resolution};
 use crate::server::{App, CacheState, NarEntry, NEGATIVE_TTL};
 use crate::upstream::{UpstreamClient, UpstreamError};
+use quorate_core::attestation::NarSource;
+use quorate_core::protocol::narinfo::NarHash;
+use quorate_core::protocol::store_path::{is_valid_hash_part, HASH_PART_LEN};
 
 /// `Cache-Control` of a served narinfo: clients may keep it a day (Guix honours it).
 const POSITIVE_MAX_AGE: &str = "max-age=86400";

@@ -31,7 +31,7 @@ const KEY_LEN: usize = 52;
 
 /// The store key of a NAR: its SHA-256 in nix32, the form `NarHash: sha256:…` uses.
 pub fn key_for_hash(hash: &[u8; 32]) -> String {
-    crate::protocol::nix32::encode(hash)
+    quorate_core::protocol::nix32::encode(hash)
 }
 
 /// Checks that `key` is the nix32 form of some SHA-256: exactly 52 nix32 digits, the first

@@ -9,9 +9,9 @@
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
-use quorate::protocol::narinfo::{NarHash, NixNarInfo};
-use quorate::protocol::nix32;
-use quorate::protocol::nix_key::NixSecretKey;
+use quorate_core::protocol::narinfo::{NarHash, NixNarInfo};
+use quorate_core::protocol::nix32;
+use quorate_core::protocol::nix_key::NixSecretKey;
 use sha2::{Digest, Sha256};
 
 use super::fixtures::{FixturePath, Fixtures};

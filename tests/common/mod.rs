@@ -33,7 +33,7 @@ use std::future::Future;
 use std::path::Path;
 use std::sync::OnceLock;
 
-use nix_derivation::nixbase32;
+use quorate_core::protocol::nix32;
 use sha2::Digest as _;
 
 // Re-exported for the stories; not every test binary uses each.
@@ -94,5 +94,5 @@ pub fn report(line: &str) {
 /// `sha256:<nix32>` of `bytes`, as narinfos write NarHash (by the nix-derivation crate's
 /// nix32, not quorate's own).
 pub fn nar_hash_of(bytes: &[u8]) -> String {
-    format!("sha256:{}", nixbase32::encode(&sha2::Sha256::digest(bytes)))
+    format!("sha256:{}", nix32::encode(&sha2::Sha256::digest(bytes)))
 }

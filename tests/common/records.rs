@@ -7,8 +7,8 @@
 
 use std::time::{Duration, Instant};
 
-use quorate::attestation::Attestation;
 use quorate::db::{Db, DecisionRecord, Event};
+use quorate_core::attestation::Attestation;
 
 use super::{block_on, Quorate};
 

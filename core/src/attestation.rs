@@ -97,11 +97,3 @@ pub struct NarSource {
     /// Compressed size, when the upstream said.
     pub file_size: Option<u64>,
 }
-
-/// Current time in Unix milliseconds.
-pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}

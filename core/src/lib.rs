@@ -1,0 +1,15 @@
+//! quorate's pure layers: everything that can be decided from bytes alone.
+//!
+//! - [`protocol`]: wire formats of both flavors (nix32, store paths, Nix and Guix narinfos,
+//!   keys and signatures, canonical s-expressions).
+//! - [`attestation`]: the domain types every layer above shares (what a builder vouched for).
+//! - [`quorum`]: the rule that turns attestations into a decision (DESIGN §3).
+//!
+//! Architecture invariant: this crate does no I/O. It has no async runtime, database or HTTP
+//! client in its dependency tree (`cargo tree -p quorate-core` shows it), reads no clock and
+//! no file; randomness is used only to generate fresh keys. The service crate (`quorate`)
+//! builds on it; nothing here knows the service exists.
+
+pub mod attestation;
+pub mod protocol;
+pub mod quorum;
