@@ -31,9 +31,13 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use quorate_core::builder::{Builder, BuilderKey};
+pub use quorate_core::flavor::Flavor;
 use quorate_core::protocol::guix_key::GuixPublicKey;
 use quorate_core::protocol::nix_key::NixPublicKey;
 use quorate_core::quorum::OnDissent;
+
+use crate::limits::DEFAULT_UPSTREAM_TIMEOUT;
 
 /// A configuration problem, phrased for the operator.
 #[derive(Debug, thiserror::Error)]
@@ -69,26 +73,6 @@ fn invalid(key: impl Into<String>, message: impl Into<String>) -> ConfigError {
     ConfigError::Invalid {
         key: key.into(),
         message: message.into(),
-    }
-}
-
-/// Which client protocol a cache speaks.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Flavor {
-    /// Nix binary cache protocol (narinfo with `Sig:` lines, ed25519).
-    Nix,
-    /// Guix substitute protocol (guix-publish narinfo, ECDSA over edwards25519).
-    Guix,
-}
-
-impl Flavor {
-    /// The default store directory for this flavor.
-    pub fn default_store_dir(self) -> &'static str {
-        match self {
-            Flavor::Nix => "/nix/store",
-            Flavor::Guix => "/gnu/store",
-        }
     }
 }
 
@@ -184,45 +168,9 @@ pub struct CacheConfig {
     /// Builders that must be among the agreeing ones.
     pub required_builders: Vec<String>,
     /// The independent parties whose signatures count.
-    pub builders: Vec<BuilderConfig>,
+    pub builders: Vec<Builder>,
     /// Where narinfos and NARs are fetched from (untrusted).
     pub upstreams: Vec<UpstreamConfig>,
-}
-
-/// A builder and its public keys (all keys together count as one vote).
-#[derive(Clone, Debug)]
-pub struct BuilderConfig {
-    /// The builder's name.
-    pub name: String,
-    /// Its keys, parsed for the cache's flavor.
-    pub keys: Vec<BuilderKey>,
-}
-
-/// A builder public key in its flavor's format.
-#[derive(Clone, Debug)]
-pub enum BuilderKey {
-    /// `name:base64(32)`.
-    Nix(NixPublicKey),
-    /// `(public-key (ecc (curve Ed25519) (q #..#)))`.
-    Guix(GuixPublicKey),
-}
-
-impl BuilderKey {
-    /// The identity recorded in attestations: Nix key name, or hex of Guix `q`.
-    pub fn key_name(&self) -> String {
-        match self {
-            BuilderKey::Nix(k) => k.name.clone(),
-            BuilderKey::Guix(k) => k.q_hex(),
-        }
-    }
-
-    /// The key in its usual text form (recorded as "keys seen").
-    pub fn to_text(&self) -> String {
-        match self {
-            BuilderKey::Nix(k) => k.to_string(),
-            BuilderKey::Guix(k) => k.to_advanced(),
-        }
-    }
 }
 
 /// An upstream substitute server.
@@ -299,21 +247,7 @@ impl Config {
             raw.state_dir
                 .unwrap_or_else(|| PathBuf::from("quorate-state")),
         );
-        let database_url = match raw.database_url {
-            Some(url) => {
-                if !(url.starts_with("sqlite:")
-                    || url.starts_with("postgres://")
-                    || url.starts_with("postgresql://"))
-                {
-                    return Err(invalid(
-                        "database_url",
-                        "must start with sqlite:, postgres:// or postgresql://",
-                    ));
-                }
-                url
-            }
-            None => format!("sqlite://{}", state_dir.join("quorate.db").display()),
-        };
+        let database_url = database_url(raw.database_url, &state_dir)?;
         let max_cache_size = raw
             .max_cache_size
             .as_deref()
@@ -324,41 +258,17 @@ impl Config {
             .as_deref()
             .map(|s| parse_duration(s).map_err(|m| invalid("upstream_timeout", m)))
             .transpose()?
-            .unwrap_or(Duration::from_secs(10));
+            .unwrap_or(DEFAULT_UPSTREAM_TIMEOUT);
         if raw.cache.is_empty() {
             return Err(invalid("cache", "at least one [[cache]] is required"));
         }
-        let mut caches = Vec::new();
-        let mut names = BTreeSet::new();
-        let mut mounts = BTreeSet::new();
-        for (i, rc) in raw.cache.into_iter().enumerate() {
-            let c = CacheConfig::from_raw(rc, i, base, &state_dir)?;
-            if !names.insert(c.name.clone()) {
-                return Err(invalid(
-                    format!("cache[{i}].name"),
-                    format!("duplicate cache name `{}`", c.name),
-                ));
-            }
-            if !mounts.insert(c.mount.clone()) {
-                return Err(invalid(
-                    format!("cache[{i}].mount"),
-                    format!("mount `{}/` is used by two caches", c.mount),
-                ));
-            }
-            caches.push(c);
-        }
-        // A cache at `/` would shadow others' routes only for its own file names; mounts
-        // that nest inside each other are refused to keep routing unambiguous.
-        for a in &mounts {
-            for b in &mounts {
-                if !a.is_empty() && a != b && b.starts_with(&format!("{a}/")) {
-                    return Err(invalid(
-                        "cache.mount",
-                        format!("mount `{b}` is inside `{a}`"),
-                    ));
-                }
-            }
-        }
+        let caches = raw
+            .cache
+            .into_iter()
+            .enumerate()
+            .map(|(i, rc)| CacheConfig::from_raw(rc, i, base, &state_dir))
+            .collect::<Result<Vec<_>, _>>()?;
+        check_names_and_mounts(&caches)?;
         Ok(Config {
             listen,
             state_dir,
@@ -370,6 +280,59 @@ impl Config {
     }
 }
 
+/// `database_url` as given (an SQLite or PostgreSQL URL), or SQLite in `state_dir`.
+fn database_url(given: Option<String>, state_dir: &Path) -> Result<String, ConfigError> {
+    match given {
+        Some(url)
+            if url.starts_with("sqlite:")
+                || url.starts_with("postgres://")
+                || url.starts_with("postgresql://") =>
+        {
+            Ok(url)
+        }
+        Some(_) => Err(invalid(
+            "database_url",
+            "must start with sqlite:, postgres:// or postgresql://",
+        )),
+        None => Ok(format!(
+            "sqlite://{}",
+            state_dir.join("quorate.db").display()
+        )),
+    }
+}
+
+/// Cache names and mounts are unique, and no mount lies inside another (routing stays
+/// unambiguous; a cache at `/` shadows others only for its own file names).
+fn check_names_and_mounts(caches: &[CacheConfig]) -> Result<(), ConfigError> {
+    let mut names = BTreeSet::new();
+    let mut mounts = BTreeSet::new();
+    for (i, c) in caches.iter().enumerate() {
+        if !names.insert(c.name.as_str()) {
+            return Err(invalid(
+                format!("cache[{i}].name"),
+                format!("duplicate cache name `{}`", c.name),
+            ));
+        }
+        if !mounts.insert(c.mount.as_str()) {
+            return Err(invalid(
+                format!("cache[{i}].mount"),
+                format!("mount `{}/` is used by two caches", c.mount),
+            ));
+        }
+    }
+    for a in &mounts {
+        for b in &mounts {
+            if !a.is_empty() && a != b && b.starts_with(&format!("{a}/")) {
+                return Err(invalid(
+                    "cache.mount",
+                    format!("mount `{b}` is inside `{a}`"),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
 impl CacheConfig {
     fn from_raw(
         rc: RawCache,
@@ -378,17 +341,7 @@ impl CacheConfig {
         state_dir: &Path,
     ) -> Result<CacheConfig, ConfigError> {
         let key = |k: &str| format!("cache[{i}].{k}");
-        if rc.name.is_empty()
-            || !rc
-                .name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
-        {
-            return Err(invalid(
-                key("name"),
-                "must be non-empty and use only letters, digits, '-', '_' and '.'",
-            ));
-        }
+        check_cache_name(&rc.name).map_err(|m| invalid(key("name"), m))?;
         let mount = normalise_mount(rc.mount.as_deref().unwrap_or("/"))
             .map_err(|m| invalid(key("mount"), m))?;
         let store_dir = rc
@@ -402,16 +355,8 @@ impl CacheConfig {
         }
         let signing_key_file = match rc.signing_key_file {
             Some(p) => base.join(p),
-            None => state_dir.join("keys").join(format!(
-                "{}.{}",
-                rc.name,
-                match rc.flavor {
-                    Flavor::Nix => "sec",
-                    Flavor::Guix => "guix.sec",
-                }
-            )),
+            None => default_key_file(state_dir, &rc.name, rc.flavor),
         };
-        let signing_key_name = rc.signing_key_name.unwrap_or_else(|| "quorate-1".into());
         let on_dissent = match rc.on_dissent.as_deref().unwrap_or("refuse") {
             "refuse" => OnDissent::Refuse,
             "majority" => OnDissent::Majority,
@@ -422,113 +367,153 @@ impl CacheConfig {
                 ))
             }
         };
-        if rc.builder.is_empty() {
-            return Err(invalid(
-                key("builder"),
-                "at least one [[cache.builder]] is required",
-            ));
-        }
-        let mut builders = Vec::new();
-        let mut key_owner: HashMap<String, String> = HashMap::new();
-        for (j, rb) in rc.builder.into_iter().enumerate() {
-            let bkey = |k: &str| format!("cache[{i}].builder[{j}].{k}");
-            if rb.name.is_empty() {
-                return Err(invalid(bkey("name"), "must not be empty"));
-            }
-            if builders.iter().any(|b: &BuilderConfig| b.name == rb.name) {
-                return Err(invalid(
-                    bkey("name"),
-                    format!("duplicate builder name `{}`", rb.name),
-                ));
-            }
-            if rb.keys.is_empty() {
-                return Err(invalid(bkey("keys"), "a builder needs at least one key"));
-            }
-            let mut keys = Vec::new();
-            for (k, text) in rb.keys.iter().enumerate() {
-                let parsed = parse_builder_key(rc.flavor, text, base)
-                    .map_err(|m| invalid(format!("cache[{i}].builder[{j}].keys[{k}]"), m))?;
-                let id = parsed.key_name();
-                if let Some(owner) = key_owner.insert(id.clone(), rb.name.clone()) {
-                    return Err(invalid(
-                        format!("cache[{i}].builder[{j}].keys[{k}]"),
-                        format!("key `{id}` is already a key of builder `{owner}`: one key, one builder"),
-                    ));
-                }
-                keys.push(parsed);
-            }
-            builders.push(BuilderConfig {
-                name: rb.name,
-                keys,
-            });
-        }
-        let quorum = rc.quorum.unwrap_or(1);
-        if quorum < 1 || quorum as usize > builders.len() {
-            return Err(invalid(
-                key("quorum"),
-                format!(
-                    "must be between 1 and the number of builders ({}), got {quorum}",
-                    builders.len()
-                ),
-            ));
-        }
-        for rb in &rc.required_builders {
-            if !builders.iter().any(|b| &b.name == rb) {
-                return Err(invalid(
-                    key("required_builders"),
-                    format!("`{rb}` is not a configured builder of this cache"),
-                ));
-            }
-        }
-        if rc.upstream.is_empty() {
-            return Err(invalid(
-                key("upstream"),
-                "at least one [[cache.upstream]] is required",
-            ));
-        }
-        let mut upstreams = Vec::new();
-        for (j, ru) in rc.upstream.into_iter().enumerate() {
-            let url = ru.url.trim_end_matches('/').to_string();
-            if !(url.starts_with("http://") || url.starts_with("https://")) || url.len() < 8 {
-                return Err(invalid(
-                    format!("cache[{i}].upstream[{j}].url"),
-                    format!("`{}` is not an http:// or https:// URL", ru.url),
-                ));
-            }
-            if upstreams.iter().any(|u: &UpstreamConfig| u.url == url) {
-                return Err(invalid(
-                    format!("cache[{i}].upstream[{j}].url"),
-                    format!("upstream `{url}` is listed twice"),
-                ));
-            }
-            upstreams.push(UpstreamConfig {
-                url,
-                priority: ru.priority.unwrap_or(10 + j as u32),
-                bearer_token: ru.bearer_token,
-            });
-        }
+        let builders = builders_from_raw(rc.builder, rc.flavor, i, base)?;
+        let quorum = check_quorum(rc.quorum.unwrap_or(1), &rc.required_builders, &builders)
+            .map_err(|(k, m)| invalid(key(k), m))?;
         Ok(CacheConfig {
+            upstreams: upstreams_from_raw(rc.upstream, i)?,
             name: rc.name,
             flavor: rc.flavor,
             mount,
             store_dir,
             signing_key_file,
-            signing_key_name,
+            signing_key_name: rc.signing_key_name.unwrap_or_else(|| "quorate-1".into()),
             priority: rc.priority.unwrap_or(40),
-            quorum: quorum as usize,
+            quorum,
             on_dissent,
             required_builders: rc.required_builders,
             builders,
-            upstreams,
         })
     }
+}
 
-    /// The builder holding the key identified by `key_name`, if any.
-    pub fn builder_of(&self, key_name: &str) -> Option<&BuilderConfig> {
-        self.builders
-            .iter()
-            .find(|b| b.keys.iter().any(|k| k.key_name() == key_name))
+fn check_cache_name(name: &str) -> Result<(), &'static str> {
+    let allowed = |c: char| c.is_ascii_alphanumeric() || "-_.".contains(c);
+    if name.is_empty() || !name.chars().all(allowed) {
+        return Err("must be non-empty and use only letters, digits, '-', '_' and '.'");
     }
+    Ok(())
+}
+
+/// Where a cache's generated signing key lives when `signing_key_file` is not set.
+fn default_key_file(state_dir: &Path, cache: &str, flavor: Flavor) -> PathBuf {
+    let suffix = match flavor {
+        Flavor::Nix => "sec",
+        Flavor::Guix => "guix.sec",
+    };
+    state_dir.join("keys").join(format!("{cache}.{suffix}"))
+}
+
+/// The builders of cache `i`: names unique and non-empty, every key parsed for the flavor,
+/// and no key held by two builders (one key, one vote).
+fn builders_from_raw(
+    raw: Vec<RawBuilder>,
+    flavor: Flavor,
+    i: usize,
+    base: &Path,
+) -> Result<Vec<Builder>, ConfigError> {
+    if raw.is_empty() {
+        return Err(invalid(
+            format!("cache[{i}].builder"),
+            "at least one [[cache.builder]] is required",
+        ));
+    }
+    let mut builders: Vec<Builder> = Vec::new();
+    let mut key_owner: HashMap<String, String> = HashMap::new();
+    for (j, rb) in raw.into_iter().enumerate() {
+        let bkey = |k: &str| format!("cache[{i}].builder[{j}].{k}");
+        if rb.name.is_empty() {
+            return Err(invalid(bkey("name"), "must not be empty"));
+        }
+        if builders.iter().any(|b| b.name == rb.name) {
+            return Err(invalid(
+                bkey("name"),
+                format!("duplicate builder name `{}`", rb.name),
+            ));
+        }
+        if rb.keys.is_empty() {
+            return Err(invalid(bkey("keys"), "a builder needs at least one key"));
+        }
+        let mut keys = Vec::new();
+        for (k, text) in rb.keys.iter().enumerate() {
+            let at = || format!("cache[{i}].builder[{j}].keys[{k}]");
+            let parsed = parse_builder_key(flavor, text, base).map_err(|m| invalid(at(), m))?;
+            let id = parsed.key_name();
+            if let Some(owner) = key_owner.insert(id.clone(), rb.name.clone()) {
+                return Err(invalid(
+                    at(),
+                    format!(
+                        "key `{id}` is already a key of builder `{owner}`: one key, one builder"
+                    ),
+                ));
+            }
+            keys.push(parsed);
+        }
+        builders.push(Builder {
+            name: rb.name,
+            keys,
+        });
+    }
+    Ok(builders)
+}
+
+/// The quorum is reachable and every required builder exists; on error, the offending key
+/// (relative to the cache) and why.
+fn check_quorum(
+    quorum: i64,
+    required: &[String],
+    builders: &[Builder],
+) -> Result<usize, (&'static str, String)> {
+    let count = builders.len();
+    let quorum = usize::try_from(quorum)
+        .ok()
+        .filter(|q| (1..=count).contains(q))
+        .ok_or_else(|| {
+            (
+                "quorum",
+                format!("must be between 1 and the number of builders ({count}), got {quorum}"),
+            )
+        })?;
+    if let Some(unknown) = required
+        .iter()
+        .find(|r| !builders.iter().any(|b| &b.name == *r))
+    {
+        return Err((
+            "required_builders",
+            format!("`{unknown}` is not a configured builder of this cache"),
+        ));
+    }
+    Ok(quorum)
+}
+
+/// The upstreams of cache `i`: http(s) URLs without trailing slash, each listed once.
+fn upstreams_from_raw(raw: Vec<RawUpstream>, i: usize) -> Result<Vec<UpstreamConfig>, ConfigError> {
+    if raw.is_empty() {
+        return Err(invalid(
+            format!("cache[{i}].upstream"),
+            "at least one [[cache.upstream]] is required",
+        ));
+    }
+    let mut upstreams: Vec<UpstreamConfig> = Vec::new();
+    for (j, ru) in raw.into_iter().enumerate() {
+        let at = || format!("cache[{i}].upstream[{j}].url");
+        let url = ru.url.trim_end_matches('/').to_string();
+        if !(url.starts_with("http://") || url.starts_with("https://")) || url.len() < 8 {
+            return Err(invalid(
+                at(),
+                format!("`{}` is not an http:// or https:// URL", ru.url),
+            ));
+        }
+        if upstreams.iter().any(|u| u.url == url) {
+            return Err(invalid(at(), format!("upstream `{url}` is listed twice")));
+        }
+        upstreams.push(UpstreamConfig {
+            url,
+            priority: ru.priority.unwrap_or(10 + j as u32),
+            bearer_token: ru.bearer_token,
+        });
+    }
+    Ok(upstreams)
 }
 
 fn parse_builder_key(flavor: Flavor, text: &str, base: &Path) -> Result<BuilderKey, String> {

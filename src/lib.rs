@@ -1,18 +1,35 @@
 //! quorate: a substitute cache proxy for Nix and Guix that serves a store path only when a
 //! quorum of independently keyed builders agree on its content, verifying the NAR bytes.
 //!
-//! Layers, bottom to top (data walks one way: route → decision → record → respond):
-//! - [`protocol`]: pure wire formats (nix32, store paths, narinfo, keys, signatures). No I/O.
-//! - [`attestation`], [`quorum`]: pure domain types and the decision rule. No I/O.
-//! - [`nar`], [`upstream`], [`db`]: I/O: NAR streaming/verification/store, upstream HTTP, SQL.
-//! - [`server`], [`http`]: the running service: state wiring and the axum routes.
-//! - [`config`]: the TOML contract.
+//! The pure layers (wire formats, keys, attestations, the quorum rule, the flavor front
+//! ends) are the `quorate_core` crate. This crate is the service on top; data walks one way,
+//! route → resolution → record → respond, and modules only use those listed before them:
+//!
+//! - foundations: [`clock`], [`limits`], [`config`];
+//! - I/O, independent of each other: [`db`] (SQL), [`upstream`] (HTTP client), [`nar`]
+//!   (streaming verification and the content-addressed store);
+//! - state: [`metrics`], [`keys`], [`served_cache`], [`tasks`], [`app`];
+//! - the request path: [`record`], [`resolve`] (narinfo → decision), [`delivery`] (NAR
+//!   bytes), [`http`] (routes);
+//! - [`serve`]: listening and clean shutdown.
 
 pub mod clock;
 pub mod config;
+pub mod limits;
+
 pub mod db;
-pub mod http;
 pub mod nar;
-pub mod resolve;
-pub mod server;
 pub mod upstream;
+
+pub mod app;
+pub mod keys;
+pub mod metrics;
+pub mod served_cache;
+pub mod tasks;
+
+pub mod delivery;
+pub mod http;
+pub mod record;
+pub mod resolve;
+
+pub mod serve;

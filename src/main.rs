@@ -2,15 +2,15 @@
 //! Errors reach stderr as one sentence with a non-zero exit, never a panic backtrace.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
 use clap::{Parser, Subcommand, ValueEnum};
 
+use quorate::app::App;
 use quorate::config::Config;
-use quorate::server;
-use quorate_core::protocol::guix_key::GuixSecretKey;
-use quorate_core::protocol::nix_key::NixSecretKey;
+use quorate::keys;
+use quorate_core::flavor::{Flavor, Signer};
 
 #[derive(Parser)]
 #[command(
@@ -82,74 +82,77 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             if let Some(l) = listen {
                 cfg.listen = l;
             }
-            init_tracing();
-            let rt = tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()
-                .context("starting the async runtime")?;
-            rt.block_on(async move {
-                let addr = cfg.listen;
-                let app = server::App::start(cfg).await?;
-                for c in &app.caches {
-                    let mount = if c.config.mount.is_empty() {
-                        "/"
-                    } else {
-                        &c.config.mount
-                    };
-                    println!(
-                        "quorate: cache `{}` ({:?}) at http://{addr}{mount} — clients trust: {}",
-                        c.config.name,
-                        c.config.flavor,
-                        c.public_key_text().trim()
-                    );
-                }
-                let listener = tokio::net::TcpListener::bind(addr)
-                    .await
-                    .with_context(|| format!("cannot listen on {addr}"))?;
-                tracing::info!("listening on http://{}", listener.local_addr()?);
-                server::serve(app, listener).await?;
-                Ok::<(), anyhow::Error>(())
-            })
+            serve(cfg)
         }
-        Command::Keygen { flavor, name, out } => {
-            let sec = PathBuf::from(format!("{}.sec", out.display()));
-            if sec.exists() {
-                bail!(
-                    "{} already exists; refusing to overwrite a key",
-                    sec.display()
-                );
-            }
-            let (secret, public) = match flavor {
-                KeyFlavor::Nix => {
-                    let key = NixSecretKey::generate(&name)?;
-                    (key.to_string(), key.public().to_string())
-                }
-                // Guix keys carry no name; --name is accepted for symmetry and unused.
-                KeyFlavor::Guix => {
-                    let key = GuixSecretKey::generate()?;
-                    (key.to_advanced(), key.public().to_advanced())
-                }
-            };
-            server::write_key_pair(&sec, &secret, &public)
-                .with_context(|| format!("writing {}", sec.display()))?;
-            println!("{public}");
-            Ok(())
-        }
+        Command::Keygen { flavor, name, out } => keygen(flavor, &name, &out),
         Command::CheckConfig { config } => {
             let cfg = load(config.as_ref())?;
+            let database = if cfg.database_url.starts_with("sqlite") {
+                "sqlite"
+            } else {
+                "postgres"
+            };
             println!(
-                "config OK: {} cache(s), listen {}, database {}",
+                "config OK: {} cache(s), listen {}, database {database}",
                 cfg.caches.len(),
                 cfg.listen,
-                if cfg.database_url.starts_with("sqlite") {
-                    "sqlite"
-                } else {
-                    "postgres"
-                }
             );
             Ok(())
         }
     }
+}
+
+/// `quorate serve`: start, print what clients must trust, serve until SIGTERM/SIGINT.
+fn serve(cfg: Config) -> anyhow::Result<()> {
+    init_tracing();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    rt.block_on(async move {
+        let addr = cfg.listen;
+        let app = App::start(cfg).await?;
+        for c in &app.caches {
+            let mount = if c.config.mount.is_empty() {
+                "/"
+            } else {
+                &c.config.mount
+            };
+            println!(
+                "quorate: cache `{}` ({:?}) at http://{addr}{mount} — clients trust: {}",
+                c.config.name,
+                c.config.flavor,
+                c.front.public_key_text().trim()
+            );
+        }
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("cannot listen on {addr}"))?;
+        tracing::info!("listening on http://{}", listener.local_addr()?);
+        quorate::serve::serve(app, listener).await?;
+        Ok(())
+    })
+}
+
+/// `quorate keygen`: a key pair in the flavor's own format, never over an existing key.
+fn keygen(flavor: KeyFlavor, name: &str, out: &Path) -> anyhow::Result<()> {
+    let sec = PathBuf::from(format!("{}.sec", out.display()));
+    if sec.exists() {
+        bail!(
+            "{} already exists; refusing to overwrite a key",
+            sec.display()
+        );
+    }
+    let flavor = match flavor {
+        KeyFlavor::Nix => Flavor::Nix,
+        // Guix keys carry no name; --name is accepted for symmetry and unused.
+        KeyFlavor::Guix => Flavor::Guix,
+    };
+    let key = Signer::generate(flavor, name)?;
+    keys::write_key_pair(&sec, &key.secret_text(), &key.public_text())
+        .with_context(|| format!("writing {}", sec.display()))?;
+    println!("{}", key.public_text());
+    Ok(())
 }
 
 fn init_tracing() {

@@ -20,7 +20,7 @@ use common::{
     fixtures, for_each_backend, nar_hash_of, report, scratch_dir, Backend, Behavior, CacheSpec,
     NixClient, Quorate, UpstreamServer,
 };
-use quorate::db::Outcome;
+use quorate_core::quorum::Outcome;
 
 /// The cache every story configures (mounted at `/`).
 const CACHE: &str = "main";
@@ -177,7 +177,7 @@ fn three_honest_builders_give_a_client_trusting_only_quorate_every_path() {
         assert_eq!(decision.outcome, Outcome::Accepted, "{decision:?}");
         assert!(decision.agreeing.len() >= 2, "{decision:?}");
         let agreed = decision.content.as_ref().expect("accepted content");
-        assert_eq!(agreed.nar_hash, fx.paths.hello.nar_hash);
+        assert_eq!(agreed.nar_hash.to_string(), fx.paths.hello.nar_hash);
 
         let big = client.substitute(&[&fx.paths.big.store_path]);
         big.assert_ok("big through quorate");
@@ -267,8 +267,8 @@ fn with_majority_three_honest_builders_outvote_a_malicious_one() {
         assert_eq!(decision.outcome, Outcome::Accepted, "{decision:?}");
         assert!(!decision.agreeing.iter().any(|b| b == "m"), "{decision:?}");
         assert_eq!(
-            decision.content.as_ref().map(|c| c.nar_hash.as_str()),
-            Some(hello.nar_hash.as_str())
+            decision.content.as_ref().map(|c| c.nar_hash.to_string()),
+            Some(hello.nar_hash.clone())
         );
     });
 }
@@ -460,6 +460,48 @@ fn a_slow_or_dead_upstream_does_not_block_a_majority_the_others_reach() {
     }
 }
 
+/// SIGTERM (how systemd and container runtimes stop a service) lets background work finish:
+/// an upstream answer still on its way when the signal arrives is recorded before quorate
+/// exits, and the exit is clean.
+#[test]
+fn on_sigterm_quorate_records_late_answers_before_it_exits() {
+    let fx = fixtures();
+    let hello = &fx.paths.hello;
+    for_each_backend(|backend| {
+        let a = serve_builder("A");
+        let b = serve_builder("B");
+        let slow = UpstreamServer::serve_with(
+            &fx.builder("C").cache_dir,
+            Behavior::Delay(Duration::from_secs(3)),
+        );
+        let spec = with_builders(
+            CacheSpec::nix(CACHE).quorum(2).on_dissent("majority"),
+            &["A", "B", "C"],
+        )
+        .upstream(a.url())
+        .upstream(b.url())
+        .upstream(slow.url());
+        let mut q = Quorate::start(backend, vec![spec]);
+        let answer = q.narinfo(hello);
+        assert_eq!(answer.status, 200, "{}", answer.text());
+        assert_eq!(
+            slow.stats(&hello.narinfo_path()).answered,
+            0,
+            "the answer came before the slow upstream's"
+        );
+        let status = q.terminate();
+        assert!(
+            status.success(),
+            "quorate stops cleanly on SIGTERM: {status}"
+        );
+        let recorded = records::attestations(&q, CACHE, hello.hash_part());
+        assert!(
+            recorded.iter().any(|a| a.upstream == slow.url()),
+            "the slow upstream's late answer was recorded before exit: {recorded:?}"
+        );
+    });
+}
+
 /// Every signature the upstreams served is in the database as an attestation, valid ones and
 /// unknown-key ones alike (builder C is not configured here: its signatures are evidence).
 #[test]
@@ -501,7 +543,7 @@ fn every_signature_the_upstreams_served_is_recorded_as_an_attestation() {
             let key_c = sig.starts_with(&format!("{}:", fx.builder("C").key_name));
             let want = if key_c { "unknown_key" } else { "valid" };
             assert_eq!(a.status.as_str(), want, "{sig}");
-            assert_eq!(a.hash_part, hash);
+            assert_eq!(a.hash_part.as_str(), hash);
         }
         eprintln!(
             "[{backend:?}] {} served Sig lines, all recorded",

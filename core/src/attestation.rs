@@ -1,67 +1,25 @@
-//! Attestations: one observed, signed claim about a store path's content.
+//! Attestations: observed, signed claims about store paths, and what a decision rests on.
 //!
-//! These types are shared by the quorum rule (pure), the database and the HTTP layer. They are
-//! flavor-neutral: the Nix and Guix front ends normalise their narinfos into [`Content`].
+//! These types are shared by the quorum rule, the database, the resolution and the HTTP
+//! layer. They are flavor-neutral: the Nix and Guix front ends turn their
+//! narinfos into [`Observation`]s, and render an [`Agreed`] content back into a narinfo.
+
+use std::collections::BTreeSet;
 
 use serde::{Deserialize, Serialize};
 
-/// The content a builder vouches for: what must be equal for two claims to agree.
-///
-/// Equality of this struct is the agreement rule of DESIGN §3 (StorePath, NarHash, NarSize,
-/// References).
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-pub struct Content {
-    /// Full store path, e.g. `/nix/store/<hash>-<name>`.
-    pub store_path: String,
-    /// NAR hash, always normalised to `sha256:<nix32>` so hex/SRI spellings compare equal.
-    pub nar_hash: String,
-    /// Size of the uncompressed NAR in bytes.
-    pub nar_size: u64,
-    /// Reference basenames (`<hash>-<name>`). Nix: sorted and deduplicated (set semantics);
-    /// Guix: in the order the narinfo lists them (Guix compares the list).
-    pub references: Vec<String>,
-}
-
-/// Whether an observed signature verified.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum SigStatus {
-    /// Verified under a configured builder key.
-    Valid,
-    /// Names a configured key but does not verify (tampering or corruption: evidence).
-    Invalid,
-    /// Signed by a key no configured builder holds; kept as evidence, never counted.
-    UnknownKey,
-}
-
-impl SigStatus {
-    /// The spelling stored in the database.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            SigStatus::Valid => "valid",
-            SigStatus::Invalid => "invalid",
-            SigStatus::UnknownKey => "unknown_key",
-        }
-    }
-
-    /// Inverse of [`SigStatus::as_str`].
-    pub fn parse(s: &str) -> Option<SigStatus> {
-        match s {
-            "valid" => Some(SigStatus::Valid),
-            "invalid" => Some(SigStatus::Invalid),
-            "unknown_key" => Some(SigStatus::UnknownKey),
-            _ => None,
-        }
-    }
-}
+pub use crate::protocol::content::Content;
+use crate::protocol::nar_hash::NarHash;
+pub use crate::protocol::signature::SigStatus;
+use crate::protocol::store_path::HashPart;
 
 /// One observed claim: key K signed that store path P has content X, seen through upstream U.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Attestation {
     /// The served cache (config `[[cache]] name`) this observation belongs to.
     pub cache: String,
-    /// The store path's hash part (the 32 nix32 characters), the lookup key of narinfo routes.
-    pub hash_part: String,
+    /// The store path's hash part, the lookup key of narinfo routes.
+    pub hash_part: HashPart,
     /// What was claimed.
     pub content: Content,
     /// `Deriver:` as given (basename), informational.
@@ -82,18 +40,92 @@ pub struct Attestation {
     pub seen_at: i64,
 }
 
+impl Attestation {
+    /// The builder this attestation is a vote of: only valid signatures by configured
+    /// builders vote.
+    pub fn voter(&self) -> Option<&str> {
+        match self.status {
+            SigStatus::Valid => self.builder.as_deref(),
+            _ => None,
+        }
+    }
+}
+
 /// Where an upstream says the NAR for some content can be downloaded. Any upstream may serve
 /// the bytes (they are verified), so sources are kept whether or not its signatures counted.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NarSource {
     /// Base URL of the upstream.
     pub upstream: String,
-    /// `sha256:<nix32>` of the uncompressed NAR this source claims to deliver.
-    pub nar_hash: String,
+    /// The uncompressed NAR this source claims to deliver.
+    pub nar_hash: NarHash,
     /// URL of the (possibly compressed) NAR, relative to the upstream base or absolute.
     pub url: String,
     /// Compression as named in the narinfo (`xz`, `zstd`, `none`, ...).
     pub compression: String,
     /// Compressed size, when the upstream said.
     pub file_size: Option<u64>,
+}
+
+/// What a flavor front end extracts from one upstream narinfo.
+#[derive(Debug, Default)]
+pub struct Observation {
+    /// One per signature seen (valid, invalid or unknown key).
+    pub attestations: Vec<Attestation>,
+    /// Where this upstream says the NAR is.
+    pub source: Option<NarSource>,
+}
+
+/// What a served store path rests on: enough to render its narinfo and find its NAR.
+#[derive(Clone, Debug)]
+pub struct Agreed {
+    /// The agreed content.
+    pub content: Content,
+    /// Builders that agreed.
+    pub agreeing: Vec<String>,
+    /// `Deriver:` reported by an agreeing attestation.
+    pub deriver: Option<String>,
+    /// `CA:` reported by an agreeing attestation.
+    pub ca: Option<String>,
+    /// The valid agreeing upstream signatures (flavor-specific raw form), deduplicated.
+    pub signatures: Vec<String>,
+    /// Upstreams that advertise a NAR with the agreed hash, deduplicated.
+    pub sources: Vec<NarSource>,
+}
+
+impl Agreed {
+    /// The agreement on `content` by `agreeing` builders: its signatures and informational
+    /// fields are taken from the valid attestations of exactly that content, and only the
+    /// sources of its NarHash are kept.
+    pub fn new(
+        content: Content,
+        agreeing: Vec<String>,
+        attestations: &[Attestation],
+        sources: impl IntoIterator<Item = NarSource>,
+    ) -> Agreed {
+        let backing: Vec<&Attestation> = attestations
+            .iter()
+            .filter(|a| a.status == SigStatus::Valid && a.content == content)
+            .collect();
+        let mut seen_sigs = BTreeSet::new();
+        let signatures = backing
+            .iter()
+            .filter(|a| seen_sigs.insert(a.signature.as_str()))
+            .map(|a| a.signature.clone())
+            .collect();
+        let mut kept: Vec<NarSource> = Vec::new();
+        for s in sources {
+            if s.nar_hash == content.nar_hash && !kept.contains(&s) {
+                kept.push(s);
+            }
+        }
+        Agreed {
+            deriver: backing.iter().find_map(|a| a.deriver.clone()),
+            ca: backing.iter().find_map(|a| a.ca.clone()),
+            content,
+            agreeing,
+            signatures,
+            sources: kept,
+        }
+    }
 }

@@ -11,9 +11,9 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
-use crate::attestation::Content;
+use crate::attestation::{Attestation, Content};
 
 /// What a dissenting trusted builder does to the decision.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -79,139 +79,271 @@ impl Decision {
     pub fn is_final(&self) -> bool {
         !matches!(self, Decision::Pending)
     }
+
+    /// What is recorded for this decision; `None` while it is pending.
+    pub fn outcome(&self) -> Option<Outcome> {
+        match self {
+            Decision::Accepted { .. } => Some(Outcome::Accepted),
+            Decision::Refused { .. } => Some(Outcome::Refused),
+            Decision::Insufficient { .. } => Some(Outcome::Insufficient),
+            Decision::Pending => None,
+        }
+    }
+
+    /// The accepted content, if this decision serves one.
+    pub fn accepted_content(&self) -> Option<&Content> {
+        match self {
+            Decision::Accepted { content, .. } => Some(content),
+            _ => None,
+        }
+    }
+
+    /// Builders that signed something other than the decided content (every builder with a
+    /// claim when refused).
+    pub fn dissenters(&self) -> Vec<String> {
+        match self {
+            Decision::Accepted { dissenters, .. } => dissenters.clone(),
+            Decision::Refused { claims } => claims.iter().flat_map(|(_, b)| b.clone()).collect(),
+            Decision::Insufficient { .. } | Decision::Pending => vec![],
+        }
+    }
+}
+
+/// How a decision about a store path ended, as recorded (with history) and reported.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// Enough builders agreed: the path is served.
+    Accepted,
+    /// Builders disagreed under `on_dissent = "refuse"` (or no majority): 404.
+    Refused,
+    /// Not enough attestations to reach the quorum: 404.
+    Insufficient,
+    /// An earlier acceptance taken back (a late dissent): no longer served.
+    Withdrawn,
+}
+
+impl Outcome {
+    /// The spelling stored in the database.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Accepted => "accepted",
+            Outcome::Refused => "refused",
+            Outcome::Insufficient => "insufficient",
+            Outcome::Withdrawn => "withdrawn",
+        }
+    }
+
+    /// Inverse of [`Outcome::as_str`].
+    pub fn parse(s: &str) -> Option<Outcome> {
+        match s {
+            "accepted" => Some(Outcome::Accepted),
+            "refused" => Some(Outcome::Refused),
+            "insufficient" => Some(Outcome::Insufficient),
+            "withdrawn" => Some(Outcome::Withdrawn),
+            _ => None,
+        }
+    }
+}
+
+impl std::fmt::Display for Outcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The votes among `attestations`: one per valid signature by a configured builder.
+pub fn votes<'a>(attestations: impl IntoIterator<Item = &'a Attestation>) -> Vec<Vote> {
+    attestations
+        .into_iter()
+        .filter_map(|a| {
+            a.voter().map(|builder| Vote {
+                builder: builder.to_owned(),
+                content: a.content.clone(),
+            })
+        })
+        .collect()
 }
 
 /// Apply `policy` to `votes`. `outstanding` says whether some upstream may still answer;
 /// when false the outcome is always final.
 pub fn decide(policy: &Policy, votes: &[Vote], outstanding: bool) -> Decision {
-    let electorate: BTreeSet<&str> = policy.builders.iter().map(String::as_str).collect();
-    let mut groups: BTreeMap<&Content, BTreeSet<&str>> = BTreeMap::new();
-    let mut heard: BTreeSet<&str> = BTreeSet::new();
-    for v in votes {
+    let tally = Tally::count(policy, votes, outstanding);
+    match policy.on_dissent {
+        OnDissent::Refuse => tally.refuse_rule(),
+        OnDissent::Majority => tally.majority_rule(),
+    }
+}
+
+/// The votes grouped by content, and the builders who could still vote.
+struct Tally<'a> {
+    policy: &'a Policy,
+    /// Each content seen, with the distinct builders backing it.
+    groups: BTreeMap<&'a Content, BTreeSet<&'a str>>,
+    /// Configured builders not heard from while some upstream is outstanding: each might
+    /// still vote for anything. Empty once every upstream has answered.
+    unheard: BTreeSet<&'a str>,
+    /// Whether some upstream may still answer.
+    outstanding: bool,
+}
+
+impl<'a> Tally<'a> {
+    fn count(policy: &'a Policy, votes: &'a [Vote], outstanding: bool) -> Tally<'a> {
+        let electorate: BTreeSet<&str> = policy.builders.iter().map(String::as_str).collect();
+        let mut groups: BTreeMap<&Content, BTreeSet<&str>> = BTreeMap::new();
+        let mut heard: BTreeSet<&str> = BTreeSet::new();
         // Only configured builders vote; the caller should not pass others, but the rule must
         // not depend on that.
-        if electorate.contains(v.builder.as_str()) {
+        for v in votes
+            .iter()
+            .filter(|v| electorate.contains(v.builder.as_str()))
+        {
             groups
                 .entry(&v.content)
                 .or_default()
                 .insert(v.builder.as_str());
             heard.insert(v.builder.as_str());
         }
+        let unheard = if outstanding {
+            electorate.difference(&heard).copied().collect()
+        } else {
+            BTreeSet::new()
+        };
+        Tally {
+            policy,
+            groups,
+            unheard,
+            outstanding,
+        }
     }
-    // Builders that might still vote for anything.
-    let unheard: BTreeSet<&str> = if outstanding {
-        electorate.difference(&heard).copied().collect()
-    } else {
-        BTreeSet::new()
-    };
-    let u = unheard.len();
-    let meets = |backers: &BTreeSet<&str>| {
-        backers.len() >= policy.quorum
-            && policy
+
+    /// Do `backers` meet the policy now?
+    fn meets(&self, backers: &BTreeSet<&str>) -> bool {
+        backers.len() >= self.policy.quorum
+            && self
+                .policy
                 .required_builders
                 .iter()
                 .all(|r| backers.contains(r.as_str()))
-    };
-    // Could `backers` still meet the policy if every unheard builder joined it?
-    let could_meet = |backers: &BTreeSet<&str>| {
-        backers.len() + u >= policy.quorum
-            && policy
+    }
+
+    /// Could `backers` still meet the policy if every unheard builder joined them?
+    fn could_meet(&self, backers: &BTreeSet<&str>) -> bool {
+        backers.len() + self.unheard.len() >= self.policy.quorum
+            && self
+                .policy
                 .required_builders
                 .iter()
-                .all(|r| backers.contains(r.as_str()) || unheard.contains(r.as_str()))
-    };
-    let names = |s: &BTreeSet<&str>| s.iter().map(|b| b.to_string()).collect::<Vec<_>>();
-    let claims = || {
-        groups
-            .iter()
-            .map(|(c, b)| ((*c).clone(), names(b)))
-            .collect::<Vec<_>>()
-    };
-    let best = || {
-        groups
-            .iter()
-            .max_by_key(|(_, b)| b.len())
-            .map(|(c, b)| ((*c).clone(), names(b)))
-    };
-    // A content nobody has signed yet could still gather every unheard builder.
-    let fresh_could_meet = could_meet(&BTreeSet::new());
+                .all(|r| backers.contains(r.as_str()) || self.unheard.contains(r.as_str()))
+    }
 
-    match policy.on_dissent {
-        OnDissent::Refuse => {
-            if groups.len() > 1 {
-                // More votes never remove a dissent: final.
-                return Decision::Refused { claims: claims() };
-            }
-            match groups.iter().next() {
-                Some((content, backers)) => {
-                    if outstanding {
-                        // A silent builder could still dissent (or complete the quorum); so
-                        // could a heard one, through another upstream (a stolen key signing
-                        // two contents): refuse waits for every upstream.
-                        if could_meet(backers) || meets(backers) {
-                            return Decision::Pending;
-                        }
-                        // Cannot reach the quorum; a dissent could only turn this into a
-                        // refusal, which serves nothing either.
-                        return Decision::Insufficient { best: best() };
-                    }
-                    if meets(backers) {
-                        Decision::Accepted {
-                            content: (*content).clone(),
-                            agreeing: names(backers),
-                            dissenters: vec![],
-                        }
-                    } else {
-                        Decision::Insufficient { best: best() }
-                    }
-                }
-                None if outstanding && fresh_could_meet => Decision::Pending,
-                None => Decision::Insufficient { best: None },
-            }
+    /// Could a content nobody has signed yet still gather enough unheard builders?
+    fn fresh_could_meet(&self) -> bool {
+        self.could_meet(&BTreeSet::new())
+    }
+
+    /// `on_dissent = "refuse"`: any two contents refuse; otherwise wait for every upstream,
+    /// since a silent builder (or a heard one, through another upstream: a stolen key signing
+    /// two contents) could still dissent.
+    fn refuse_rule(&self) -> Decision {
+        if self.groups.len() > 1 {
+            // More votes never remove a dissent: final.
+            return Decision::Refused {
+                claims: self.claims(),
+            };
         }
-        OnDissent::Majority => {
-            for (content, backers) in &groups {
-                let strongest_other = groups
-                    .iter()
-                    .filter(|(c, _)| *c != content)
-                    .map(|(_, b)| b.len())
-                    .max()
-                    .unwrap_or(0);
-                // Final once no combination of unheard builders can match or beat it.
-                if meets(backers) && backers.len() > strongest_other + u {
-                    let dissenters: BTreeSet<&str> = groups
-                        .iter()
-                        .filter(|(c, _)| *c != content)
-                        .flat_map(|(_, b)| b.iter().copied())
-                        .filter(|b| !backers.contains(b))
-                        .collect();
-                    return Decision::Accepted {
-                        content: (*content).clone(),
-                        agreeing: names(backers),
-                        dissenters: names(&dissenters),
-                    };
-                }
-            }
-            if outstanding && u > 0 && (fresh_could_meet || groups.values().any(could_meet)) {
-                return Decision::Pending;
-            }
-            if groups.len() > 1 {
-                Decision::Refused { claims: claims() }
+        let Some((content, backers)) = self.groups.iter().next() else {
+            return if self.outstanding && self.fresh_could_meet() {
+                Decision::Pending
             } else {
-                Decision::Insufficient { best: best() }
-            }
+                Decision::Insufficient { best: None }
+            };
+        };
+        if self.outstanding {
+            // Cannot reach the quorum: a dissent could only turn this into a refusal, which
+            // serves nothing either, so the answer is already final.
+            return if self.could_meet(backers) || self.meets(backers) {
+                Decision::Pending
+            } else {
+                self.insufficient()
+            };
+        }
+        if self.meets(backers) {
+            accepted(content, backers, BTreeSet::new())
+        } else {
+            self.insufficient()
         }
     }
+
+    /// `on_dissent = "majority"`: accept the content that meets the policy with strictly more
+    /// builders than any other, final once no combination of unheard builders can match it.
+    fn majority_rule(&self) -> Decision {
+        for (content, backers) in &self.groups {
+            let others = self.groups.iter().filter(|(c, _)| *c != content);
+            let strongest_other = others.clone().map(|(_, b)| b.len()).max().unwrap_or(0);
+            if self.meets(backers) && backers.len() > strongest_other + self.unheard.len() {
+                let dissenters = others
+                    .flat_map(|(_, b)| b.iter().copied())
+                    .filter(|b| !backers.contains(b))
+                    .collect();
+                return accepted(content, backers, dissenters);
+            }
+        }
+        let someone_could_win =
+            self.fresh_could_meet() || self.groups.values().any(|b| self.could_meet(b));
+        if self.outstanding && !self.unheard.is_empty() && someone_could_win {
+            Decision::Pending
+        } else if self.groups.len() > 1 {
+            Decision::Refused {
+                claims: self.claims(),
+            }
+        } else {
+            self.insufficient()
+        }
+    }
+
+    /// Every content seen with its builders.
+    fn claims(&self) -> Vec<(Content, Vec<String>)> {
+        self.groups
+            .iter()
+            .map(|(c, b)| ((*c).clone(), names(b)))
+            .collect()
+    }
+
+    /// Not enough agreement; names the best-supported content, if any.
+    fn insufficient(&self) -> Decision {
+        let best = self
+            .groups
+            .iter()
+            .max_by_key(|(_, b)| b.len())
+            .map(|(c, b)| ((*c).clone(), names(b)));
+        Decision::Insufficient { best }
+    }
+}
+
+fn accepted(content: &Content, backers: &BTreeSet<&str>, dissenters: BTreeSet<&str>) -> Decision {
+    Decision::Accepted {
+        content: content.clone(),
+        agreeing: names(backers),
+        dissenters: names(&dissenters),
+    }
+}
+
+fn names(builders: &BTreeSet<&str>) -> Vec<String> {
+    builders.iter().map(|b| b.to_string()).collect()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    use crate::protocol::nar_hash::NarHash;
+
+    /// A content told apart by a one-letter tag, carried in its NarHash's first byte.
     fn content(tag: &str) -> Content {
         Content {
             store_path: "/nix/store/w9yy7v61ipb5rx6i35zq1mvc2iqfmps1-hello-2.10".into(),
-            nar_hash: format!("sha256:{tag}"),
+            nar_hash: NarHash::from_digest([tag.as_bytes()[0]; 32]),
             nar_size: 1,
             references: vec![],
         }
@@ -243,7 +375,7 @@ mod tests {
                 dissenters,
             } => format!(
                 "accept {} by {} against {}",
-                &content.nar_hash[7..],
+                content.nar_hash.digest()[0] as char,
                 agreeing.join("+"),
                 dissenters.join("+")
             ),

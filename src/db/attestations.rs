@@ -8,6 +8,8 @@
 //! a transparency log (DESIGN §11) can later be built over these rows.
 
 use quorate_core::attestation::{Attestation, Content, NarSource, SigStatus};
+use quorate_core::protocol::nar_hash::NarHash;
+use quorate_core::protocol::store_path::HashPart;
 
 use super::columns::{
     join_references, size_from_column, size_to_column, split_references, Columns, IdentityKey,
@@ -55,12 +57,12 @@ impl<'a> AttestationRow<'a> {
         let nar_size = size_to_column("nar_size", att.content.nar_size)?;
         let mut key = IdentityKey::new("quorate attestation v1");
         key.field(att.cache.as_bytes())
-            .field(att.hash_part.as_bytes())
+            .field(att.hash_part.as_str().as_bytes())
             .field(att.upstream.as_bytes())
             .field(att.key_name.as_bytes())
             .field(att.signature.as_bytes())
             .field(att.content.store_path.as_bytes())
-            .field(att.content.nar_hash.as_bytes())
+            .field(att.content.nar_hash.to_string().as_bytes())
             .field(&att.content.nar_size.to_be_bytes())
             .field(refs.as_bytes());
         Ok(AttestationRow {
@@ -93,9 +95,9 @@ impl Db {
                 sqlx::query(UPSERT_ATTESTATION)
                     .bind(&row.key)
                     .bind(&a.cache)
-                    .bind(&a.hash_part)
+                    .bind(a.hash_part.as_str())
                     .bind(&a.content.store_path)
-                    .bind(&a.content.nar_hash)
+                    .bind(a.content.nar_hash.to_string())
                     .bind(row.nar_size)
                     .bind(&row.refs)
                     .bind(&a.deriver)
@@ -119,7 +121,7 @@ impl Db {
     pub async fn attestations(
         &self,
         cache: &str,
-        hash_part: &str,
+        hash_part: &HashPart,
     ) -> Result<Vec<Attestation>, DbError> {
         let sql = format!(
             "SELECT {ATTESTATION_COLUMNS} FROM attestations \
@@ -128,7 +130,7 @@ impl Db {
         on_pool!(self, pool => {
             sqlx::query(&sql)
                 .bind(cache)
-                .bind(hash_part)
+                .bind(hash_part.as_str())
                 .fetch_all(pool)
                 .await?
                 .iter()
@@ -143,7 +145,7 @@ impl Db {
     pub async fn valid_attestations(
         &self,
         cache: &str,
-        hash_part: &str,
+        hash_part: &HashPart,
     ) -> Result<Vec<Attestation>, DbError> {
         let sql = format!(
             "SELECT {ATTESTATION_COLUMNS} FROM attestations \
@@ -152,7 +154,7 @@ impl Db {
         on_pool!(self, pool => {
             sqlx::query(&sql)
                 .bind(cache)
-                .bind(hash_part)
+                .bind(hash_part.as_str())
                 .bind(SigStatus::Valid.as_str())
                 .fetch_all(pool)
                 .await?
@@ -194,7 +196,7 @@ impl Db {
                 let mut key = IdentityKey::new("quorate nar source v1");
                 key.field(cache.as_bytes())
                     .field(s.upstream.as_bytes())
-                    .field(s.nar_hash.as_bytes())
+                    .field(s.nar_hash.to_string().as_bytes())
                     .field(s.url.as_bytes());
                 Ok((key.finish(), s, file_size))
             })
@@ -211,7 +213,7 @@ impl Db {
                     .bind(key)
                     .bind(cache)
                     .bind(&s.upstream)
-                    .bind(&s.nar_hash)
+                    .bind(s.nar_hash.to_string())
                     .bind(&s.url)
                     .bind(&s.compression)
                     .bind(file_size)
@@ -228,7 +230,7 @@ impl Db {
     pub async fn nar_sources(
         &self,
         cache: &str,
-        nar_hash: &str,
+        nar_hash: &NarHash,
     ) -> Result<Vec<NarSource>, DbError> {
         on_pool!(self, pool => {
             sqlx::query(
@@ -236,7 +238,7 @@ impl Db {
                  WHERE cache = $1 AND nar_hash = $2 ORDER BY id",
             )
             .bind(cache)
-            .bind(nar_hash)
+            .bind(nar_hash.to_string())
             .fetch_all(pool)
             .await?
             .iter()
@@ -250,10 +252,10 @@ fn attestation_from_row(row: &impl Columns) -> Result<Attestation, DbError> {
     let status = row.text("status")?;
     Ok(Attestation {
         cache: row.text("cache")?,
-        hash_part: row.text("hash_part")?,
+        hash_part: row.parsed("hash_part", "attestations.hash_part")?,
         content: Content {
             store_path: row.text("store_path")?,
-            nar_hash: row.text("nar_hash")?,
+            nar_hash: row.parsed("nar_hash", "attestations.nar_hash")?,
             nar_size: size_from_column("attestations.nar_size", row.int("nar_size")?)?,
             references: split_references(&row.text("refs")?),
         },
@@ -274,7 +276,7 @@ fn attestation_from_row(row: &impl Columns) -> Result<Attestation, DbError> {
 fn nar_source_from_row(row: &impl Columns) -> Result<NarSource, DbError> {
     Ok(NarSource {
         upstream: row.text("upstream")?,
-        nar_hash: row.text("nar_hash")?,
+        nar_hash: row.parsed("nar_hash", "nar_sources.nar_hash")?,
         url: row.text("url")?,
         compression: row.text("compression")?,
         file_size: row

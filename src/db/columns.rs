@@ -105,6 +105,34 @@ pub(crate) trait Columns {
     fn int(&self, column: &str) -> Result<i64, DbError>;
     /// A nullable integer column.
     fn opt_int(&self, column: &str) -> Result<Option<i64>, DbError>;
+
+    /// A `NOT NULL` text column holding a value's canonical string form (a NarHash, a hash
+    /// part, ...); one this build cannot read is a corrupt row, named by `table_column`.
+    fn parsed<T: std::str::FromStr>(
+        &self,
+        column: &str,
+        table_column: &'static str,
+    ) -> Result<T, DbError> {
+        parse_column(table_column, self.text(column)?)
+    }
+
+    /// The nullable form of [`Columns::parsed`].
+    fn opt_parsed<T: std::str::FromStr>(
+        &self,
+        column: &str,
+        table_column: &'static str,
+    ) -> Result<Option<T>, DbError> {
+        self.opt_text(column)?
+            .map(|text| parse_column(table_column, text))
+            .transpose()
+    }
+}
+
+fn parse_column<T: std::str::FromStr>(column: &'static str, text: String) -> Result<T, DbError> {
+    text.parse().map_err(|_| DbError::CorruptRow {
+        column,
+        value: text,
+    })
 }
 
 macro_rules! impl_columns {

@@ -7,6 +7,9 @@
 use serde::{Deserialize, Serialize};
 
 use quorate_core::attestation::Content;
+use quorate_core::protocol::nar_hash::NarHash;
+use quorate_core::protocol::store_path::HashPart;
+pub use quorate_core::quorum::Outcome;
 
 use super::columns::{
     join_references, names_from_column, names_to_column, size_from_column, size_to_column,
@@ -14,50 +17,13 @@ use super::columns::{
 };
 use super::{Db, DbError};
 
-/// The outcome of a quorum decision.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Outcome {
-    /// Enough builders agreed: the path is served.
-    Accepted,
-    /// Builders disagreed under `on_dissent = "refuse"` (or no majority): 404.
-    Refused,
-    /// Not enough attestations to reach the quorum: 404.
-    Insufficient,
-    /// An earlier acceptance taken back (a late dissent): no longer served.
-    Withdrawn,
-}
-
-impl Outcome {
-    /// The spelling stored in the database.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Outcome::Accepted => "accepted",
-            Outcome::Refused => "refused",
-            Outcome::Insufficient => "insufficient",
-            Outcome::Withdrawn => "withdrawn",
-        }
-    }
-
-    /// Inverse of [`Outcome::as_str`].
-    pub fn parse(s: &str) -> Option<Outcome> {
-        match s {
-            "accepted" => Some(Outcome::Accepted),
-            "refused" => Some(Outcome::Refused),
-            "insufficient" => Some(Outcome::Insufficient),
-            "withdrawn" => Some(Outcome::Withdrawn),
-            _ => None,
-        }
-    }
-}
-
 /// One recorded decision about a store path.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DecisionRecord {
     /// The served cache it belongs to.
     pub cache: String,
     /// The store path's hash part (the narinfo lookup key).
-    pub hash_part: String,
+    pub hash_part: HashPart,
     /// The full store path, when known (a refusal may be decided before any narinfo arrived).
     pub store_path: Option<String>,
     /// What was decided.
@@ -94,7 +60,7 @@ impl Db {
         let (content_store_path, nar_hash, nar_size, refs) = match &d.content {
             Some(c) => (
                 Some(c.store_path.as_str()),
-                Some(c.nar_hash.as_str()),
+                Some(c.nar_hash.to_string()),
                 Some(size_to_column("nar_size", c.nar_size)?),
                 Some(join_references(&c.references)?),
             ),
@@ -103,7 +69,7 @@ impl Db {
         let id = on_pool!(self, pool => {
             sqlx::query(INSERT_DECISION)
                 .bind(&d.cache)
-                .bind(&d.hash_part)
+                .bind(d.hash_part.as_str())
                 .bind(&d.store_path)
                 .bind(d.outcome.as_str())
                 .bind(content_store_path)
@@ -127,7 +93,7 @@ impl Db {
     pub async fn latest_decision(
         &self,
         cache: &str,
-        hash_part: &str,
+        hash_part: &HashPart,
     ) -> Result<Option<DecisionRecord>, DbError> {
         let sql = format!(
             "SELECT {DECISION_COLUMNS} FROM decisions d \
@@ -136,7 +102,7 @@ impl Db {
         on_pool!(self, pool => {
             sqlx::query(&sql)
                 .bind(cache)
-                .bind(hash_part)
+                .bind(hash_part.as_str())
                 .fetch_optional(pool)
                 .await?
                 .as_ref()
@@ -151,7 +117,7 @@ impl Db {
     pub async fn accepted_decision_for_nar(
         &self,
         cache: &str,
-        nar_hash: &str,
+        nar_hash: &NarHash,
     ) -> Result<Option<DecisionRecord>, DbError> {
         let sql = format!(
             "SELECT {DECISION_COLUMNS} FROM decisions d \
@@ -164,7 +130,7 @@ impl Db {
         on_pool!(self, pool => {
             sqlx::query(&sql)
                 .bind(cache)
-                .bind(nar_hash)
+                .bind(nar_hash.to_string())
                 .bind(Outcome::Accepted.as_str())
                 .fetch_optional(pool)
                 .await?
@@ -179,7 +145,7 @@ fn decision_from_row(row: &impl Columns) -> Result<DecisionRecord, DbError> {
     let outcome = row.text("outcome")?;
     let content = match (
         row.opt_text("content_store_path")?,
-        row.opt_text("nar_hash")?,
+        row.opt_parsed("nar_hash", "decisions.nar_hash")?,
         row.opt_int("nar_size")?,
         row.opt_text("refs")?,
     ) {
@@ -194,7 +160,7 @@ fn decision_from_row(row: &impl Columns) -> Result<DecisionRecord, DbError> {
     };
     Ok(DecisionRecord {
         cache: row.text("cache")?,
-        hash_part: row.text("hash_part")?,
+        hash_part: row.parsed("hash_part", "decisions.hash_part")?,
         store_path: row.opt_text("store_path")?,
         outcome: Outcome::parse(&outcome).ok_or(DbError::CorruptRow {
             column: "decisions.outcome",

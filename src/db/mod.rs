@@ -10,7 +10,7 @@
 //!   upstreams say the NAR for a hash can be downloaded ([`NarSource`]).
 //! - `decisions`: quorum outcomes per (cache, store path), with history ([`DecisionRecord`]).
 //! - `nar_objects`: the local NAR store's index ([`NarObject`]); rows go on eviction.
-//! - `events`: mismatches, conflicts, upstream failures ([`Event`]).
+//! - `events`: mismatches, conflicts, upstream failures ([`Event`], [`EventKind`]).
 //! - `seen`: upstreams, builders and keys seen.
 //!
 //! Timestamps are `BIGINT` Unix milliseconds. Sizes are `u64` in Rust and `BIGINT` in SQL;
@@ -55,7 +55,7 @@ mod tests;
 
 pub use decisions::{DecisionRecord, Outcome};
 pub use error::DbError;
-pub use events::Event;
+pub use events::{Event, EventKind, UnknownEventKind};
 pub use nar_objects::NarObject;
 pub use seen::BuilderKey;
 
@@ -238,24 +238,30 @@ impl BeginWrite for PgPool {
 /// and events from spawned background tasks, and sqlx's executor lifetimes make it easy to
 /// lose `Send` by accident (this fails to build if one does). Never called.
 #[allow(dead_code)]
-fn futures_are_send(db: &Db, decision: &DecisionRecord, event: &Event) {
+fn futures_are_send(
+    db: &Db,
+    decision: &DecisionRecord,
+    event: &Event,
+    hash_part: &quorate_core::protocol::store_path::HashPart,
+    nar_hash: &quorate_core::protocol::nar_hash::NarHash,
+) {
     fn send<T: Send>(_: T) {}
     send(Db::connect(""));
     send(db.ping());
     send(db.close());
     send(db.record_attestations(&[]));
-    send(db.attestations("", ""));
-    send(db.valid_attestations("", ""));
+    send(db.attestations("", hash_part));
+    send(db.valid_attestations("", hash_part));
     send(db.count_attestations(None));
     send(db.record_nar_sources("", &[]));
-    send(db.nar_sources("", ""));
+    send(db.nar_sources("", nar_hash));
     send(db.record_decision(decision));
-    send(db.latest_decision("", ""));
-    send(db.accepted_decision_for_nar("", ""));
-    send(db.record_nar_object("", 0, ""));
-    send(db.touch_nar_object(""));
-    send(db.remove_nar_object(""));
-    send(db.nar_object(""));
+    send(db.latest_decision("", hash_part));
+    send(db.accepted_decision_for_nar("", nar_hash));
+    send(db.record_nar_object(nar_hash, 0, ""));
+    send(db.touch_nar_object(nar_hash));
+    send(db.remove_nar_object(nar_hash));
+    send(db.nar_object(nar_hash));
     send(db.least_recently_used_nar_objects(0));
     send(db.nar_objects_total_size());
     send(db.record_event(event));

@@ -5,6 +5,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use quorate_core::protocol::nar_hash::NarHash;
+
 use crate::clock::now_ms;
 
 use super::columns::{size_from_column, size_to_column, Columns};
@@ -13,8 +15,8 @@ use super::{Db, DbError};
 /// One NAR held in the local store.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NarObject {
-    /// `sha256:<nix32>` of the uncompressed NAR: the store's key.
-    pub nar_hash: String,
+    /// The uncompressed NAR's hash: the store's key.
+    pub nar_hash: NarHash,
     /// Size of the uncompressed NAR in bytes.
     pub nar_size: u64,
     /// Where the bytes are (a path under `state_dir`, later an object-store key).
@@ -32,7 +34,7 @@ impl Db {
     /// `last_access` become now.
     pub async fn record_nar_object(
         &self,
-        nar_hash: &str,
+        nar_hash: &NarHash,
         nar_size: u64,
         location: &str,
     ) -> Result<(), DbError> {
@@ -46,7 +48,7 @@ impl Db {
                      location = excluded.location, verified_at = excluded.verified_at, \
                      last_access = excluded.last_access",
             )
-            .bind(nar_hash)
+            .bind(nar_hash.to_string())
             .bind(nar_size)
             .bind(location)
             .bind(now)
@@ -57,11 +59,11 @@ impl Db {
     }
 
     /// Notes that a stored NAR was just served (no-op if it is not stored).
-    pub async fn touch_nar_object(&self, nar_hash: &str) -> Result<(), DbError> {
+    pub async fn touch_nar_object(&self, nar_hash: &NarHash) -> Result<(), DbError> {
         let now = now_ms();
         on_pool!(self, pool => {
             sqlx::query("UPDATE nar_objects SET last_access = $2 WHERE nar_hash = $1")
-                .bind(nar_hash)
+                .bind(nar_hash.to_string())
                 .bind(now)
                 .execute(pool)
                 .await?;
@@ -70,10 +72,10 @@ impl Db {
     }
 
     /// Forgets a stored NAR (eviction). Removing one that is not there is not an error.
-    pub async fn remove_nar_object(&self, nar_hash: &str) -> Result<(), DbError> {
+    pub async fn remove_nar_object(&self, nar_hash: &NarHash) -> Result<(), DbError> {
         on_pool!(self, pool => {
             sqlx::query("DELETE FROM nar_objects WHERE nar_hash = $1")
-                .bind(nar_hash)
+                .bind(nar_hash.to_string())
                 .execute(pool)
                 .await?;
         });
@@ -81,11 +83,11 @@ impl Db {
     }
 
     /// The stored NAR with this hash, if any.
-    pub async fn nar_object(&self, nar_hash: &str) -> Result<Option<NarObject>, DbError> {
+    pub async fn nar_object(&self, nar_hash: &NarHash) -> Result<Option<NarObject>, DbError> {
         let sql = format!("SELECT {NAR_OBJECT_COLUMNS} FROM nar_objects WHERE nar_hash = $1");
         on_pool!(self, pool => {
             sqlx::query(&sql)
-                .bind(nar_hash)
+                .bind(nar_hash.to_string())
                 .fetch_optional(pool)
                 .await?
                 .as_ref()
@@ -129,7 +131,7 @@ impl Db {
 
 fn nar_object_from_row(row: &impl Columns) -> Result<NarObject, DbError> {
     Ok(NarObject {
-        nar_hash: row.text("nar_hash")?,
+        nar_hash: row.parsed("nar_hash", "nar_objects.nar_hash")?,
         nar_size: size_from_column("nar_objects.nar_size", row.int("nar_size")?)?,
         location: row.text("location")?,
         verified_at: row.int("verified_at")?,

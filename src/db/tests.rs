@@ -14,6 +14,8 @@ use super::columns::Columns;
 use super::migrate::known_migrations;
 use super::*;
 use quorate_core::attestation::{Attestation, Content, NarSource, SigStatus};
+use quorate_core::protocol::nar_hash::NarHash;
+use quorate_core::protocol::store_path::HashPart;
 
 /// A fresh, empty place for a database, and how to reach it.
 struct Fixture {
@@ -135,10 +137,18 @@ on_both_backends!(
 const HASH_PART: &str = "p4pclmv1gyja5kzc26npqpia1qqxrf0l";
 const NAR_HASH: &str = "sha256:1b8m03r63zqhnjf7l5wnldhh7c134ap5vpj0850ymkq1iyzicy5s";
 
+fn hash_part(s: &str) -> HashPart {
+    s.parse().expect("a test hash part")
+}
+
+fn nar_hash(s: &str) -> NarHash {
+    s.parse().expect("a test NarHash")
+}
+
 fn content() -> Content {
     Content {
         store_path: format!("/nix/store/{HASH_PART}-hello-2.12.1"),
-        nar_hash: NAR_HASH.to_owned(),
+        nar_hash: nar_hash(NAR_HASH),
         nar_size: 226_560,
         references: vec![
             "3n58xw4373jp0ljirf06d8077j15pc4j-glibc-2.37-8".to_owned(),
@@ -150,7 +160,7 @@ fn content() -> Content {
 fn attestation(builder: &str, upstream: &str, seen_at: i64) -> Attestation {
     Attestation {
         cache: "nixos".to_owned(),
-        hash_part: HASH_PART.to_owned(),
+        hash_part: hash_part(HASH_PART),
         content: content(),
         deriver: Some("qf3v3bdj1ynbzrc6n0pa5wl4fwsl2n5v-hello-2.12.1.drv".to_owned()),
         ca: None,
@@ -163,12 +173,12 @@ fn attestation(builder: &str, upstream: &str, seen_at: i64) -> Attestation {
     }
 }
 
-fn decision(hash_part: &str, outcome: Outcome, decided_at: i64) -> DecisionRecord {
+fn decision(hash_part_text: &str, outcome: Outcome, decided_at: i64) -> DecisionRecord {
     let mut content = content();
-    content.store_path = format!("/nix/store/{hash_part}-hello-2.12.1");
+    content.store_path = format!("/nix/store/{hash_part_text}-hello-2.12.1");
     DecisionRecord {
         cache: "nixos".to_owned(),
-        hash_part: hash_part.to_owned(),
+        hash_part: hash_part(hash_part_text),
         store_path: Some(content.store_path.clone()),
         outcome,
         content: Some(content),
@@ -184,7 +194,7 @@ fn decision(hash_part: &str, outcome: Outcome, decided_at: i64) -> DecisionRecor
 fn event(cache: Option<&str>, kind: &str, at: i64) -> Event {
     Event {
         cache: cache.map(str::to_owned),
-        kind: kind.to_owned(),
+        kind: kind.parse().expect("a known event kind"),
         store_path: Some(format!("/nix/store/{HASH_PART}-hello-2.12.1")),
         upstream: Some("https://cache.example".to_owned()),
         detail: format!("{kind} at {at}"),
@@ -261,7 +271,10 @@ async fn attestation_seen_again_only_moves_last_seen(fx: &Fixture) {
     late.seen_at = 500; // a late background answer must not move last_seen backwards
     db.record_attestations(&[late]).await.unwrap();
 
-    let stored = db.attestations("nixos", HASH_PART).await.unwrap();
+    let stored = db
+        .attestations("nixos", &hash_part(HASH_PART))
+        .await
+        .unwrap();
     assert_eq!(stored.len(), 1);
     assert_eq!(
         stored[0],
@@ -292,7 +305,10 @@ async fn attestation_seen_again_only_moves_last_seen(fx: &Fixture) {
     db.record_attestations(std::slice::from_ref(&now_known))
         .await
         .unwrap();
-    let valid = db.valid_attestations("nixos", HASH_PART).await.unwrap();
+    let valid = db
+        .valid_attestations("nixos", &hash_part(HASH_PART))
+        .await
+        .unwrap();
     assert_eq!(valid.len(), 4);
     assert_eq!(valid[3], now_known);
     assert_eq!(db.count_attestations(None).await.unwrap(), 4);
@@ -318,19 +334,26 @@ async fn every_signature_status_round_trips(fx: &Fixture) {
         .unwrap();
 
     // Returned in recording order (the batch is stored in key order, so compare as sets).
-    let mut stored = db.attestations("nixos", HASH_PART).await.unwrap();
+    let mut stored = db
+        .attestations("nixos", &hash_part(HASH_PART))
+        .await
+        .unwrap();
     stored.sort_by_key(|a| a.seen_at);
     assert_eq!(stored, all);
     assert_eq!(
-        db.valid_attestations("nixos", HASH_PART).await.unwrap(),
+        db.valid_attestations("nixos", &hash_part(HASH_PART))
+            .await
+            .unwrap(),
         vec![valid]
     );
     assert_eq!(
-        db.attestations("guix", HASH_PART).await.unwrap(),
+        db.attestations("guix", &hash_part(HASH_PART))
+            .await
+            .unwrap(),
         vec![elsewhere]
     );
     assert!(db
-        .attestations("nixos", "00000000000000000000000000000000")
+        .attestations("nixos", &hash_part("00000000000000000000000000000000"))
         .await
         .unwrap()
         .is_empty());
@@ -358,7 +381,10 @@ async fn references_keep_their_order(fx: &Fixture) {
         .await
         .unwrap();
 
-    let mut stored = db.attestations("nixos", HASH_PART).await.unwrap();
+    let mut stored = db
+        .attestations("nixos", &hash_part(HASH_PART))
+        .await
+        .unwrap();
     stored.sort_by_key(|a| (a.seen_at, a.content.references.first().cloned()));
     assert_eq!(stored.len(), 3, "a reordered list is a different claim");
     assert_eq!(stored[0].content.references[2], guix_order[0]);
@@ -381,12 +407,19 @@ async fn references_keep_their_order(fx: &Fixture) {
 
 async fn decisions_keep_history_and_the_latest_is_in_force(fx: &Fixture) {
     let db = fx.connect().await;
-    assert_eq!(db.latest_decision("nixos", HASH_PART).await.unwrap(), None);
+    assert_eq!(
+        db.latest_decision("nixos", &hash_part(HASH_PART))
+            .await
+            .unwrap(),
+        None
+    );
 
     let accepted = decision(HASH_PART, Outcome::Accepted, 1_000);
     let first_id = db.record_decision(&accepted).await.unwrap();
     assert_eq!(
-        db.latest_decision("nixos", HASH_PART).await.unwrap(),
+        db.latest_decision("nixos", &hash_part(HASH_PART))
+            .await
+            .unwrap(),
         Some(accepted.clone())
     );
 
@@ -403,13 +436,15 @@ async fn decisions_keep_history_and_the_latest_is_in_force(fx: &Fixture) {
     let second_id = db.record_decision(&refused).await.unwrap();
     assert!(second_id > first_id);
     assert_eq!(
-        db.latest_decision("nixos", HASH_PART).await.unwrap(),
+        db.latest_decision("nixos", &hash_part(HASH_PART))
+            .await
+            .unwrap(),
         Some(refused.clone())
     );
 
     // Not decided yet: no content, no store path.
     let insufficient = DecisionRecord {
-        hash_part: "00000000000000000000000000000000".to_owned(),
+        hash_part: hash_part("00000000000000000000000000000000"),
         store_path: None,
         outcome: Outcome::Insufficient,
         content: None,
@@ -418,13 +453,18 @@ async fn decisions_keep_history_and_the_latest_is_in_force(fx: &Fixture) {
     };
     db.record_decision(&insufficient).await.unwrap();
     assert_eq!(
-        db.latest_decision("nixos", "00000000000000000000000000000000")
+        db.latest_decision("nixos", &hash_part("00000000000000000000000000000000"))
             .await
             .unwrap(),
         Some(insufficient)
     );
     // Other caches keep their own history.
-    assert_eq!(db.latest_decision("guix", HASH_PART).await.unwrap(), None);
+    assert_eq!(
+        db.latest_decision("guix", &hash_part(HASH_PART))
+            .await
+            .unwrap(),
+        None
+    );
 
     for outcome in [
         Outcome::Accepted,
@@ -440,7 +480,7 @@ async fn withdrawn_path_no_longer_vouches_for_its_nar(fx: &Fixture) {
     let db = fx.connect().await;
     let other_path = "1ll7mmjmmqcd4s2dmr4fhqlwvcd5k3pk";
     assert_eq!(
-        db.accepted_decision_for_nar("nixos", NAR_HASH)
+        db.accepted_decision_for_nar("nixos", &nar_hash(NAR_HASH))
             .await
             .unwrap(),
         None
@@ -449,13 +489,13 @@ async fn withdrawn_path_no_longer_vouches_for_its_nar(fx: &Fixture) {
     let accepted = decision(HASH_PART, Outcome::Accepted, 1_000);
     db.record_decision(&accepted).await.unwrap();
     assert_eq!(
-        db.accepted_decision_for_nar("nixos", NAR_HASH)
+        db.accepted_decision_for_nar("nixos", &nar_hash(NAR_HASH))
             .await
             .unwrap(),
         Some(accepted.clone())
     );
     assert_eq!(
-        db.accepted_decision_for_nar("guix", NAR_HASH)
+        db.accepted_decision_for_nar("guix", &nar_hash(NAR_HASH))
             .await
             .unwrap(),
         None
@@ -471,7 +511,7 @@ async fn withdrawn_path_no_longer_vouches_for_its_nar(fx: &Fixture) {
     };
     db.record_decision(&withdrawn).await.unwrap();
     assert_eq!(
-        db.accepted_decision_for_nar("nixos", NAR_HASH)
+        db.accepted_decision_for_nar("nixos", &nar_hash(NAR_HASH))
             .await
             .unwrap(),
         None
@@ -481,7 +521,7 @@ async fn withdrawn_path_no_longer_vouches_for_its_nar(fx: &Fixture) {
     let twin = decision(other_path, Outcome::Accepted, 3_000);
     db.record_decision(&twin).await.unwrap();
     assert_eq!(
-        db.accepted_decision_for_nar("nixos", NAR_HASH)
+        db.accepted_decision_for_nar("nixos", &nar_hash(NAR_HASH))
             .await
             .unwrap(),
         Some(twin)
@@ -494,7 +534,7 @@ async fn withdrawn_path_no_longer_vouches_for_its_nar(fx: &Fixture) {
     };
     db.record_decision(&reaccepted).await.unwrap();
     assert_eq!(
-        db.accepted_decision_for_nar("nixos", NAR_HASH)
+        db.accepted_decision_for_nar("nixos", &nar_hash(NAR_HASH))
             .await
             .unwrap(),
         Some(reaccepted)
@@ -503,16 +543,16 @@ async fn withdrawn_path_no_longer_vouches_for_its_nar(fx: &Fixture) {
 
 async fn nar_objects_upsert_touch_and_remove(fx: &Fixture) {
     let db = fx.connect().await;
-    assert_eq!(db.nar_object(NAR_HASH).await.unwrap(), None);
+    assert_eq!(db.nar_object(&nar_hash(NAR_HASH)).await.unwrap(), None);
 
     let before = crate::clock::now_ms();
-    db.record_nar_object(NAR_HASH, 226_560, "nar/1b8m.nar")
+    db.record_nar_object(&nar_hash(NAR_HASH), 226_560, "nar/1b8m.nar")
         .await
         .unwrap();
-    let stored = db.nar_object(NAR_HASH).await.unwrap().unwrap();
+    let stored = db.nar_object(&nar_hash(NAR_HASH)).await.unwrap().unwrap();
     assert_eq!(
         (
-            stored.nar_hash.as_str(),
+            stored.nar_hash.to_string().as_str(),
             stored.nar_size,
             stored.location.as_str()
         ),
@@ -522,28 +562,28 @@ async fn nar_objects_upsert_touch_and_remove(fx: &Fixture) {
     assert_eq!(stored.last_access, stored.verified_at);
 
     tokio::time::sleep(Duration::from_millis(5)).await;
-    db.touch_nar_object(NAR_HASH).await.unwrap();
-    let touched = db.nar_object(NAR_HASH).await.unwrap().unwrap();
+    db.touch_nar_object(&nar_hash(NAR_HASH)).await.unwrap();
+    let touched = db.nar_object(&nar_hash(NAR_HASH)).await.unwrap().unwrap();
     assert!(touched.last_access > stored.last_access);
     assert_eq!(touched.verified_at, stored.verified_at);
 
     // Re-verified into a new location: one row, updated.
     tokio::time::sleep(Duration::from_millis(5)).await;
-    db.record_nar_object(NAR_HASH, 226_560, "nar/moved.nar")
+    db.record_nar_object(&nar_hash(NAR_HASH), 226_560, "nar/moved.nar")
         .await
         .unwrap();
-    let moved = db.nar_object(NAR_HASH).await.unwrap().unwrap();
+    let moved = db.nar_object(&nar_hash(NAR_HASH)).await.unwrap().unwrap();
     assert_eq!(moved.location, "nar/moved.nar");
     assert!(moved.verified_at > stored.verified_at);
 
     // Least recently used first; sizes add up.
     let other = "sha256:0000000000000000000000000000000000000000000000000000";
     tokio::time::sleep(Duration::from_millis(5)).await;
-    db.record_nar_object(other, 10, "nar/other.nar")
+    db.record_nar_object(&nar_hash(other), 10, "nar/other.nar")
         .await
         .unwrap();
     let lru = db.least_recently_used_nar_objects(10).await.unwrap();
-    let order: Vec<_> = lru.iter().map(|o| o.nar_hash.as_str()).collect();
+    let order: Vec<_> = lru.iter().map(|o| o.nar_hash.to_string()).collect();
     assert_eq!(order, [NAR_HASH, other]);
     assert_eq!(
         db.least_recently_used_nar_objects(1).await.unwrap().len(),
@@ -555,10 +595,10 @@ async fn nar_objects_upsert_touch_and_remove(fx: &Fixture) {
     db.record_attestations(&[attestation("hydra", "https://cache.nixos.org", 1)])
         .await
         .unwrap();
-    db.remove_nar_object(NAR_HASH).await.unwrap();
-    db.remove_nar_object(NAR_HASH).await.unwrap();
-    db.touch_nar_object(NAR_HASH).await.unwrap();
-    assert_eq!(db.nar_object(NAR_HASH).await.unwrap(), None);
+    db.remove_nar_object(&nar_hash(NAR_HASH)).await.unwrap();
+    db.remove_nar_object(&nar_hash(NAR_HASH)).await.unwrap();
+    db.touch_nar_object(&nar_hash(NAR_HASH)).await.unwrap();
+    assert_eq!(db.nar_object(&nar_hash(NAR_HASH)).await.unwrap(), None);
     assert_eq!(db.nar_objects_total_size().await.unwrap(), 10);
     assert_eq!(db.count_attestations(None).await.unwrap(), 1);
 }
@@ -579,19 +619,25 @@ async fn events_filter_by_cache_and_kind(fx: &Fixture) {
     assert_eq!(db.events(None, None).await.unwrap(), recorded);
     assert_eq!(ats(db.events(Some("nixos"), None).await.unwrap()), [1, 2]);
     assert_eq!(
-        ats(db.events(None, Some("mismatch")).await.unwrap()),
+        ats(db.events(None, Some(EventKind::Mismatch)).await.unwrap()),
         [1, 3]
     );
     assert_eq!(
-        ats(db.events(Some("guix"), Some("mismatch")).await.unwrap()),
+        ats(db
+            .events(Some("guix"), Some(EventKind::Mismatch))
+            .await
+            .unwrap()),
         [3]
     );
     assert_eq!(
-        ats(db.events(None, Some("upstream_failure")).await.unwrap()),
+        ats(db
+            .events(None, Some(EventKind::UpstreamFailure))
+            .await
+            .unwrap()),
         [4]
     );
     assert!(db
-        .events(Some("guix"), Some("conflict"))
+        .events(Some("guix"), Some(EventKind::Conflict))
         .await
         .unwrap()
         .is_empty());
@@ -605,7 +651,10 @@ async fn sizes_above_i64_max_are_refused(fx: &Fixture) {
     let mut att = attestation("hydra", "https://cache.nixos.org", 1);
     att.content.nar_size = too_big;
     assert!(refused(db.record_attestations(&[att]).await));
-    assert!(refused(db.record_nar_object(NAR_HASH, too_big, "x").await));
+    assert!(refused(
+        db.record_nar_object(&nar_hash(NAR_HASH), too_big, "x")
+            .await
+    ));
     let mut d = decision(HASH_PART, Outcome::Accepted, 1);
     if let Some(c) = d.content.as_mut() {
         c.nar_size = too_big;
@@ -613,7 +662,7 @@ async fn sizes_above_i64_max_are_refused(fx: &Fixture) {
     assert!(refused(db.record_decision(&d).await.map(|_| ())));
     let source = NarSource {
         upstream: "https://cache.nixos.org".to_owned(),
-        nar_hash: NAR_HASH.to_owned(),
+        nar_hash: nar_hash(NAR_HASH),
         url: "nar/x.nar.xz".to_owned(),
         compression: "xz".to_owned(),
         file_size: Some(too_big),
@@ -623,8 +672,13 @@ async fn sizes_above_i64_max_are_refused(fx: &Fixture) {
             .await
     ));
     assert_eq!(db.count_attestations(None).await.unwrap(), 0);
-    assert_eq!(db.latest_decision("nixos", HASH_PART).await.unwrap(), None);
-    assert_eq!(db.nar_object(NAR_HASH).await.unwrap(), None);
+    assert_eq!(
+        db.latest_decision("nixos", &hash_part(HASH_PART))
+            .await
+            .unwrap(),
+        None
+    );
+    assert_eq!(db.nar_object(&nar_hash(NAR_HASH)).await.unwrap(), None);
 
     // The largest storable size goes in and comes back exactly.
     let max = i64::MAX as u64;
@@ -634,12 +688,20 @@ async fn sizes_above_i64_max_are_refused(fx: &Fixture) {
         .await
         .unwrap();
     assert_eq!(
-        db.attestations("nixos", HASH_PART).await.unwrap(),
+        db.attestations("nixos", &hash_part(HASH_PART))
+            .await
+            .unwrap(),
         vec![att]
     );
-    db.record_nar_object(NAR_HASH, max, "x").await.unwrap();
+    db.record_nar_object(&nar_hash(NAR_HASH), max, "x")
+        .await
+        .unwrap();
     assert_eq!(
-        db.nar_object(NAR_HASH).await.unwrap().unwrap().nar_size,
+        db.nar_object(&nar_hash(NAR_HASH))
+            .await
+            .unwrap()
+            .unwrap()
+            .nar_size,
         max
     );
     let source = NarSource {
@@ -650,7 +712,7 @@ async fn sizes_above_i64_max_are_refused(fx: &Fixture) {
         .await
         .unwrap();
     assert_eq!(
-        db.nar_sources("nixos", NAR_HASH).await.unwrap(),
+        db.nar_sources("nixos", &nar_hash(NAR_HASH)).await.unwrap(),
         vec![source]
     );
 }
@@ -691,7 +753,10 @@ async fn concurrent_recording_from_many_tasks_loses_nothing(fx: &Fixture) {
         db.count_attestations(Some("nixos")).await.unwrap(),
         SHARED as i64 + TASKS
     );
-    let stored = db.attestations("nixos", HASH_PART).await.unwrap();
+    let stored = db
+        .attestations("nixos", &hash_part(HASH_PART))
+        .await
+        .unwrap();
     for a in stored
         .iter()
         .filter(|a| a.upstream == "https://cache.nixos.org")
@@ -708,7 +773,7 @@ async fn nar_sources_upsert_per_upstream_and_url(fx: &Fixture) {
     let db = fx.connect().await;
     let xz = NarSource {
         upstream: "https://cache.nixos.org".to_owned(),
-        nar_hash: NAR_HASH.to_owned(),
+        nar_hash: nar_hash(NAR_HASH),
         url: "nar/1b8m.nar.xz".to_owned(),
         compression: "xz".to_owned(),
         file_size: Some(50_000),
@@ -740,12 +805,15 @@ async fn nar_sources_upsert_per_upstream_and_url(fx: &Fixture) {
         .await
         .unwrap();
 
-    let mut stored = db.nar_sources("nixos", NAR_HASH).await.unwrap();
+    let mut stored = db.nar_sources("nixos", &nar_hash(NAR_HASH)).await.unwrap();
     stored.sort_by(|a, b| (&a.upstream, &a.url).cmp(&(&b.upstream, &b.url)));
     assert_eq!(stored, vec![resized, zstd, mirror]);
-    assert_eq!(db.nar_sources("guix", NAR_HASH).await.unwrap(), vec![xz]);
+    assert_eq!(
+        db.nar_sources("guix", &nar_hash(NAR_HASH)).await.unwrap(),
+        vec![xz]
+    );
     assert!(db
-        .nar_sources("nixos", "sha256:other")
+        .nar_sources("nixos", &nar_hash(&format!("sha256:{}", "1".repeat(52))))
         .await
         .unwrap()
         .is_empty());

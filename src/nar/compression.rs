@@ -1,78 +1,30 @@
-//! NAR compressions as narinfos name them, and a streaming decoder for each.
-//!
-//! The canonical string form is the narinfo's `Compression:` value (`Compression: zstd`);
-//! [`FromStr`] and [`Display`](fmt::Display) both go through [`Compression::as_str`].
-//! A narinfo without the field means bzip2; that default belongs to the narinfo parser.
+//! A streaming decoder for each NAR compression a narinfo may name (the names themselves are
+//! `quorate_core::protocol::compression`).
 
-use std::fmt;
 use std::io::{BufRead, Read};
-use std::str::FromStr;
 
-use super::NarError;
+pub use quorate_core::protocol::compression::Compression;
 
-/// Upper bound for an xz block's dictionary and decoder state, in KiB. xz headers are
-/// upstream-controlled; without a bound a crafted header could ask for gigabytes. `xz -9`
-/// (the largest preset, used by Hydra) needs 64 MiB, so 256 MiB leaves room for custom
-/// settings.
-const XZ_MEM_LIMIT_KIB: u32 = 256 * 1024;
-/// The same bound for lzip: its header may ask for a 512 MiB dictionary, which an upstream
-/// must not be able to make us allocate (`lzip -9` uses 32 MiB).
-const LZIP_MEM_LIMIT_KIB: u32 = 256 * 1024;
+use crate::limits::{LZIP_MEM_LIMIT_KIB, XZ_MEM_LIMIT_KIB};
 
 /// Buffer brotli reads its input into (it takes a plain `Read`, not a `BufRead`).
 const BROTLI_BUFFER: usize = 64 * 1024;
 
-/// How an upstream compressed a NAR.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Compression {
-    /// `none`: the NAR bytes themselves.
-    None,
-    /// `xz` (Hydra's default).
-    Xz,
-    /// `zstd`.
-    Zstd,
-    /// `bzip2` (what a narinfo without `Compression:` means).
-    Bzip2,
-    /// `br` (brotli).
-    Brotli,
-    /// `gzip` (guix publish).
-    Gzip,
-    /// `lzip` (guix publish).
-    Lzip,
-}
-
-impl Compression {
-    /// Every compression, in narinfo-name order; handy for tests and listings.
-    pub const ALL: [Compression; 7] = [
-        Compression::None,
-        Compression::Xz,
-        Compression::Zstd,
-        Compression::Bzip2,
-        Compression::Brotli,
-        Compression::Gzip,
-        Compression::Lzip,
-    ];
-
-    /// The narinfo name: `none`, `xz`, `zstd`, `bzip2`, `br`, `gzip`, `lzip`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Compression::None => "none",
-            Compression::Xz => "xz",
-            Compression::Zstd => "zstd",
-            Compression::Bzip2 => "bzip2",
-            Compression::Brotli => "br",
-            Compression::Gzip => "gzip",
-            Compression::Lzip => "lzip",
-        }
-    }
-
+/// A streaming decoder for each narinfo compression.
+pub trait Decode {
     /// A streaming decoder that yields the NAR bytes compressed in `source`.
     ///
     /// `source` is a `BufRead` so that the decoders that can (zstd, bzip2, gzip) read
     /// straight out of its buffer instead of copying into a second one. Multi-stream
     /// inputs (concatenated xz streams, zstd frames, bzip2 streams, gzip and lzip members)
     /// decode as one NAR, as the command-line tools do.
-    pub fn decoder<'a, R>(self, source: R) -> std::io::Result<Box<dyn Read + Send + 'a>>
+    fn decoder<'a, R>(self, source: R) -> std::io::Result<Box<dyn Read + Send + 'a>>
+    where
+        R: BufRead + Send + 'a;
+}
+
+impl Decode for Compression {
+    fn decoder<'a, R>(self, source: R) -> std::io::Result<Box<dyn Read + Send + 'a>>
     where
         R: BufRead + Send + 'a,
     {
@@ -137,46 +89,10 @@ impl<R: BufRead> Read for LimitedLzipReader<R> {
     }
 }
 
-impl fmt::Display for Compression {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for Compression {
-    type Err = NarError;
-
-    fn from_str(name: &str) -> Result<Self, Self::Err> {
-        Compression::ALL
-            .into_iter()
-            .find(|c| c.as_str() == name)
-            .ok_or_else(|| NarError::UnknownCompression(name.to_owned()))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::nar::test_nar::{compress, generated_nar};
-
-    #[test]
-    fn narinfo_names_round_trip_through_from_str_and_display() {
-        for compression in Compression::ALL {
-            let name = compression.to_string();
-            assert_eq!(name.parse::<Compression>().ok(), Some(compression));
-        }
-        assert_eq!("br".parse::<Compression>().ok(), Some(Compression::Brotli));
-    }
-
-    #[test]
-    fn unknown_compression_is_an_error_naming_it() {
-        let err = "lz4".parse::<Compression>().err().map(|e| e.to_string());
-        assert_eq!(err.as_deref(), Some("unknown NAR compression \"lz4\""));
-        assert!(
-            "XZ".parse::<Compression>().is_err(),
-            "names are case-sensitive"
-        );
-    }
 
     #[test]
     fn every_decoder_restores_the_nar_its_encoder_compressed() {

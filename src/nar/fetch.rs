@@ -28,7 +28,11 @@ use futures_util::FutureExt;
 use sha2::{Digest, Sha256};
 use tokio::sync::{mpsc, watch};
 
-use super::{key_for_hash, Compression, NarError, NarStore};
+use quorate_core::protocol::nar_hash::{NarHash, NarKey};
+use tokio_util::task::TaskTracker;
+
+use super::compression::{Compression, Decode};
+use super::{NarError, NarStore};
 
 #[cfg(test)]
 mod tests;
@@ -59,7 +63,7 @@ const WRITE_BUFFERS: usize = 4;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Expected {
     /// SHA-256 of the uncompressed NAR (`NarHash`).
-    pub nar_hash: [u8; 32],
+    pub nar_hash: NarHash,
     /// Length of the uncompressed NAR (`NarSize`).
     pub nar_size: u64,
 }
@@ -67,9 +71,9 @@ pub struct Expected {
 /// Fetches currently running, by (store key, NarSize). The size is part of the key so that
 /// a caller holding a narinfo with a different NarSize does not join a fetch verified
 /// against another one. std Mutex: held only for a map operation, never across `.await`.
-type Registry = Arc<Mutex<HashMap<(String, u64), Arc<Inflight>>>>;
+type Registry = Arc<Mutex<HashMap<(NarKey, u64), Arc<Inflight>>>>;
 
-fn lock(registry: &Registry) -> MutexGuard<'_, HashMap<(String, u64), Arc<Inflight>>> {
+fn lock(registry: &Registry) -> MutexGuard<'_, HashMap<(NarKey, u64), Arc<Inflight>>> {
     // Map operations cannot leave the map half-updated, so a poisoned lock is still usable.
     registry.lock().unwrap_or_else(PoisonError::into_inner)
 }
@@ -80,14 +84,27 @@ pub struct NarFetcher {
     store: Arc<NarStore>,
     /// Fetches in progress, so that concurrent callers share one.
     inflight: Registry,
+    /// Where fetch tasks run: the service drains it on shutdown, so a fetch in flight
+    /// finishes (commits or cleans up) before the process exits.
+    tasks: TaskTracker,
+}
+
+/// A fetch as a caller sees it: the shared [`Inflight`], and whether this call started it
+/// (exactly one caller per fetch did, and records its outcome).
+pub struct Fetch {
+    /// The running (or finished) fetch.
+    pub inflight: Arc<Inflight>,
+    /// This call started it, rather than joining one already running.
+    pub started: bool,
 }
 
 impl NarFetcher {
-    /// A fetcher that commits into `store`.
-    pub fn new(store: Arc<NarStore>) -> Self {
+    /// A fetcher that commits into `store` and runs its fetches on `tasks`.
+    pub fn new(store: Arc<NarStore>, tasks: TaskTracker) -> Self {
         NarFetcher {
             store,
             inflight: Registry::default(),
+            tasks,
         }
     }
 
@@ -112,17 +129,20 @@ impl NarFetcher {
         expected: Expected,
         compression: Compression,
         source: S,
-    ) -> Arc<Inflight>
+    ) -> Fetch
     where
         S: Future<Output = Result<BoxStream<'static, Result<Bytes, E>>, E>> + Send + 'static,
         E: std::fmt::Display + Send + 'static,
     {
-        let key = key_for_hash(&expected.nar_hash);
+        let key = expected.nar_hash.key();
         let inflight = {
             let mut running = lock(&self.inflight);
-            let slot = (key.clone(), expected.nar_size);
+            let slot = (key, expected.nar_size);
             if let Some(existing) = running.get(&slot) {
-                return Arc::clone(existing);
+                return Fetch {
+                    inflight: Arc::clone(existing),
+                    started: false,
+                };
             }
             let (progress, _) = watch::channel(Progress::default());
             let inflight = Arc::new(Inflight {
@@ -139,18 +159,21 @@ impl NarFetcher {
             done: false,
         };
         let store = Arc::clone(&self.store);
-        tokio::spawn(async move {
+        self.tasks.spawn(async move {
             let outcome = fetch(store, Arc::clone(&finish.inflight), compression, source).await;
             finish.finish(outcome);
         });
-        inflight
+        Fetch {
+            inflight,
+            started: true,
+        }
     }
 }
 
 /// One fetch of one NAR, running or finished, shared by every client that asked for it.
 pub struct Inflight {
     /// Store key (nix32 NarHash).
-    key: String,
+    key: NarKey,
     /// What the bytes are verified against.
     expected: Expected,
     /// Temp file, bytes written so far and, at the end, the verdict. A `watch` because
@@ -174,8 +197,8 @@ struct Progress {
 
 impl Inflight {
     /// The store key (nix32 NarHash) of the NAR being fetched.
-    pub fn key(&self) -> &str {
-        &self.key
+    pub fn key(&self) -> NarKey {
+        self.key
     }
 
     /// What the NAR is being verified against.
@@ -306,14 +329,14 @@ impl Finish {
         let inflight = &self.inflight;
         {
             let mut running = lock(&self.registry);
-            let slot = (inflight.key.clone(), inflight.expected.nar_size);
+            let slot = (inflight.key, inflight.expected.nar_size);
             if running.get(&slot).is_some_and(|i| Arc::ptr_eq(i, inflight)) {
                 running.remove(&slot);
             }
         }
         match &outcome {
-            Ok(()) => tracing::debug!(key = inflight.key, "NAR verified and stored"),
-            Err(err) => tracing::warn!(key = inflight.key, %err, "NAR fetch failed"),
+            Ok(()) => tracing::debug!(key = %inflight.key, "NAR verified and stored"),
+            Err(err) => tracing::warn!(key = %inflight.key, %err, "NAR fetch failed"),
         }
         inflight
             .progress
@@ -342,7 +365,7 @@ where
 {
     // The NAR may have been committed between the caller's store lookup and this fetch.
     let warm = {
-        let (store, key) = (Arc::clone(&store), inflight.key.clone());
+        let (store, key) = (Arc::clone(&store), inflight.key);
         tokio::task::spawn_blocking(move || store.open_nar_blocking(&key)).await
     };
     match warm {
@@ -354,7 +377,7 @@ where
             });
             return Ok(());
         }
-        Ok(Err(err)) => tracing::warn!(key = inflight.key, %err, "cannot open stored NAR"),
+        Ok(Err(err)) => tracing::warn!(key = %inflight.key, %err, "cannot open stored NAR"),
         _ => {}
     }
 
@@ -490,10 +513,11 @@ fn decode_into_store(
             actual: count,
         });
     }
+    let actual = NarHash::from_digest(actual);
     if actual != expected.nar_hash {
         return Err(NarError::HashMismatch {
-            expected: inflight.key.clone(),
-            actual: key_for_hash(&actual),
+            expected: expected.nar_hash,
+            actual,
         });
     }
     inflight.progress.send_modify(|state| state.verified = true);

@@ -31,22 +31,24 @@ mod test_nar;
 
 use std::sync::Arc;
 
-pub use compression::Compression;
+use quorate_core::protocol::nar_hash::NarHash;
+
+pub use compression::{Compression, Decode};
 pub use encode::zstd_encode;
-pub use fetch::{Expected, Inflight, NarFetcher};
-pub use store::{key_for_hash, validate_key, NarStore};
+pub use fetch::{Expected, Fetch, Inflight, NarFetcher};
+pub use store::NarStore;
 
 /// Why a NAR could not be fetched, verified or stored. Clone, so that every client of one
 /// shared fetch gets the same answer.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum NarError {
     /// The decompressed bytes hash to something other than the agreed NarHash.
-    #[error("NAR hash mismatch: expected sha256:{expected}, got sha256:{actual}")]
+    #[error("NAR hash mismatch: expected {expected}, got {actual}")]
     HashMismatch {
-        /// The agreed NarHash, nix32.
-        expected: String,
-        /// The hash of the bytes the upstream sent, nix32.
-        actual: String,
+        /// The agreed NarHash.
+        expected: NarHash,
+        /// The hash of the bytes the upstream sent.
+        actual: NarHash,
     },
     /// The NAR ended before its advertised NarSize.
     #[error("NAR is {actual} bytes, but its NarSize is {expected}")]
@@ -72,12 +74,6 @@ pub enum NarError {
     /// Reading or writing the local NAR store failed.
     #[error("NAR store I/O failed: {0}")]
     Store(#[source] Arc<std::io::Error>),
-    /// A narinfo named a compression quorate does not know.
-    #[error("unknown NAR compression {0:?}")]
-    UnknownCompression(String),
-    /// A store key is not a 52-character nix32 SHA-256.
-    #[error("invalid NAR key {0:?}: expected 52 nix32 characters")]
-    InvalidKey(String),
     /// The fetch task ended without a verdict (runtime shutdown or a bug).
     #[error("NAR fetch was interrupted")]
     Interrupted,

@@ -21,33 +21,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::SystemTime;
 
-use super::NarError;
-
-/// nix32 digits, in value order; note there is no `e`, `o`, `t` or `u`.
-const NIX32_ALPHABET: &[u8; 32] = b"0123456789abcdfghijklmnpqrsvwxyz";
-
-/// Length of a SHA-256 in nix32: ceil(256 / 5).
-const KEY_LEN: usize = 52;
-
-/// The store key of a NAR: its SHA-256 in nix32, the form `NarHash: sha256:…` uses.
-pub fn key_for_hash(hash: &[u8; 32]) -> String {
-    quorate_core::protocol::nix32::encode(hash)
-}
-
-/// Checks that `key` is the nix32 form of some SHA-256: exactly 52 nix32 digits, the first
-/// being `0` or `1` (the top group holds a single bit). Keys become file names, so this is
-/// also what keeps `/`, `..` and friends out of the store.
-pub fn validate_key(key: &str) -> Result<(), NarError> {
-    let bytes = key.as_bytes();
-    let well_formed = bytes.len() == KEY_LEN
-        && matches!(bytes[0], b'0' | b'1')
-        && bytes.iter().all(|b| NIX32_ALPHABET.contains(b));
-    if well_formed {
-        Ok(())
-    } else {
-        Err(NarError::InvalidKey(key.to_owned()))
-    }
-}
+use quorate_core::protocol::nar_hash::NarKey;
+use tokio::sync::Notify;
 
 /// The size-bounded, content-addressed directory of verified NARs.
 pub struct NarStore {
@@ -63,7 +38,9 @@ pub struct NarStore {
     next_temp: AtomicU64,
     /// Keys evicted since the owner last asked ([`NarStore::take_evicted`]), so the database's
     /// NAR objects can follow the directory. Bounded by the number of NARs the store held.
-    evicted: Mutex<Vec<String>>,
+    evicted: Mutex<Vec<NarKey>>,
+    /// Woken after every eviction, so the owner's recorder task need not poll.
+    evictions: Notify,
 }
 
 impl NarStore {
@@ -93,13 +70,20 @@ impl NarStore {
             index: Mutex::new(index),
             next_temp: AtomicU64::new(0),
             evicted: Mutex::new(Vec::new()),
+            evictions: Notify::new(),
         };
         store.evict_blocking(None);
         Ok(store)
     }
 
+    /// Resolves once NARs were evicted since the last [`NarStore::take_evicted`] (at once if
+    /// that happened before this call: the wake-up is kept until someone waits).
+    pub async fn evicted(&self) {
+        self.evictions.notified().await
+    }
+
     /// Keys of the NARs evicted since the last call (the caller forgets them elsewhere).
-    pub fn take_evicted(&self) -> Vec<String> {
+    pub fn take_evicted(&self) -> Vec<NarKey> {
         self.evicted
             .lock()
             .map(|mut log| std::mem::take(&mut *log))
@@ -118,16 +102,14 @@ impl NarStore {
 
     /// Where the NAR `key` lives and its size, if the store holds it. Does not count as a
     /// use: serving it does (see [`NarStore::open_nar`]).
-    pub async fn lookup(&self, key: &str) -> Option<(PathBuf, u64)> {
-        validate_key(key).ok()?;
+    pub async fn lookup(&self, key: &NarKey) -> Option<(PathBuf, u64)> {
         let size = self.index().entries.get(key)?.size;
         Some((self.nar_path(key), size))
     }
 
     /// Opens the NAR `key` for reading and marks it most recently used. `Ok(None)` when the
-    /// store does not hold it; an `InvalidInput` error for a malformed key.
-    pub async fn open_nar(&self, key: &str) -> io::Result<Option<(tokio::fs::File, u64)>> {
-        validate_key(key).map_err(|err| io::Error::new(io::ErrorKind::InvalidInput, err))?;
+    /// store does not hold it.
+    pub async fn open_nar(&self, key: &NarKey) -> io::Result<Option<(tokio::fs::File, u64)>> {
         if !self.index().touch(key) {
             return Ok(None);
         }
@@ -146,8 +128,8 @@ impl NarStore {
 
     /// [`NarStore::open_nar`] for a blocking thread: the fetch that finds its NAR already
     /// committed uses it.
-    pub(crate) fn open_nar_blocking(&self, key: &str) -> io::Result<Option<(fs::File, u64)>> {
-        if validate_key(key).is_err() || !self.index().touch(key) {
+    pub(crate) fn open_nar_blocking(&self, key: &NarKey) -> io::Result<Option<(fs::File, u64)>> {
+        if !self.index().touch(key) {
             return Ok(None);
         }
         let opened = open_and_touch(&self.nar_path(key))?;
@@ -158,7 +140,7 @@ impl NarStore {
     }
 
     /// Creates a fresh temp file for a fetch of `key`, readable and writable.
-    pub(crate) fn create_temp(&self, key: &str) -> io::Result<(PathBuf, fs::File)> {
+    pub(crate) fn create_temp(&self, key: &NarKey) -> io::Result<(PathBuf, fs::File)> {
         let n = self.next_temp.fetch_add(1, Ordering::Relaxed);
         let path = self.root.join("tmp").join(format!("{key}.{n}.tmp"));
         let file = fs::OpenOptions::new()
@@ -172,44 +154,47 @@ impl NarStore {
     /// Moves the verified, fsynced temp file into place as NAR `key`, records it as most
     /// recently used, and evicts least recently used NARs until the store fits its bound
     /// again (never `key` itself, even when it alone exceeds the bound).
-    pub(crate) fn commit_blocking(&self, key: &str, temp: &Path, size: u64) -> io::Result<()> {
-        validate_key(key).map_err(|err| io::Error::new(io::ErrorKind::InvalidInput, err))?;
+    pub(crate) fn commit_blocking(&self, key: &NarKey, temp: &Path, size: u64) -> io::Result<()> {
         let target = self.nar_path(key);
         let dir = target.parent().unwrap_or(&self.root);
         fs::create_dir_all(dir)?;
         fs::rename(temp, &target)?;
         // The rename is only durable once its directory entry is.
         fs::File::open(dir)?.sync_all()?;
-        self.index().insert(key.to_owned(), size);
+        self.index().insert(*key, size);
         self.evict_blocking(Some(key));
         Ok(())
     }
 
     /// Deletes least recently used NARs until the total fits `max_size`, sparing `keep`.
-    fn evict_blocking(&self, keep: Option<&str>) {
+    fn evict_blocking(&self, keep: Option<&NarKey>) {
         let Some(max_size) = self.max_size else {
             return;
         };
         let evicted = self.index().evict_until(max_size, keep);
-        if let Ok(mut log) = self.evicted.lock() {
-            log.extend(evicted.iter().cloned());
+        if evicted.is_empty() {
+            return;
         }
+        if let Ok(mut log) = self.evicted.lock() {
+            log.extend(evicted.iter().copied());
+        }
+        self.evictions.notify_one();
         for key in evicted {
             // A client still streaming the file keeps its open descriptor; unlink is safe.
             match fs::remove_file(self.nar_path(&key)) {
-                Ok(()) => tracing::debug!(key, "evicted NAR"),
+                Ok(()) => tracing::debug!(%key, "evicted NAR"),
                 Err(err) if err.kind() == io::ErrorKind::NotFound => {}
-                Err(err) => tracing::warn!(key, %err, "cannot delete evicted NAR"),
+                Err(err) => tracing::warn!(%key, %err, "cannot delete evicted NAR"),
             }
         }
     }
 
-    /// `root/nar/<first two key characters>/<key>.nar`; `key` must be valid.
-    fn nar_path(&self, key: &str) -> PathBuf {
-        let (fanout, _) = key.split_at(2);
+    /// `root/nar/<first two key characters>/<key>.nar`.
+    fn nar_path(&self, key: &NarKey) -> PathBuf {
+        let key = key.to_string();
         self.root
             .join("nar")
-            .join(fanout)
+            .join(&key[..2])
             .join(format!("{key}.nar"))
     }
 
@@ -238,7 +223,7 @@ fn open_and_touch(path: &Path) -> io::Result<Option<(fs::File, u64)>> {
 
 /// One NAR found while scanning the store at open.
 struct ScannedNar {
-    key: String,
+    key: NarKey,
     size: u64,
     modified: SystemTime,
 }
@@ -254,18 +239,18 @@ fn scan_nars(nar_dir: &Path) -> io::Result<Vec<ScannedNar>> {
         for entry in fs::read_dir(fanout.path())? {
             let entry = entry?;
             let name = entry.file_name();
-            let key = name.to_str().and_then(|n| n.strip_suffix(".nar"));
-            let Some(key) = key.filter(|k| validate_key(k).is_ok()) else {
+            let name = name.to_str().and_then(|n| n.strip_suffix(".nar"));
+            let Some((name, key)) = name.and_then(|n| Some((n, n.parse::<NarKey>().ok()?))) else {
                 tracing::warn!(path = %entry.path().display(), "ignoring stray file in NAR store");
                 continue;
             };
             let metadata = entry.metadata()?;
-            if !metadata.is_file() || fanout.file_name().to_str() != key.get(..2) {
+            if !metadata.is_file() || fanout.file_name().to_str() != name.get(..2) {
                 tracing::warn!(path = %entry.path().display(), "ignoring misplaced NAR");
                 continue;
             }
             found.push(ScannedNar {
-                key: key.to_owned(),
+                key,
                 size: metadata.len(),
                 modified: metadata.modified()?,
             });
@@ -278,9 +263,9 @@ fn scan_nars(nar_dir: &Path) -> io::Result<Vec<ScannedNar>> {
 #[derive(Default)]
 struct LruIndex {
     /// Key → size and the tick of its last use.
-    entries: HashMap<String, LruEntry>,
+    entries: HashMap<NarKey, LruEntry>,
     /// Tick of last use → key; the first entry is the least recently used NAR.
-    by_use: BTreeMap<u64, String>,
+    by_use: BTreeMap<u64, NarKey>,
     /// Logical clock; every use takes the next tick, so ticks are unique.
     clock: u64,
     /// Sum of `entries` sizes.
@@ -299,30 +284,27 @@ impl LruIndex {
     }
 
     /// Records (or replaces) `key` as the most recently used NAR.
-    fn insert(&mut self, key: String, size: u64) {
+    fn insert(&mut self, key: NarKey, size: u64) {
         self.remove(&key);
         let last_use = self.tick();
-        self.by_use.insert(last_use, key.clone());
+        self.by_use.insert(last_use, key);
         self.entries.insert(key, LruEntry { size, last_use });
         self.total += size;
     }
 
     /// Marks `key` most recently used; false if it is not here.
-    fn touch(&mut self, key: &str) -> bool {
+    fn touch(&mut self, key: &NarKey) -> bool {
         let now = self.tick();
         let Some(entry) = self.entries.get_mut(key) else {
             return false;
         };
-        let key = self
-            .by_use
-            .remove(&entry.last_use)
-            .unwrap_or_else(|| key.to_owned());
+        self.by_use.remove(&entry.last_use);
         entry.last_use = now;
-        self.by_use.insert(now, key);
+        self.by_use.insert(now, *key);
         true
     }
 
-    fn remove(&mut self, key: &str) -> Option<u64> {
+    fn remove(&mut self, key: &NarKey) -> Option<u64> {
         let entry = self.entries.remove(key)?;
         self.by_use.remove(&entry.last_use);
         self.total -= entry.size;
@@ -331,14 +313,14 @@ impl LruIndex {
 
     /// Drops least recently used entries (sparing `keep`) until `total <= max_size`, and
     /// returns their keys so the caller can delete the files outside the lock.
-    fn evict_until(&mut self, max_size: u64, keep: Option<&str>) -> Vec<String> {
+    fn evict_until(&mut self, max_size: u64, keep: Option<&NarKey>) -> Vec<NarKey> {
         let mut evicted = Vec::new();
         let mut spared = None;
         while self.total > max_size {
             let Some((_, key)) = self.by_use.pop_first() else {
                 break;
             };
-            if Some(key.as_str()) == keep {
+            if Some(&key) == keep {
                 spared = Some(key);
                 continue;
             }
@@ -362,12 +344,12 @@ mod tests {
     use sha2::{Digest, Sha256};
     use std::time::Duration;
 
-    fn key_of(data: &[u8]) -> String {
-        key_for_hash(&Sha256::digest(data).into())
+    fn key_of(data: &[u8]) -> NarKey {
+        quorate_core::protocol::nar_hash::NarHash::from_digest(Sha256::digest(data).into()).key()
     }
 
     /// Puts `data` into the store through the same commit a fetch uses.
-    fn commit(store: &NarStore, data: &[u8]) -> String {
+    fn commit(store: &NarStore, data: &[u8]) -> NarKey {
         let key = key_of(data);
         let (path, mut file) = store.create_temp(&key).expect("temp file");
         std::io::Write::write_all(&mut file, data).expect("write temp");
@@ -381,63 +363,6 @@ mod tests {
         scan_nars(&root.join("nar")).expect("scan").len()
     }
 
-    #[test]
-    fn keys_render_sha256_as_nix_does() {
-        // Vectors from tests/vectors/README.md.
-        assert_eq!(
-            key_of(b"abc"),
-            "1b8m03r63zqhnjf7l5wnldhh7c134ap5vpj0850ymkq1iyzicy5s"
-        );
-        let perl_hex = "60adfd293a4d81ad7cd7e47263cbb3fc846309ef91b154a08ba672b558f94ff3";
-        let mut perl = [0u8; 32];
-        for (i, byte) in perl.iter_mut().enumerate() {
-            *byte = u8::from_str_radix(&perl_hex[2 * i..2 * i + 2], 16).expect("hex");
-        }
-        assert_eq!(
-            key_for_hash(&perl),
-            "1wsgz5cbawm6ifh59ccixw4n717wng5n6wp4sxyav0ad78lzvbb0"
-        );
-        let zero = [0u8; 32];
-        assert_eq!(key_for_hash(&zero), "0".repeat(52));
-        let ones = [0xffu8; 32];
-        assert_eq!(key_for_hash(&ones), format!("1{}", "z".repeat(51)));
-    }
-
-    #[test]
-    fn keys_with_bad_characters_or_lengths_are_rejected() {
-        let good = key_of(b"abc");
-        assert!(validate_key(&good).is_ok());
-        let bad = [
-            String::new(),
-            "../../../../etc/passwd".to_owned(),
-            format!("{}/", &good[..51]),
-            format!("{}e", &good[..51]), // e is not a nix32 digit
-            format!("{}E", &good[..51]),
-            good.to_uppercase(),
-            format!("{good}0"),
-            good[..51].to_owned(),
-            format!("2{}", &good[1..]), // would need 257 bits
-            format!("{}.", &good[..51]),
-        ];
-        for key in &bad {
-            assert!(
-                matches!(validate_key(key), Err(NarError::InvalidKey(_))),
-                "{key:?}"
-            );
-        }
-    }
-
-    #[tokio::test]
-    async fn malformed_keys_are_never_looked_up_or_opened() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let store = NarStore::open(dir.path().to_owned(), None).expect("open");
-        for key in ["../tmp/x", "0/../../../etc/passwd", "", "é"] {
-            assert!(store.lookup(key).await.is_none());
-            let err = store.open_nar(key).await.err().map(|e| e.kind());
-            assert_eq!(err, Some(io::ErrorKind::InvalidInput), "{key:?}");
-        }
-    }
-
     #[tokio::test]
     async fn committed_nars_are_found_and_opened_by_key() {
         let dir = tempfile::tempdir().expect("tempdir");
@@ -449,7 +374,7 @@ mod tests {
             path,
             dir.path()
                 .join("nar")
-                .join(&key[..2])
+                .join(&key.to_string()[..2])
                 .join(format!("{key}.nar"))
         );
         let (mut file, size) = store.open_nar(&key).await.expect("io").expect("stored");
@@ -484,7 +409,7 @@ mod tests {
         assert!(!dir
             .path()
             .join("nar")
-            .join(&b[..2])
+            .join(&b.to_string()[..2])
             .join(format!("{b}.nar"))
             .exists());
         for kept in [&a, &c, &d] {
@@ -498,7 +423,7 @@ mod tests {
         assert!(store.lookup(&d).await.is_some() && store.lookup(&e).await.is_some());
         assert_eq!(nar_files(dir.path()), 2);
         // The owner learns which NARs went, once, to forget them in the database.
-        assert_eq!(store.take_evicted(), vec![b.clone(), c.clone(), a.clone()]);
+        assert_eq!(store.take_evicted(), vec![b, c, a]);
         assert!(store.take_evicted().is_empty());
     }
 

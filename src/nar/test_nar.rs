@@ -122,7 +122,9 @@ pub fn compress(compression: Compression, data: &[u8]) -> Vec<u8> {
 /// What a narinfo would advertise for `nar`.
 pub fn expected_for(nar: &[u8]) -> Expected {
     Expected {
-        nar_hash: Sha256::digest(nar).into(),
+        nar_hash: quorate_core::protocol::nar_hash::NarHash::from_digest(
+            Sha256::digest(nar).into(),
+        ),
         nar_size: nar.len() as u64,
     }
 }

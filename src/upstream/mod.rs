@@ -13,8 +13,9 @@ use bytes::Bytes;
 use futures_util::stream::BoxStream;
 use futures_util::{StreamExt, TryStreamExt};
 
-/// Narinfos larger than this are refused (DESIGN: oversized narinfos are bad input).
-pub const MAX_NARINFO_BYTES: usize = 64 * 1024;
+use quorate_core::protocol::store_path::HashPart;
+
+use crate::limits::{MAX_NARINFO_BYTES, UPSTREAM_POOL_IDLE};
 
 /// Why an upstream request failed.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -89,7 +90,7 @@ impl UpstreamClient {
         let http = reqwest::Client::builder()
             .user_agent(concat!("quorate/", env!("CARGO_PKG_VERSION")))
             .connect_timeout(timeout)
-            .pool_idle_timeout(Duration::from_secs(60))
+            .pool_idle_timeout(UPSTREAM_POOL_IDLE)
             // Upstream redirects (e.g. to a CDN) are followed; bytes are verified anyway.
             .redirect(reqwest::redirect::Policy::limited(5))
             .build()
@@ -148,7 +149,7 @@ impl UpstreamClient {
         &self,
         base: &str,
         bearer: Option<&str>,
-        hash_part: &str,
+        hash_part: &HashPart,
     ) -> Result<Option<String>, UpstreamError> {
         let url = format!("{base}/{hash_part}.narinfo");
         let started = Instant::now();

@@ -9,7 +9,8 @@
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
-use quorate_core::protocol::narinfo::{NarHash, NixNarInfo};
+use quorate_core::protocol::nar_hash::NarHash;
+use quorate_core::protocol::narinfo::NixNarInfo;
 use quorate_core::protocol::nix32;
 use quorate_core::protocol::nix_key::NixSecretKey;
 use sha2::{Digest, Sha256};

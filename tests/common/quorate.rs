@@ -427,6 +427,29 @@ impl Quorate {
         .await
     }
 
+    /// Sends SIGTERM, as systemd or a container runtime does to stop a service, and waits for
+    /// the process to exit (a minute at most: a hang guard, not a timing assertion).
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let pid = self.child.id().to_string();
+        let sent = Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .expect("running kill");
+        assert!(sent.success(), "kill -TERM {pid} failed");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(status) = self.child.try_wait().expect("waiting for quorate") {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "quorate did not exit within 60 s of SIGTERM\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// `GET /api/v1/caches/<cache>/paths/<hash part>`: the decision and attestations.
     pub async fn path_record(&self, cache: &str, hash_part: &str) -> serde_json::Value {
         let url = format!("{}/api/v1/caches/{cache}/paths/{hash_part}", self.url);

@@ -29,18 +29,21 @@ pub fn with_db<T>(q: &Quorate, f: impl AsyncFnOnce(&Db) -> T) -> T {
 
 /// Every attestation recorded for a store path in `cache`.
 pub fn attestations(q: &Quorate, cache: &str, hash_part: &str) -> Vec<Attestation> {
-    with_db(q, async |db| db.attestations(cache, hash_part).await)
+    let hash_part = hash_part.parse().expect("a hash part");
+    with_db(q, async |db| db.attestations(cache, &hash_part).await)
         .unwrap_or_else(|e| panic!("reading attestations: {e}"))
 }
 
 /// The decision in force for a store path.
 pub fn latest_decision(q: &Quorate, cache: &str, hash_part: &str) -> Option<DecisionRecord> {
-    with_db(q, async |db| db.latest_decision(cache, hash_part).await)
+    let hash_part = hash_part.parse().expect("a hash part");
+    with_db(q, async |db| db.latest_decision(cache, &hash_part).await)
         .unwrap_or_else(|e| panic!("reading decisions: {e}"))
 }
 
 /// Every event of `kind` (`conflict`, `mismatch`, ...) recorded in `cache`.
 pub fn events(q: &Quorate, cache: &str, kind: &str) -> Vec<Event> {
+    let kind = kind.parse().expect("an event kind");
     with_db(q, async |db| db.events(Some(cache), Some(kind)).await)
         .unwrap_or_else(|e| panic!("reading events: {e}"))
 }

@@ -35,20 +35,18 @@ use base64::Engine as _;
 use sha2::{Digest as _, Sha256};
 use thiserror::Error;
 
-use crate::attestation::{Content, SigStatus};
+use crate::limits::MAX_NARINFO_BYTES;
+use crate::protocol::content::Content;
 use crate::protocol::guix_key::{GuixKeyError, GuixPublicKey, GuixSecretKey, GuixSignature};
-use crate::protocol::nix32;
+use crate::protocol::nar_hash::NarHash;
 use crate::protocol::sexp::{Sexp, SexpError};
+use crate::protocol::signature::{InvalidReason, SigCheck};
 use crate::protocol::store_path::{StorePath, HASH_PART_LEN};
-
-/// Largest narinfo accepted, in bytes. Real ones are about 1 KiB; 64 KiB leaves room for
-/// hundreds of references.
-pub const MAX_NARINFO_LEN: usize = 64 * 1024;
 
 /// Why a narinfo, or its `Signature` field, cannot be read.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum GuixNarInfoError {
-    /// Larger than [`MAX_NARINFO_LEN`].
+    /// Larger than [`MAX_NARINFO_BYTES`].
     #[error("narinfo too large: {len} bytes (limit {max})")]
     TooLarge {
         /// Its length.
@@ -126,65 +124,6 @@ pub struct NarUrl {
     pub file_size: Option<u64>,
 }
 
-/// Outcome of checking a narinfo's signature against the configured keys.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum SigCheck {
-    /// Signed by `key`, one of the configured keys, over exactly this narinfo's signed part.
-    Valid {
-        /// The configured key that signed.
-        key: GuixPublicKey,
-    },
-    /// Claims a configured key but does not hold: tampering or corruption.
-    Invalid {
-        /// The configured key the signature names.
-        key: GuixPublicKey,
-        /// Which check failed.
-        reason: InvalidReason,
-    },
-    /// Well-formed, by a key no configured builder holds (not checked further: it cannot count).
-    UnknownKey {
-        /// The key the signature names.
-        key: GuixPublicKey,
-    },
-    /// The `Signature` field cannot be read.
-    Malformed(GuixNarInfoError),
-    /// There is no `Signature` field.
-    Unsigned,
-}
-
-/// Why a signature by a configured key is rejected.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum InvalidReason {
-    /// The digest in `(data ...)` is not the SHA-256 of the signed part.
-    HashMismatch,
-    /// The ECDSA value does not verify.
-    BadSignature,
-}
-
-impl SigCheck {
-    /// How an attestation records this outcome; `None` for an unsigned narinfo (nobody
-    /// attested anything). An unreadable signature counts as invalid: it is evidence of
-    /// tampering or corruption.
-    pub fn status(&self) -> Option<SigStatus> {
-        match self {
-            SigCheck::Valid { .. } => Some(SigStatus::Valid),
-            SigCheck::Invalid { .. } | SigCheck::Malformed(_) => Some(SigStatus::Invalid),
-            SigCheck::UnknownKey { .. } => Some(SigStatus::UnknownKey),
-            SigCheck::Unsigned => None,
-        }
-    }
-
-    /// The key the signature names (its `q` hex, the attestation's key name), when readable.
-    pub fn key(&self) -> Option<&GuixPublicKey> {
-        match self {
-            SigCheck::Valid { key }
-            | SigCheck::Invalid { key, .. }
-            | SigCheck::UnknownKey { key } => Some(key),
-            SigCheck::Malformed(_) | SigCheck::Unsigned => None,
-        }
-    }
-}
-
 /// A parsed `Signature` value: `1;<host>;<base64 of the advanced signature s-expression>`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SignatureField {
@@ -251,8 +190,8 @@ impl std::fmt::Display for SignatureField {
 pub struct GuixNarInfo {
     /// `StorePath`: full path, e.g. `/gnu/store/<hash>-<name>`.
     store_path: String,
-    /// `NarHash`, decoded (SHA-256 of the uncompressed NAR).
-    nar_hash: [u8; 32],
+    /// `NarHash` (SHA-256 of the uncompressed NAR).
+    nar_hash: NarHash,
     /// `NarSize`: bytes in the uncompressed NAR.
     nar_size: u64,
     /// `References`: basenames in the listed order (Guix compares the list).
@@ -277,10 +216,10 @@ impl GuixNarInfo {
     /// Parses a narinfo. Unknown fields are ignored; a malformed `Signature` value is not an
     /// error here (it is evidence: see [`GuixNarInfo::verify_signature`]).
     pub fn parse(text: &str) -> Result<Self, GuixNarInfoError> {
-        if text.len() > MAX_NARINFO_LEN {
+        if text.len() > MAX_NARINFO_BYTES {
             return Err(GuixNarInfoError::TooLarge {
                 len: text.len(),
-                max: MAX_NARINFO_LEN,
+                max: MAX_NARINFO_BYTES,
             });
         }
         // Guix hashes everything before the first occurrence of "Signature:", wherever it is;
@@ -321,7 +260,7 @@ impl GuixNarInfo {
     ) -> Result<Self, GuixNarInfoError> {
         let fields = Fields {
             store_path: Some(content.store_path.clone()),
-            nar_hash: Some(content.nar_hash.clone()),
+            nar_hash: Some(content.nar_hash.to_string()),
             nar_size: Some(content.nar_size.to_string()),
             references: Some(content.references.join(" ")),
             deriver,
@@ -353,7 +292,7 @@ impl GuixNarInfo {
         let mut out = format!(
             "StorePath: {}\nNarHash: {}\nNarSize: {}\nReferences: {}\n",
             self.store_path,
-            self.nar_hash_string(),
+            self.nar_hash,
             self.nar_size,
             self.references.join(" ")
         );
@@ -368,40 +307,39 @@ impl GuixNarInfo {
 
     /// Checks the signature as Guix does, and more strictly: the embedded key must be one of
     /// `keys`, the digest in `(data ...)` must be the SHA-256 of the signed part, and the
-    /// ECDSA value must verify.
-    pub fn verify_signature(&self, keys: &[GuixPublicKey]) -> SigCheck {
-        let Some(value) = &self.signature else {
-            return SigCheck::Unsigned;
-        };
+    /// ECDSA value must verify. `None` when the narinfo is unsigned (nobody attested
+    /// anything). Keys are identified by the hex of their `q`.
+    pub fn verify_signature(&self, keys: &[GuixPublicKey]) -> Option<SigCheck> {
+        let value = self.signature.as_ref()?;
         let field = match SignatureField::parse(value) {
             Ok(field) => field,
-            Err(e) => return SigCheck::Malformed(e),
+            Err(e) => {
+                return Some(SigCheck::Malformed {
+                    reason: e.to_string(),
+                })
+            }
         };
         let claimed = field.signature.key();
-        let Some(key) = keys.iter().find(|k| *k == claimed) else {
-            return SigCheck::UnknownKey { key: *claimed };
-        };
+        let key_name = claimed.q_hex();
+        if !keys.contains(claimed) {
+            return Some(SigCheck::UnknownKey { key_name });
+        }
         let digest: [u8; 32] = Sha256::digest(&self.signed_part).into();
-        if field.signature.digest() != &digest {
-            return SigCheck::Invalid {
-                key: *key,
-                reason: InvalidReason::HashMismatch,
-            };
-        }
-        if !field.signature.verify() {
-            return SigCheck::Invalid {
-                key: *key,
-                reason: InvalidReason::BadSignature,
-            };
-        }
-        SigCheck::Valid { key: *key }
+        let reason = if field.signature.digest() != &digest {
+            InvalidReason::HashMismatch
+        } else if !field.signature.verify() {
+            InvalidReason::BadSignature
+        } else {
+            return Some(SigCheck::Valid { key_name });
+        };
+        Some(SigCheck::Invalid { key_name, reason })
     }
 
     /// What this narinfo claims: the fields quorum compares.
     pub fn content(&self) -> Content {
         Content {
             store_path: self.store_path.clone(),
-            nar_hash: self.nar_hash_string(),
+            nar_hash: self.nar_hash,
             nar_size: self.nar_size,
             references: self.references.clone(),
         }
@@ -418,14 +356,9 @@ impl GuixNarInfo {
         basename.get(..HASH_PART_LEN).unwrap_or_default()
     }
 
-    /// `NarHash`, decoded.
-    pub fn nar_hash(&self) -> &[u8; 32] {
-        &self.nar_hash
-    }
-
-    /// `NarHash` as `sha256:<nix32>`, however the narinfo spelled it.
-    pub fn nar_hash_string(&self) -> String {
-        format!("sha256:{}", nix32::encode(&self.nar_hash))
+    /// `NarHash`, however the narinfo spelled it.
+    pub fn nar_hash(&self) -> NarHash {
+        self.nar_hash
     }
 
     /// `NarSize`.
@@ -579,7 +512,8 @@ impl Fields {
             .store_path
             .ok_or(GuixNarInfoError::Missing("StorePath"))?;
         check_store_path(&store_path)?;
-        let nar_hash = parse_nar_hash(&self.nar_hash.ok_or(GuixNarInfoError::Missing("NarHash"))?)?;
+        let nar_hash = NarHash::parse(&self.nar_hash.ok_or(GuixNarInfoError::Missing("NarHash"))?)
+            .map_err(|e| invalid("NarHash", e.to_string()))?;
         let nar_size = parse_u64(
             &self.nar_size.ok_or(GuixNarInfoError::Missing("NarSize"))?,
             "NarSize",
@@ -638,37 +572,6 @@ fn parse_u64(value: &str, field: &'static str) -> Result<u64, GuixNarInfoError> 
         .map_err(|_| invalid(field, format!("{value:?} is out of range")))
 }
 
-/// `sha256:<nix32>` (what Guix writes) or `sha256:<hex>`.
-fn parse_nar_hash(value: &str) -> Result<[u8; 32], GuixNarInfoError> {
-    let digits = value
-        .strip_prefix("sha256:")
-        .ok_or_else(|| invalid("NarHash", "not a sha256 hash"))?;
-    let bytes = match digits.len() {
-        52 => nix32::decode(digits).map_err(|e| invalid("NarHash", e.to_string()))?,
-        64 => hex_decode(digits).ok_or_else(|| invalid("NarHash", "bad hex digits"))?,
-        n => {
-            return Err(invalid(
-                "NarHash",
-                format!("{n} digits, expected 52 nix32 or 64 hex"),
-            ))
-        }
-    };
-    bytes
-        .try_into()
-        .map_err(|_| invalid("NarHash", "not 32 bytes"))
-}
-
-fn hex_decode(digits: &str) -> Option<Vec<u8>> {
-    let digits = digits.as_bytes();
-    digits
-        .chunks_exact(2)
-        .map(|pair| {
-            let text = std::str::from_utf8(pair).ok()?;
-            u8::from_str_radix(text, 16).ok()
-        })
-        .collect()
-}
-
 /// The store directory of an absolute store path (`/gnu/store` for `/gnu/store/<hash>-<name>`).
 fn store_dir(path: &str) -> &str {
     match path.rsplit_once('/') {
@@ -717,6 +620,7 @@ fn check_host(host: &str) -> Result<(), GuixNarInfoError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::protocol::signature::SigStatus;
 
     const VECTORS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/vectors/guix");
 
@@ -741,7 +645,7 @@ mod tests {
     fn check(text: &str, keys: &[GuixPublicKey]) -> Option<SigCheck> {
         GuixNarInfo::parse(text)
             .ok()
-            .map(|n| n.verify_signature(keys))
+            .and_then(|n| n.verify_signature(keys))
     }
 
     #[test]
@@ -752,11 +656,13 @@ mod tests {
             let others = [key("berlin.guix.gnu.org.pub"), trusted];
             assert_eq!(
                 parsed.verify_signature(&others),
-                SigCheck::Valid { key: trusted },
+                Some(SigCheck::Valid {
+                    key_name: trusted.q_hex(),
+                }),
                 "{narinfo}"
             );
             assert_eq!(
-                parsed.verify_signature(&others).status(),
+                parsed.verify_signature(&others).map(|c| c.status()),
                 Some(SigStatus::Valid)
             );
         }
@@ -768,14 +674,17 @@ mod tests {
         let check = parsed.verify_signature(&[key("bordeaux.guix.gnu.org.pub")]);
         assert_eq!(
             check,
-            SigCheck::UnknownKey {
-                key: key("signing-key.pub")
-            }
+            Some(SigCheck::UnknownKey {
+                key_name: key("signing-key.pub").q_hex(),
+            })
         );
-        assert_eq!(check.status(), Some(SigStatus::UnknownKey));
+        assert_eq!(
+            check.as_ref().map(SigCheck::status),
+            Some(SigStatus::UnknownKey)
+        );
         assert!(matches!(
             parsed.verify_signature(&[]),
-            SigCheck::UnknownKey { .. }
+            Some(SigCheck::UnknownKey { .. })
         ));
     }
 
@@ -869,7 +778,7 @@ mod tests {
         assert_eq!(
             check(&forged_text, &[bordeaux]),
             Some(SigCheck::Invalid {
-                key: bordeaux,
+                key_name: bordeaux.q_hex(),
                 reason: InvalidReason::BadSignature
             })
         );
@@ -885,12 +794,15 @@ mod tests {
             .verify_signature(&[key("signing-key.pub")]);
         assert_eq!(
             check,
-            SigCheck::Invalid {
-                key: key("signing-key.pub"),
+            Some(SigCheck::Invalid {
+                key_name: key("signing-key.pub").q_hex(),
                 reason: InvalidReason::HashMismatch
-            }
+            })
         );
-        assert_eq!(check.status(), Some(SigStatus::Invalid));
+        assert_eq!(
+            check.as_ref().map(SigCheck::status),
+            Some(SigStatus::Invalid)
+        );
         assert_eq!(parsed.nar_size(), 282616);
     }
 
@@ -917,9 +829,9 @@ mod tests {
         assert_eq!(resigned.signed_part(), parsed.signed_part());
         assert_eq!(
             resigned.verify_signature(&[key("signing-key.pub")]),
-            SigCheck::Valid {
-                key: key("signing-key.pub")
-            }
+            Some(SigCheck::Valid {
+                key_name: key("signing-key.pub").q_hex(),
+            })
         );
     }
 
@@ -932,7 +844,7 @@ mod tests {
             "/gnu/store/cs56i9digj9qg1bd383cmxc6xrfpdn9n-hello-2.12.2"
         );
         assert_eq!(
-            content.nar_hash,
+            content.nar_hash.to_string(),
             "sha256:0qhasy0w9w9mfv0vacgzymxl4nww8cslyza5x2ci42v7i2b13lyl"
         );
         assert_eq!(content.nar_size, 282616);
@@ -972,7 +884,7 @@ mod tests {
             "sha256:0qhasy0w9w9mfv0vacgzymxl4nww8cslyza5x2ci42v7i2b13lyl",
             &format!(
                 "sha256:{}",
-                crate::protocol::sexp::hex_upper(parsed.nar_hash()).to_lowercase()
+                crate::protocol::sexp::hex_upper(parsed.nar_hash().digest()).to_lowercase()
             ),
         );
         let hex = GuixNarInfo::parse(&hex).expect("hex NarHash parses");
@@ -995,8 +907,7 @@ mod tests {
             urls.clone(),
         )
         .expect("valid content");
-        assert_eq!(built.verify_signature(&[*key.public()]), SigCheck::Unsigned);
-        assert_eq!(built.verify_signature(&[]).status(), None);
+        assert_eq!(built.verify_signature(&[*key.public()]), None, "unsigned");
         let text = built
             .signed("quorate.example", &key)
             .expect("signs")
@@ -1011,7 +922,9 @@ mod tests {
         let reread = GuixNarInfo::parse(&text).expect("parses");
         assert_eq!(
             reread.verify_signature(&[*key.public()]),
-            SigCheck::Valid { key: *key.public() }
+            Some(SigCheck::Valid {
+                key_name: key.public().q_hex(),
+            })
         );
         assert_eq!(reread.content(), parsed.content());
         assert_eq!(reread.urls(), urls);
@@ -1033,9 +946,9 @@ mod tests {
         assert_eq!(parsed.to_string(), legacy, "URL groups are not repeated");
         assert_eq!(
             parsed.verify_signature(&[key("signing-key.pub")]),
-            SigCheck::Valid {
-                key: key("signing-key.pub")
-            }
+            Some(SigCheck::Valid {
+                key_name: key("signing-key.pub").q_hex(),
+            })
         );
         let modern = parsed.signed("new", &secret()).expect("signs").to_string();
         assert!(
@@ -1115,7 +1028,7 @@ mod tests {
             ),
             (format!("{text}Signature: 1;x;y\n"), "given more than once"),
             (
-                "x".repeat(MAX_NARINFO_LEN + 1),
+                "x".repeat(MAX_NARINFO_BYTES + 1),
                 "narinfo too large: 65537 bytes (limit 65536)",
             ),
         ];
@@ -1153,13 +1066,13 @@ mod tests {
             ),
         ] {
             let narinfo = GuixNarInfo::parse(&text.replace(&value, &bad)).expect("still parses");
-            let outcome = narinfo.verify_signature(&keys);
+            let outcome = narinfo.verify_signature(&keys).expect("signed");
             assert!(
-                matches!(outcome, SigCheck::Malformed(_)),
+                matches!(outcome, SigCheck::Malformed { .. }),
                 "{bad}: {outcome:?}"
             );
-            assert_eq!(outcome.status(), Some(SigStatus::Invalid));
-            assert!(outcome.key().is_none());
+            assert_eq!(outcome.status(), SigStatus::Invalid);
+            assert_eq!(outcome.key_name(), "", "a malformed signature names no key");
         }
     }
 
@@ -1170,7 +1083,7 @@ mod tests {
         assert_eq!(
             check(&renamed, &[key("signing-key.pub")]),
             Some(SigCheck::Valid {
-                key: key("signing-key.pub")
+                key_name: key("signing-key.pub").q_hex(),
             })
         );
         let parsed = GuixNarInfo::parse(&text).expect("parses");

@@ -33,19 +33,15 @@
 //! `System` — and applies quorate's own store-path rules.
 
 use std::collections::BTreeSet;
-use std::fmt;
-use std::str::FromStr;
 
-use nix_derivation::NixHash;
 use thiserror::Error;
 
-use super::nix32;
-use super::nix_key::{check_sig, NixPublicKey, SigCheck};
+use super::content::Content;
+use super::nar_hash::{NarHash, NarHashError};
+use super::nix_key::{check_sig, NixPublicKey};
+use super::signature::SigCheck;
 use super::store_path::{full_path, StorePath, StorePathError};
-use crate::attestation::Content;
-
-/// Largest narinfo quorate accepts from an upstream, in bytes (real ones are under 10 KiB).
-pub const MAX_NARINFO_BYTES: usize = 64 * 1024;
+use crate::limits::MAX_NARINFO_BYTES;
 
 /// Why a narinfo or NarHash was rejected.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
@@ -88,71 +84,8 @@ pub enum NarInfoError {
         problem: StorePathError,
     },
     /// A NarHash that is not a sha256 hash in one of Nix's spellings.
-    #[error("NarHash {value:?} is not sha256:<nix32|hex|base64> or sha256-<base64>: {reason}")]
-    InvalidNarHash {
-        /// The hash as given.
-        value: String,
-        /// What is wrong with it.
-        reason: String,
-    },
-}
-
-/// SHA-256 of an uncompressed NAR: the content identity quorate compares and verifies.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct NarHash([u8; 32]);
-
-impl NarHash {
-    /// Parses `sha256:<nix32>`, `sha256:<hex>`, `sha256:<base64>` or SRI `sha256-<base64>`.
-    pub fn parse(s: &str) -> Result<NarHash, NarInfoError> {
-        let invalid = |reason: String| NarInfoError::InvalidNarHash {
-            value: s.to_owned(),
-            reason,
-        };
-        match NixHash::parse(s) {
-            Ok(NixHash::Sha256(digest)) => Ok(NarHash(digest)),
-            Ok(other) => Err(invalid(format!(
-                "it is {}, and NarHash must be sha256",
-                other.algorithm()
-            ))),
-            Err(error) => Err(invalid(error.to_string())),
-        }
-    }
-
-    /// Wraps a digest computed over NAR bytes.
-    pub fn from_digest(digest: [u8; 32]) -> Self {
-        NarHash(digest)
-    }
-
-    /// The 32 digest bytes.
-    pub fn digest(&self) -> &[u8; 32] {
-        &self.0
-    }
-
-    /// The digest in nix32 (52 characters), without the `sha256:` prefix.
-    pub fn to_nix32(&self) -> String {
-        nix32::encode(&self.0)
-    }
-}
-
-impl fmt::Display for NarHash {
-    /// `sha256:<nix32>`, the form fingerprints and [`Content`] use.
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "sha256:{}", self.to_nix32())
-    }
-}
-
-impl fmt::Debug for NarHash {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "NarHash({self})")
-    }
-}
-
-impl FromStr for NarHash {
-    type Err = NarInfoError;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        NarHash::parse(s)
-    }
+    #[error(transparent)]
+    NarHash(#[from] NarHashError),
 }
 
 /// A parsed Nix narinfo. Fields are public: quorate builds its own served narinfo from the
@@ -337,7 +270,7 @@ impl NixNarInfo {
     pub fn content(&self) -> Content {
         Content {
             store_path: self.store_path.full().to_owned(),
-            nar_hash: self.nar_hash.to_string(),
+            nar_hash: self.nar_hash,
             nar_size: self.nar_size,
             references: self
                 .references
@@ -402,6 +335,7 @@ pub fn fingerprint_of(store_dir: &str, content: &Content) -> String {
 mod tests {
     use super::*;
     use crate::protocol::nix_key::NixSecretKey;
+    use crate::protocol::signature::InvalidReason;
     use base64::engine::general_purpose::STANDARD as BASE64;
     use base64::Engine as _;
 
@@ -571,7 +505,7 @@ mod tests {
     fn a_hex_nar_hash_is_re_rendered_as_nix32_and_then_verifies() {
         let info = parse(PERL);
         assert_eq!(
-            info.nar_hash.to_nix32(),
+            info.nar_hash.key().to_string(),
             "1wsgz5cbawm6ifh59ccixw4n717wng5n6wp4sxyav0ad78lzvbb0"
         );
         assert!(info
@@ -589,7 +523,8 @@ mod tests {
         assert_eq!(
             check_sig(&info.sigs[0], &literal, &keys()),
             SigCheck::Invalid {
-                key_name: "cache.nixos.org-1".into()
+                key_name: "cache.nixos.org-1".into(),
+                reason: InvalidReason::BadSignature,
             }
         );
     }
@@ -630,7 +565,8 @@ mod tests {
                 valid("cache.nixos.org-1"),
                 valid("test1"),
                 SigCheck::Invalid {
-                    key_name: "cache.example.com-1".into()
+                    key_name: "cache.example.com-1".into(),
+                    reason: InvalidReason::BadSignature,
                 }
             ]
         );
@@ -656,7 +592,8 @@ mod tests {
                     assert_eq!(
                         check_sig(&forged, &fingerprint, &keys),
                         SigCheck::Invalid {
-                            key_name: key_name.into()
+                            key_name: key_name.into(),
+                            reason: InvalidReason::BadSignature,
                         },
                         "{name}: bit {bit} of {key_name}"
                     );
@@ -731,7 +668,7 @@ mod tests {
             "/nix/store/0vpqfxbkx0ffrnhbws6g9qwhmliksz7f-perl-HTTP-Cookies-6.01"
         );
         assert_eq!(
-            content.nar_hash,
+            content.nar_hash.to_string(),
             "sha256:1wsgz5cbawm6ifh59ccixw4n717wng5n6wp4sxyav0ad78lzvbb0"
         );
         assert_eq!(content.nar_size, 45840);

@@ -26,7 +26,7 @@ use ed25519_dalek::{Signature, Signer as _, SigningKey, VerifyingKey};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use thiserror::Error;
 
-use crate::attestation::SigStatus;
+use super::signature::{InvalidReason, SigCheck};
 
 /// Why a key could not be parsed or made.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
@@ -244,59 +244,6 @@ impl fmt::Debug for NixSecretKey {
     }
 }
 
-/// The outcome of checking one `Sig:` value against the configured keys.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum SigCheck {
-    /// A configured key of this name verifies it.
-    Valid {
-        /// The signing key's name.
-        key_name: String,
-    },
-    /// Names a configured key but does not verify, or its payload is not a 64-byte signature:
-    /// tampering or corruption, recorded as evidence.
-    Invalid {
-        /// The key name the signature claims.
-        key_name: String,
-    },
-    /// Names no configured key: skipped (as Nix does), kept as evidence, never counted.
-    UnknownKey {
-        /// The key name the signature claims.
-        key_name: String,
-    },
-    /// Not of the form `name:payload` at all, so it cannot be attributed to any key.
-    Malformed {
-        /// What is wrong with it.
-        reason: String,
-    },
-}
-
-impl SigCheck {
-    /// The key name the signature claims, when it has one.
-    pub fn key_name(&self) -> Option<&str> {
-        match self {
-            SigCheck::Valid { key_name }
-            | SigCheck::Invalid { key_name }
-            | SigCheck::UnknownKey { key_name } => Some(key_name),
-            SigCheck::Malformed { .. } => None,
-        }
-    }
-
-    /// How an attestation records this outcome; `None` for malformed signatures.
-    pub fn status(&self) -> Option<SigStatus> {
-        match self {
-            SigCheck::Valid { .. } => Some(SigStatus::Valid),
-            SigCheck::Invalid { .. } => Some(SigStatus::Invalid),
-            SigCheck::UnknownKey { .. } => Some(SigStatus::UnknownKey),
-            SigCheck::Malformed { .. } => None,
-        }
-    }
-
-    /// Whether the signature verified.
-    pub fn is_valid(&self) -> bool {
-        matches!(self, SigCheck::Valid { .. })
-    }
-}
-
 /// Checks a `Sig:` value (`name:base64(64)`) over `fingerprint` against `keys`.
 ///
 /// The name is matched first: an unknown name is [`SigCheck::UnknownKey`] whatever its
@@ -325,7 +272,10 @@ pub fn check_sig(sig: &str, fingerprint: &str, keys: &[NixPublicKey]) -> SigChec
         Some(signature) if candidates.any(|key| key.verify(fingerprint.as_bytes(), &signature)) => {
             SigCheck::Valid { key_name }
         }
-        _ => SigCheck::Invalid { key_name },
+        _ => SigCheck::Invalid {
+            key_name,
+            reason: InvalidReason::BadSignature,
+        },
     }
 }
 
@@ -362,6 +312,7 @@ fn check_name(name: &str) -> Result<(), NixKeyError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::protocol::signature::SigStatus;
 
     const KEYS: &str = include_str!("../../tests/vectors/nix/keys.txt");
     const TEST_SECRET: &str =
@@ -433,7 +384,8 @@ mod tests {
         assert_eq!(
             check_sig(&sig, "1;/nix/store/x;sha256:y;2;", &[public]),
             SigCheck::Invalid {
-                key_name: "quorate-test-1".into()
+                key_name: "quorate-test-1".into(),
+                reason: InvalidReason::BadSignature,
             }
         );
         assert_ne!(
@@ -563,7 +515,7 @@ mod tests {
         );
         assert_eq!(
             check_sig("stranger:garbage", fingerprint, &only_nixos).status(),
-            Some(SigStatus::UnknownKey)
+            SigStatus::UnknownKey
         );
     }
 
@@ -578,7 +530,8 @@ mod tests {
                     &keys()
                 ),
                 SigCheck::Invalid {
-                    key_name: "cache.example.com-1".into()
+                    key_name: "cache.example.com-1".into(),
+                    reason: InvalidReason::BadSignature,
                 },
                 "{payload:?}"
             );
@@ -590,8 +543,9 @@ mod tests {
         for sig in ["", "no-colon", ":AAAA"] {
             let check = check_sig(sig, "1;x", &keys());
             assert!(matches!(check, SigCheck::Malformed { .. }), "{sig:?}");
-            assert_eq!(check.status(), None);
-            assert_eq!(check.key_name(), None);
+            // Recorded as invalid evidence, under no key.
+            assert_eq!(check.status(), SigStatus::Invalid);
+            assert_eq!(check.key_name(), "");
         }
     }
 

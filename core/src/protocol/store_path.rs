@@ -12,7 +12,9 @@
 //! holds one never re-validates it.
 
 use std::fmt;
+use std::str::FromStr;
 
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use thiserror::Error;
 
 use super::nix32;
@@ -82,6 +84,63 @@ pub fn is_valid_hash_part(s: &str) -> bool {
     s.len() == HASH_PART_LEN && s.chars().all(nix32::is_nix32_char)
 }
 
+/// A store path's hash part: exactly 32 nix32 characters. It keys `<hash>.narinfo` routes,
+/// decisions and the hot caches; its one string form is those 32 characters.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct HashPart(String);
+
+impl HashPart {
+    /// The 32 characters.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl FromStr for HashPart {
+    type Err = StorePathError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if is_valid_hash_part(s) {
+            Ok(HashPart(s.to_owned()))
+        } else {
+            Err(StorePathError::InvalidHashPart {
+                hash_part: s.to_owned(),
+            })
+        }
+    }
+}
+
+impl fmt::Display for HashPart {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Debug for HashPart {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "HashPart({})", self.0)
+    }
+}
+
+impl AsRef<str> for HashPart {
+    fn as_ref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl Serialize for HashPart {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for HashPart {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = <std::borrow::Cow<'de, str>>::deserialize(deserializer)?;
+        text.parse().map_err(serde::de::Error::custom)
+    }
+}
+
 /// Joins a store directory and a basename the way Nix prints a full path.
 pub fn full_path(store_dir: &str, basename: &str) -> String {
     if store_dir == "/" {
@@ -144,6 +203,11 @@ impl StorePath {
     /// The 32-character nix32 hash part.
     pub fn hash_part(&self) -> &str {
         &self.basename()[..HASH_PART_LEN]
+    }
+
+    /// Whether this is the path `<hash>.narinfo` asked for.
+    pub fn has_hash_part(&self, hash_part: &HashPart) -> bool {
+        self.hash_part() == hash_part.as_str()
     }
 
     /// The name after `<hash>-`.

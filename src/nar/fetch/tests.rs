@@ -13,14 +13,15 @@ use tokio::sync::Notify;
 
 use super::{Inflight, NarFetcher, BATCH_CHUNKS, CHANNEL_CHUNKS, CHUNK};
 use crate::nar::test_nar::{chunked, compress, expected_for, generated_nar, Prng};
-use crate::nar::{key_for_hash, Compression, Expected, NarError, NarStore};
+use crate::nar::{Compression, Expected, NarError, NarStore};
+use quorate_core::protocol::nar_hash::NarHash;
 
 type Source = BoxStream<'static, Result<Bytes, String>>;
 
 fn setup(max_size: Option<u64>) -> (tempfile::TempDir, Arc<NarStore>, NarFetcher) {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = Arc::new(NarStore::open(dir.path().to_owned(), max_size).expect("store"));
-    let fetcher = NarFetcher::new(Arc::clone(&store));
+    let fetcher = NarFetcher::new(Arc::clone(&store), tokio_util::task::TaskTracker::new());
     (dir, store, fetcher)
 }
 
@@ -59,7 +60,9 @@ fn gated(stream: Source, gate: Arc<Notify>) -> Source {
 
 fn flipped_hash(nar: &[u8]) -> Expected {
     let mut expected = expected_for(nar);
-    expected.nar_hash[0] ^= 1;
+    let mut digest = *expected.nar_hash.digest();
+    digest[0] ^= 1;
+    expected.nar_hash = NarHash::from_digest(digest);
     expected
 }
 
@@ -69,17 +72,19 @@ async fn every_compression_streams_verifies_and_commits() {
         let (dir, store, fetcher) = setup(None);
         let nar = generated_nar(1 << 20, seed as u64);
         let compressed = compress(compression, &nar);
-        let inflight = fetcher.fetch_or_join(
-            expected_for(&nar),
-            compression,
-            ready(chunked(compressed, 7919)),
-        );
+        let inflight = fetcher
+            .fetch_or_join(
+                expected_for(&nar),
+                compression,
+                ready(chunked(compressed, 7919)),
+            )
+            .inflight;
         let (body, err) = drain(Arc::clone(&inflight)).await;
         assert!(err.is_none(), "{compression}: {err:?}");
         assert!(body == nar, "{compression}: body differs");
         assert!(inflight.outcome().await.is_ok(), "{compression}");
 
-        let (path, size) = store.lookup(inflight.key()).await.expect("committed");
+        let (path, size) = store.lookup(&inflight.key()).await.expect("committed");
         assert_eq!(size, nar.len() as u64);
         assert!(std::fs::read(path).expect("stored NAR") == nar);
         assert_eq!(temp_files(dir.path()), 0, "{compression}");
@@ -95,7 +100,9 @@ async fn a_body_holds_back_the_last_byte_until_the_hash_is_verified() {
     let nar = generated_nar(600_000, 11);
     let gate = Arc::new(Notify::new());
     let source = gated(chunked(nar.clone(), 65536), Arc::clone(&gate));
-    let inflight = fetcher.fetch_or_join(expected_for(&nar), Compression::None, ready(source));
+    let inflight = fetcher
+        .fetch_or_join(expected_for(&nar), Compression::None, ready(source))
+        .inflight;
 
     let mut body = Box::pin(Arc::clone(&inflight).body());
     let mut received = Vec::new();
@@ -125,7 +132,9 @@ async fn a_wrong_hash_fails_every_body_before_its_last_byte_and_commits_nothing(
         Arc::clone(&gate),
     );
     let expected = flipped_hash(&nar);
-    let inflight = fetcher.fetch_or_join(expected, Compression::Zstd, ready(source));
+    let inflight = fetcher
+        .fetch_or_join(expected, Compression::Zstd, ready(source))
+        .inflight;
 
     let mut body = Box::pin(Arc::clone(&inflight).body());
     let mut received = 0;
@@ -143,12 +152,12 @@ async fn a_wrong_hash_fails_every_body_before_its_last_byte_and_commits_nothing(
             expected: e,
             actual,
         }) => {
-            assert_eq!(e, key_for_hash(&expected.nar_hash));
-            assert_eq!(actual, key_for_hash(&Sha256::digest(&nar).into()));
+            assert_eq!(e, expected.nar_hash);
+            assert_eq!(actual, NarHash::from_digest(Sha256::digest(&nar).into()));
         }
         other => panic!("expected a hash mismatch, got {other:?}"),
     }
-    assert!(store.lookup(inflight.key()).await.is_none());
+    assert!(store.lookup(&inflight.key()).await.is_none());
     assert_eq!(store.total_size(), 0);
     assert_eq!(temp_files(dir.path()), 0);
     // Late clients get the error, not the bytes.
@@ -164,7 +173,9 @@ async fn more_bytes_than_nar_size_is_too_large() {
         nar_size: nar.len() as u64 - 100,
         ..expected_for(&nar[..nar.len() - 100])
     };
-    let inflight = fetcher.fetch_or_join(claimed, Compression::None, ready(chunked(nar, 5000)));
+    let inflight = fetcher
+        .fetch_or_join(claimed, Compression::None, ready(chunked(nar, 5000)))
+        .inflight;
     let (bytes, err) = drain(Arc::clone(&inflight)).await;
     assert!(err.is_some());
     assert!((bytes.len() as u64) < claimed.nar_size);
@@ -173,7 +184,7 @@ async fn more_bytes_than_nar_size_is_too_large() {
         matches!(outcome, Err(NarError::TooLarge { expected }) if expected == claimed.nar_size),
         "{outcome:?}"
     );
-    assert!(store.lookup(inflight.key()).await.is_none());
+    assert!(store.lookup(&inflight.key()).await.is_none());
     assert_eq!(temp_files(dir.path()), 0);
 }
 
@@ -213,7 +224,9 @@ async fn a_decompression_bomb_stops_one_byte_past_nar_size() {
             .boxed();
         // The narinfo claims 1 MiB of zeros, which is indeed how the bomb starts.
         let claimed = expected_for(&vec![0u8; 1 << 20]);
-        let inflight = fetcher.fetch_or_join(claimed, compression, ready(source));
+        let inflight = fetcher
+            .fetch_or_join(claimed, compression, ready(source))
+            .inflight;
         let outcome = inflight.outcome().await;
         assert!(
             matches!(outcome, Err(NarError::TooLarge { expected }) if expected == 1 << 20),
@@ -227,7 +240,7 @@ async fn a_decompression_bomb_stops_one_byte_past_nar_size() {
             pulled <= CHANNEL_CHUNKS + 2 * BATCH_CHUNKS + 8 && pieces >= 100,
             "{compression}: read {pulled} of {pieces} pieces of a bomb"
         );
-        assert!(store.lookup(inflight.key()).await.is_none());
+        assert!(store.lookup(&inflight.key()).await.is_none());
         assert_eq!(temp_files(dir.path()), 0);
     }
 }
@@ -237,11 +250,13 @@ async fn fewer_bytes_than_nar_size_is_a_size_mismatch() {
     let (dir, _store, fetcher) = setup(None);
     let nar = generated_nar(300_000, 14);
     let short = nar[..nar.len() - 8].to_vec();
-    let inflight = fetcher.fetch_or_join(
-        expected_for(&nar),
-        Compression::Bzip2,
-        ready(chunked(compress(Compression::Bzip2, &short), 3000)),
-    );
+    let inflight = fetcher
+        .fetch_or_join(
+            expected_for(&nar),
+            Compression::Bzip2,
+            ready(chunked(compress(Compression::Bzip2, &short), 3000)),
+        )
+        .inflight;
     let (bytes, err) = drain(Arc::clone(&inflight)).await;
     assert!(err.is_some() && bytes.len() < nar.len());
     let outcome = inflight.outcome().await;
@@ -265,8 +280,9 @@ async fn a_truncated_or_corrupt_compressed_stream_is_a_decompress_error() {
     corrupt[0] ^= 0xff; // not a zstd frame any more
     for (compression, data) in [(Compression::Xz, truncated), (Compression::Zstd, corrupt)] {
         let (dir, _store, fetcher) = setup(None);
-        let inflight =
-            fetcher.fetch_or_join(expected_for(&nar), compression, ready(chunked(data, 999)));
+        let inflight = fetcher
+            .fetch_or_join(expected_for(&nar), compression, ready(chunked(data, 999)))
+            .inflight;
         let (_, err) = drain(Arc::clone(&inflight)).await;
         assert!(err.is_some());
         let outcome = inflight.outcome().await;
@@ -286,7 +302,9 @@ async fn a_source_failing_mid_stream_or_at_open_is_a_source_error() {
     let broken: Source =
         stream::iter([Ok(head), Err("connection reset by upstream".to_owned())]).boxed();
     let (dir, store, fetcher) = setup(None);
-    let inflight = fetcher.fetch_or_join(expected_for(&nar), Compression::Xz, ready(broken));
+    let inflight = fetcher
+        .fetch_or_join(expected_for(&nar), Compression::Xz, ready(broken))
+        .inflight;
     let (_, err) = drain(Arc::clone(&inflight)).await;
     assert!(err.is_some());
     let outcome = inflight.outcome().await;
@@ -297,13 +315,15 @@ async fn a_source_failing_mid_stream_or_at_open_is_a_source_error() {
     assert_eq!(temp_files(dir.path()), 0);
 
     let refused = async { Err::<Source, _>("HTTP 503 from upstream".to_owned()) };
-    let inflight = fetcher.fetch_or_join(expected_for(&nar), Compression::Xz, refused);
+    let inflight = fetcher
+        .fetch_or_join(expected_for(&nar), Compression::Xz, refused)
+        .inflight;
     let outcome = inflight.outcome().await;
     assert_eq!(
         outcome.err().map(|e| e.to_string()).as_deref(),
         Some("NAR download failed: HTTP 503 from upstream")
     );
-    assert!(store.lookup(inflight.key()).await.is_none());
+    assert!(store.lookup(&inflight.key()).await.is_none());
 }
 
 #[tokio::test]
@@ -312,11 +332,13 @@ async fn after_a_failed_fetch_the_next_call_starts_afresh_and_can_succeed() {
     let nar = generated_nar(400_000, 17);
     let mut tampered = nar.clone();
     tampered[1000] ^= 0x20;
-    let first = fetcher.fetch_or_join(
-        expected_for(&nar),
-        Compression::Gzip,
-        ready(chunked(compress(Compression::Gzip, &tampered), 8192)),
-    );
+    let first = fetcher
+        .fetch_or_join(
+            expected_for(&nar),
+            Compression::Gzip,
+            ready(chunked(compress(Compression::Gzip, &tampered), 8192)),
+        )
+        .inflight;
     assert!(matches!(
         first.outcome().await,
         Err(NarError::HashMismatch { .. })
@@ -326,27 +348,31 @@ async fn after_a_failed_fetch_the_next_call_starts_afresh_and_can_succeed() {
         "finished fetch left behind"
     );
 
-    let second = fetcher.fetch_or_join(
-        expected_for(&nar),
-        Compression::Gzip,
-        ready(chunked(compress(Compression::Gzip, &nar), 8192)),
-    );
+    let second = fetcher
+        .fetch_or_join(
+            expected_for(&nar),
+            Compression::Gzip,
+            ready(chunked(compress(Compression::Gzip, &nar), 8192)),
+        )
+        .inflight;
     assert!(!Arc::ptr_eq(&first, &second));
     let (body, err) = drain(Arc::clone(&second)).await;
     assert!(err.is_none() && body == nar);
     assert!(second.outcome().await.is_ok());
-    assert!(store.lookup(second.key()).await.is_some());
+    assert!(store.lookup(&second.key()).await.is_some());
 }
 
 #[tokio::test]
 async fn a_stored_nar_is_served_without_opening_the_source() {
     let (_dir, _store, fetcher) = setup(None);
     let nar = generated_nar(200_000, 18);
-    let first = fetcher.fetch_or_join(
-        expected_for(&nar),
-        Compression::None,
-        ready(chunked(nar.clone(), 10_000)),
-    );
+    let first = fetcher
+        .fetch_or_join(
+            expected_for(&nar),
+            Compression::None,
+            ready(chunked(nar.clone(), 10_000)),
+        )
+        .inflight;
     assert!(first.outcome().await.is_ok());
 
     let opened = Arc::new(AtomicUsize::new(0));
@@ -355,7 +381,9 @@ async fn a_stored_nar_is_served_without_opening_the_source() {
         counter.fetch_add(1, Ordering::SeqCst);
         Err::<Source, _>("must not be asked".to_owned())
     };
-    let again = fetcher.fetch_or_join(expected_for(&nar), Compression::None, source);
+    let again = fetcher
+        .fetch_or_join(expected_for(&nar), Compression::None, source)
+        .inflight;
     let (body, err) = drain(Arc::clone(&again)).await;
     assert!(err.is_none() && body == nar);
     assert!(again.outcome().await.is_ok());
@@ -386,7 +414,9 @@ async fn five_hundred_concurrent_requests_open_the_source_once() {
                     gate.notified().await;
                     Ok::<_, String>(chunked(compressed, 16 * 1024))
                 };
-                let inflight = fetcher.fetch_or_join(expected, Compression::Zstd, source);
+                let inflight = fetcher
+                    .fetch_or_join(expected, Compression::Zstd, source)
+                    .inflight;
                 joined.send(Arc::clone(&inflight)).expect("test alive");
                 let mut body = Box::pin(inflight.body());
                 let (mut len, mut hasher) = (0, Sha256::new());
@@ -423,25 +453,29 @@ async fn eviction_after_commits_keeps_the_store_bounded() {
     let (_dir, store, fetcher) = setup(Some(bound));
     let mut keys = Vec::new();
     for nar in &nars[..3] {
-        let inflight = fetcher.fetch_or_join(
-            expected_for(nar),
-            Compression::None,
-            ready(chunked(nar.clone(), 50_000)),
-        );
+        let inflight = fetcher
+            .fetch_or_join(
+                expected_for(nar),
+                Compression::None,
+                ready(chunked(nar.clone(), 50_000)),
+            )
+            .inflight;
         assert!(inflight.outcome().await.is_ok());
-        keys.push(inflight.key().to_owned());
+        keys.push(inflight.key());
     }
     // Serve the oldest again: the second becomes the least recently used.
     assert!(store.open_nar(&keys[0]).await.expect("io").is_some());
-    let last = fetcher.fetch_or_join(
-        expected_for(&nars[3]),
-        Compression::None,
-        ready(chunked(nars[3].clone(), 50_000)),
-    );
+    let last = fetcher
+        .fetch_or_join(
+            expected_for(&nars[3]),
+            Compression::None,
+            ready(chunked(nars[3].clone(), 50_000)),
+        )
+        .inflight;
     assert!(last.outcome().await.is_ok());
     assert!(store.total_size() <= bound);
     assert!(store.lookup(&keys[1]).await.is_none());
-    for key in [&keys[0], &keys[2], &last.key().to_owned()] {
+    for key in [&keys[0], &keys[2], &last.key()] {
         assert!(store.lookup(key).await.is_some());
     }
 }
@@ -460,10 +494,12 @@ async fn a_100_mib_incompressible_nar_streams_in_bounded_chunks() {
         })
     }
     let expected = Expected {
-        nar_hash: frames(7)
-            .fold(Sha256::new(), |h, f| h.chain_update(f))
-            .finalize()
-            .into(),
+        nar_hash: NarHash::from_digest(
+            frames(7)
+                .fold(Sha256::new(), |h, f| h.chain_update(f))
+                .finalize()
+                .into(),
+        ),
         nar_size: SIZE as u64,
     };
     // One zstd frame per MiB: a valid multi-frame stream, compressed as it is sent.
@@ -476,7 +512,9 @@ async fn a_100_mib_incompressible_nar_streams_in_bounded_chunks() {
         .boxed();
 
     let (_dir, store, fetcher) = setup(None);
-    let inflight = fetcher.fetch_or_join(expected, Compression::Zstd, ready(source));
+    let inflight = fetcher
+        .fetch_or_join(expected, Compression::Zstd, ready(source))
+        .inflight;
     let mut body = Box::pin(Arc::clone(&inflight).body());
     let (mut len, mut largest, mut hasher) = (0, 0, Sha256::new());
     while let Some(chunk) = body.next().await {
@@ -487,7 +525,7 @@ async fn a_100_mib_incompressible_nar_streams_in_bounded_chunks() {
     }
     assert_eq!(len, SIZE);
     assert!(largest <= CHUNK, "a body chunk of {largest} bytes");
-    assert!(<[u8; 32]>::from(hasher.finalize()) == expected.nar_hash);
+    assert!(NarHash::from_digest(hasher.finalize().into()) == expected.nar_hash);
     assert!(inflight.outcome().await.is_ok());
     assert_eq!(store.total_size(), SIZE as u64);
 }

@@ -1,0 +1,48 @@
+//! Builders: the independent parties whose signatures count (DESIGN §2). A builder has a name
+//! and one or more public keys; all keys of one builder are one vote.
+
+use crate::protocol::guix_key::GuixPublicKey;
+use crate::protocol::nix_key::NixPublicKey;
+
+/// A builder and its public keys.
+#[derive(Clone, Debug)]
+pub struct Builder {
+    /// The builder's name, as decisions and attestations record it.
+    pub name: String,
+    /// Its keys, in its cache's flavor.
+    pub keys: Vec<BuilderKey>,
+}
+
+/// A builder public key in its flavor's format.
+#[derive(Clone, Debug)]
+pub enum BuilderKey {
+    /// `name:base64(32)`.
+    Nix(NixPublicKey),
+    /// `(public-key (ecc (curve Ed25519) (q #..#)))`.
+    Guix(GuixPublicKey),
+}
+
+impl BuilderKey {
+    /// The identity recorded in attestations: Nix key name, or hex of Guix `q`.
+    pub fn key_name(&self) -> String {
+        match self {
+            BuilderKey::Nix(k) => k.name.clone(),
+            BuilderKey::Guix(k) => k.q_hex(),
+        }
+    }
+
+    /// The key in its usual text form (recorded as "keys seen").
+    pub fn to_text(&self) -> String {
+        match self {
+            BuilderKey::Nix(k) => k.to_string(),
+            BuilderKey::Guix(k) => k.to_advanced(),
+        }
+    }
+}
+
+/// The builder among `builders` holding the key identified by `key_name`, if any.
+pub fn builder_of<'a>(builders: &'a [Builder], key_name: &str) -> Option<&'a Builder> {
+    builders
+        .iter()
+        .find(|b| b.keys.iter().any(|k| k.key_name() == key_name))
+}

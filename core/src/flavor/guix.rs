@@ -1,0 +1,154 @@
+//! The Guix front end: guix-publish narinfos with one `Signature:` (ECDSA over
+//! edwards25519, the key embedded), NARs at `nar/<basename>` (uncompressed) and
+//! `nar/zstd/<basename>` (compressed on the fly).
+
+use crate::attestation::{Agreed, Attestation, NarSource, Observation};
+use crate::builder::BuilderKey;
+use crate::protocol::compression::Compression;
+use crate::protocol::guix_key::{GuixPublicKey, GuixSecretKey};
+use crate::protocol::guix_narinfo::{GuixNarInfo, NarUrl};
+use crate::protocol::store_path::{HashPart, StorePath, HASH_PART_LEN};
+
+use super::{FrontEnd, FrontEndError, NarEncoding, NarRequest, NarRouteError, Scope, Seen};
+
+/// The host named in quorate's Guix `Signature:` fields (informational, unsigned).
+pub const SIGNATURE_HOST: &str = "quorate";
+
+/// A Guix cache's front end.
+pub(super) struct GuixFrontEnd {
+    scope: Scope,
+    /// Every builder key, for signature checks (a signature embeds its key).
+    keys: Vec<GuixPublicKey>,
+    /// quorate's key for this cache.
+    signer: GuixSecretKey,
+}
+
+impl GuixFrontEnd {
+    pub(super) fn new(scope: Scope, signer: GuixSecretKey) -> Self {
+        let keys = scope
+            .builders
+            .iter()
+            .flat_map(|b| &b.keys)
+            .filter_map(|k| match k {
+                BuilderKey::Guix(k) => Some(*k),
+                BuilderKey::Nix(_) => None,
+            })
+            .collect();
+        GuixFrontEnd {
+            scope,
+            keys,
+            signer,
+        }
+    }
+}
+
+impl FrontEnd for GuixFrontEnd {
+    fn observe(
+        &self,
+        upstream: &str,
+        hash_part: &HashPart,
+        text: &str,
+        seen_at: i64,
+    ) -> Result<Observation, FrontEndError> {
+        let ni = GuixNarInfo::parse(text)?;
+        if ni.hash_part() != hash_part.as_str() {
+            return Err(FrontEndError::WrongPath {
+                asked: hash_part.clone(),
+                got: ni.store_path().to_owned(),
+            });
+        }
+        StorePath::parse(&self.scope.store_dir, ni.store_path())?;
+        let content = ni.content();
+        let seen = Seen {
+            hash_part,
+            content: &content,
+            deriver: ni.deriver().map(str::to_owned),
+            ca: None,
+            upstream,
+            seen_at,
+        };
+        // An unsigned narinfo attests nothing.
+        let attestations = match (ni.verify_signature(&self.keys), ni.signature()) {
+            (Some(check), Some(signature)) => {
+                vec![self.scope.attestation(&seen, &check, signature)]
+            }
+            _ => vec![],
+        };
+        // Prefer a compression quorate can decode, in the order the upstream lists them.
+        let source = ni
+            .urls()
+            .iter()
+            .find(|u| {
+                u.compression
+                    .as_deref()
+                    .unwrap_or("none")
+                    .parse::<Compression>()
+                    .is_ok()
+            })
+            .map(|u| NarSource {
+                upstream: upstream.to_owned(),
+                nar_hash: content.nar_hash,
+                url: u.url.clone(),
+                compression: u.compression.clone().unwrap_or_else(|| "none".into()),
+                file_size: u.file_size,
+            });
+        Ok(Observation {
+            attestations,
+            source,
+        })
+    }
+
+    /// Guix keys are identified by their bytes, and a recorded signature was verified over
+    /// its narinfo when seen: the key still belonging to the same builder is enough.
+    fn still_trusted(&self, a: &Attestation) -> bool {
+        self.scope.same_builder_still(a)
+    }
+
+    fn render(&self, agreed: &Agreed) -> Result<String, FrontEndError> {
+        let c = &agreed.content;
+        let basename = c.basename();
+        // No FileSize: compressed sizes are unknown while compressing on the fly, and Guix
+        // requires FileSize on every group or on none.
+        let urls = vec![
+            NarUrl {
+                url: format!("nar/zstd/{basename}"),
+                compression: Some("zstd".into()),
+                file_size: None,
+            },
+            NarUrl {
+                url: format!("nar/{basename}"),
+                compression: Some("none".into()),
+                file_size: None,
+            },
+        ];
+        let ni = GuixNarInfo::new(c, agreed.deriver.clone(), None, urls)?
+            .signed(SIGNATURE_HOST, &self.signer)?;
+        Ok(ni.to_string())
+    }
+
+    fn public_key_text(&self) -> String {
+        self.signer.public().to_advanced()
+    }
+
+    fn nar_request(
+        &self,
+        compression: Option<&str>,
+        basename: &str,
+    ) -> Result<NarRequest, NarRouteError> {
+        let encoding = match compression {
+            None | Some("none") => NarEncoding::Identity,
+            Some("zstd") => NarEncoding::Zstd,
+            Some(_) => return Err(NarRouteError::NotFound("compression not offered")),
+        };
+        let malformed = NarRouteError::Malformed("malformed store path name");
+        let hash_part = basename.get(..HASH_PART_LEN).ok_or(malformed)?;
+        if basename.as_bytes().get(HASH_PART_LEN) != Some(&b'-') {
+            return Err(malformed);
+        }
+        Ok(NarRequest::ByStorePath {
+            hash_part: hash_part.parse().map_err(|_| malformed)?,
+            basename: basename.to_owned(),
+            encoding,
+        })
+    }
+}

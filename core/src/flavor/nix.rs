@@ -1,0 +1,237 @@
+//! The Nix front end: narinfos with `Sig:` lines (Ed25519 over the fingerprint), NARs at
+//! `nar/<nix32 NarHash>.nar`, served uncompressed.
+
+use crate::attestation::{Agreed, Attestation, NarSource, Observation};
+use crate::builder::BuilderKey;
+use crate::protocol::narinfo::{fingerprint_of, NixNarInfo};
+use crate::protocol::nix_key::{check_sig, NixPublicKey, NixSecretKey};
+use crate::protocol::store_path::{HashPart, StorePath};
+
+use super::{FrontEnd, FrontEndError, NarRequest, NarRouteError, Scope, Seen};
+
+/// A Nix cache's front end.
+pub(super) struct NixFrontEnd {
+    scope: Scope,
+    /// Every builder key, for signature checks (a Sig names its key).
+    keys: Vec<NixPublicKey>,
+    /// quorate's key for this cache.
+    signer: NixSecretKey,
+}
+
+impl NixFrontEnd {
+    pub(super) fn new(scope: Scope, signer: NixSecretKey) -> Self {
+        let keys = scope
+            .builders
+            .iter()
+            .flat_map(|b| &b.keys)
+            .filter_map(|k| match k {
+                BuilderKey::Nix(k) => Some(k.clone()),
+                BuilderKey::Guix(_) => None,
+            })
+            .collect();
+        NixFrontEnd {
+            scope,
+            keys,
+            signer,
+        }
+    }
+}
+
+impl FrontEnd for NixFrontEnd {
+    fn observe(
+        &self,
+        upstream: &str,
+        hash_part: &HashPart,
+        text: &str,
+        seen_at: i64,
+    ) -> Result<Observation, FrontEndError> {
+        let ni = NixNarInfo::parse(&self.scope.store_dir, text)?;
+        if !ni.store_path.has_hash_part(hash_part) {
+            return Err(FrontEndError::WrongPath {
+                asked: hash_part.clone(),
+                got: ni.store_path.to_string(),
+            });
+        }
+        let fingerprint = ni.fingerprint();
+        let content = ni.content();
+        let seen = Seen {
+            hash_part,
+            content: &content,
+            deriver: ni.deriver.clone(),
+            ca: ni.ca.clone(),
+            upstream,
+            seen_at,
+        };
+        let attestations = ni
+            .sigs
+            .iter()
+            .map(|sig| {
+                let check = check_sig(sig, &fingerprint, &self.keys);
+                self.scope.attestation(&seen, &check, sig)
+            })
+            .collect();
+        Ok(Observation {
+            attestations,
+            source: Some(NarSource {
+                upstream: upstream.to_owned(),
+                nar_hash: ni.nar_hash,
+                url: ni.url,
+                compression: ni.compression,
+                file_size: ni.file_size,
+            }),
+        })
+    }
+
+    /// Nix keys are named, so a key replaced under the same name (the usual answer to a
+    /// stolen key) must not keep its old signatures alive: they are verified again.
+    fn still_trusted(&self, a: &Attestation) -> bool {
+        self.scope.same_builder_still(a)
+            && check_sig(
+                &a.signature,
+                &fingerprint_of(&self.scope.store_dir, &a.content),
+                &self.keys,
+            )
+            .is_valid()
+    }
+
+    fn render(&self, agreed: &Agreed) -> Result<String, FrontEndError> {
+        let c = &agreed.content;
+        let mut ni = NixNarInfo {
+            store_path: StorePath::parse(&self.scope.store_dir, &c.store_path)?,
+            url: format!("nar/{}.nar", c.nar_hash.key()),
+            compression: "none".into(),
+            file_hash: Some(c.nar_hash.to_string()),
+            file_size: Some(c.nar_size),
+            nar_hash: c.nar_hash,
+            nar_size: c.nar_size,
+            references: c.references.clone(),
+            deriver: agreed.deriver.clone(),
+            system: None,
+            ca: agreed.ca.clone(),
+            sigs: agreed.signatures.clone(),
+        };
+        let own = self.signer.sign(&ni.fingerprint());
+        ni.sigs.retain(|s| s != &own);
+        ni.sigs.push(own);
+        Ok(ni.render())
+    }
+
+    fn public_key_text(&self) -> String {
+        self.signer.public().to_string()
+    }
+
+    fn nar_request(
+        &self,
+        compression: Option<&str>,
+        file: &str,
+    ) -> Result<NarRequest, NarRouteError> {
+        let (None, Some(key)) = (compression, file.strip_suffix(".nar")) else {
+            return Err(NarRouteError::NotFound("not found"));
+        };
+        key.parse()
+            .map(NarRequest::ByKey)
+            .map_err(|_| NarRouteError::Malformed("malformed NAR name"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::attestation::{Content, SigStatus};
+    use crate::builder::Builder;
+    use crate::flavor::{front_end, Signer};
+    use crate::protocol::nar_hash::NarHash;
+
+    fn cache_trusting(builder: &str, key: &NixPublicKey) -> Box<dyn FrontEnd> {
+        let builders = [Builder {
+            name: builder.into(),
+            keys: vec![BuilderKey::Nix(key.clone())],
+        }];
+        let signer = Signer::Nix(NixSecretKey::generate("quorate-1").expect("key"));
+        front_end("c", "/nix/store", &builders, signer)
+    }
+
+    fn attestation_by(key: &NixSecretKey, builder: &str) -> Attestation {
+        let content = Content {
+            store_path: "/nix/store/w9yy7v61ipb5rx6i35zq1mvc2iqfmps1-hello-2.10".into(),
+            nar_hash: NarHash::parse("sha256:1mi14cqk363wv368ffiiy01knardmnlyphi6h9xv6dkjz44hk30i")
+                .expect("hash"),
+            nar_size: 205968,
+            references: vec!["w9yy7v61ipb5rx6i35zq1mvc2iqfmps1-hello-2.10".into()],
+        };
+        Attestation {
+            cache: "c".into(),
+            hash_part: "w9yy7v61ipb5rx6i35zq1mvc2iqfmps1"
+                .parse()
+                .expect("hash part"),
+            signature: key.sign(&fingerprint_of("/nix/store", &content)),
+            content,
+            deriver: None,
+            ca: None,
+            key_name: key.name().into(),
+            builder: Some(builder.into()),
+            upstream: "http://up.example".into(),
+            status: SigStatus::Valid,
+            seen_at: 0,
+        }
+    }
+
+    #[test]
+    fn a_recorded_attestation_counts_only_while_its_key_still_verifies_it() {
+        let old = NixSecretKey::generate("rebuilder-1").expect("key");
+        let att = attestation_by(&old, "rebuilder");
+        assert!(cache_trusting("rebuilder", &old.public()).still_trusted(&att));
+        // The operator replaced a compromised key, keeping its name.
+        let new = NixSecretKey::generate("rebuilder-1").expect("key");
+        assert!(!cache_trusting("rebuilder", &new.public()).still_trusted(&att));
+        // The key now belongs to another builder.
+        assert!(!cache_trusting("someone-else", &old.public()).still_trusted(&att));
+        // Only valid observations ever count.
+        let invalid = Attestation {
+            status: SigStatus::Invalid,
+            ..att
+        };
+        assert!(!cache_trusting("rebuilder", &old.public()).still_trusted(&invalid));
+    }
+
+    #[test]
+    fn a_narinfo_for_another_path_than_asked_is_refused() {
+        let key = NixSecretKey::generate("b-1").expect("key");
+        let att = attestation_by(&key, "b");
+        let mut ni_text = String::new();
+        ni_text.push_str(&format!(
+            "StorePath: {}\nURL: nar/x.nar\nCompression: none\nNarHash: {}\nNarSize: {}\nReferences: \nSig: {}\n",
+            att.content.store_path, att.content.nar_hash, att.content.nar_size, att.signature
+        ));
+        let front = cache_trusting("b", &key.public());
+        let other: HashPart = "00000000000000000000000000000000"
+            .parse()
+            .expect("hash part");
+        let err = front
+            .observe("http://up", &other, &ni_text, 0)
+            .expect_err("wrong path");
+        assert!(matches!(err, FrontEndError::WrongPath { .. }), "{err}");
+    }
+
+    #[test]
+    fn nix_nars_are_named_by_their_key() {
+        let front = cache_trusting("b", &NixSecretKey::generate("b-1").expect("k").public());
+        let key = "1mi14cqk363wv368ffiiy01knardmnlyphi6h9xv6dkjz44hk30i";
+        assert_eq!(
+            front.nar_request(None, &format!("{key}.nar")),
+            Ok(NarRequest::ByKey(key.parse().expect("key")))
+        );
+        assert_eq!(
+            front.nar_request(None, "x.nar"),
+            Err(NarRouteError::Malformed("malformed NAR name"))
+        );
+        assert_eq!(
+            front.nar_request(None, key),
+            Err(NarRouteError::NotFound("not found"))
+        );
+        assert_eq!(
+            front.nar_request(Some("zstd"), &format!("{key}.nar")),
+            Err(NarRouteError::NotFound("not found"))
+        );
+    }
+}

@@ -1,0 +1,105 @@
+//! The application state every route and background task shares, and start-up: state
+//! directory, database (migrated), NAR store, upstream client, and per cache its signing key
+//! and hot caches.
+
+use std::sync::Arc;
+
+use crate::config::Config;
+use crate::db::{Db, DbError};
+use crate::keys::{self, KeyFileError};
+use crate::metrics::Metrics;
+use crate::nar::{NarFetcher, NarStore};
+use crate::served_cache::ServedCache;
+use crate::tasks::Background;
+use crate::upstream::{UpstreamClient, UpstreamError};
+
+/// Start-up failure, phrased for the operator.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// A signing key file exists but is unusable, or cannot be written.
+    #[error(transparent)]
+    Key(#[from] KeyFileError),
+    /// The database could not be opened or migrated.
+    #[error("database: {0}")]
+    Db(#[from] DbError),
+    /// Filesystem problem (state directory, NAR store).
+    #[error("{what}: {source}")]
+    Io {
+        /// What was being done.
+        what: String,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The upstream client could not be built.
+    #[error("{0}")]
+    Upstream(#[from] UpstreamError),
+}
+
+/// Everything the routes and background tasks need.
+pub struct App {
+    /// The configuration in force.
+    pub config: Config,
+    /// The database (the truth).
+    pub db: Db,
+    /// HTTP client for upstreams, with their health.
+    pub upstream: UpstreamClient,
+    /// Single-flight verified NAR fetches into the local store.
+    pub fetcher: NarFetcher,
+    /// Per-cache state, in config order (routes refer to caches by index).
+    pub caches: Vec<Arc<ServedCache>>,
+    /// Counters for `/metrics`.
+    pub metrics: Metrics,
+    /// Tracked background work and the shutdown signal.
+    pub background: Background,
+}
+
+impl App {
+    /// Opens the state directory, database and NAR store; reads or generates every cache's
+    /// signing key; records the configured upstreams and builder keys as seen.
+    pub async fn start(config: Config) -> Result<Arc<App>, StartError> {
+        let io = |what: String| move |source| StartError::Io { what, source };
+        std::fs::create_dir_all(&config.state_dir).map_err(io(format!(
+            "creating state_dir {}",
+            config.state_dir.display()
+        )))?;
+        let db = Db::connect(&config.database_url).await?;
+        let store = open_store(&config)
+            .await
+            .map_err(io("opening the NAR store".into()))?;
+        let background = Background::new();
+        let fetcher = NarFetcher::new(Arc::new(store), background.tracker());
+        let upstream = UpstreamClient::new(config.upstream_timeout)?;
+        let mut caches = Vec::new();
+        for c in &config.caches {
+            let signer = keys::load_or_generate(c)?;
+            for u in &c.upstreams {
+                db.record_upstream(&u.url).await?;
+            }
+            for b in &c.builders {
+                for k in &b.keys {
+                    db.record_builder_key(&c.name, &b.name, &k.to_text())
+                        .await?;
+                }
+            }
+            caches.push(Arc::new(ServedCache::new(c.clone(), signer)));
+        }
+        Ok(Arc::new(App {
+            config,
+            db,
+            upstream,
+            fetcher,
+            caches,
+            metrics: Metrics::default(),
+            background,
+        }))
+    }
+}
+
+/// Opens the NAR store on a blocking thread: it scans the directory, which for a large
+/// store must not stall the async runtime.
+async fn open_store(config: &Config) -> std::io::Result<NarStore> {
+    let (root, max) = (config.state_dir.join("nars"), config.max_cache_size);
+    tokio::task::spawn_blocking(move || NarStore::open(root, max))
+        .await
+        .map_err(std::io::Error::other)?
+}

@@ -1,0 +1,71 @@
+//! `GET|HEAD <mount>/nix-cache-info` and `<mount>/<hash>.narinfo`.
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use quorate_core::protocol::store_path::HashPart;
+
+use super::error::{text, HttpError};
+use crate::app::App;
+use crate::limits::{CACHE_INFO_MAX_AGE, NARINFO_MAX_AGE};
+use crate::resolve::resolve;
+use crate::served_cache::{Resolution, ServedCache};
+
+/// `GET|HEAD <mount>/<file>`: `nix-cache-info` or `<hash>.narinfo`.
+pub async fn file(State(app): State<Arc<App>>, idx: usize, Path(file): Path<String>) -> Response {
+    let cache = app.caches[idx].clone();
+    if file == "nix-cache-info" {
+        return cache_info(&cache);
+    }
+    match narinfo(&app, &cache, &file).await {
+        Ok(resp) => resp,
+        Err(e) => e.into_response(),
+    }
+}
+
+fn cache_info(cache: &ServedCache) -> Response {
+    let body = format!(
+        "StoreDir: {}\nWantMassQuery: 1\nPriority: {}\n",
+        cache.config.store_dir, cache.config.priority
+    );
+    text(StatusCode::OK, &body, Some(CACHE_INFO_MAX_AGE))
+}
+
+async fn narinfo(
+    app: &Arc<App>,
+    cache: &Arc<ServedCache>,
+    file: &str,
+) -> Result<Response, HttpError> {
+    let hash_part: HashPart = file
+        .strip_suffix(".narinfo")
+        .ok_or_else(|| HttpError::not_found("not found"))?
+        .parse()
+        .map_err(|_| {
+            HttpError::BadRequest(
+                "malformed store path hash part: expected 32 nix32 characters".into(),
+            )
+        })?;
+    app.metrics.narinfo_requests.inc();
+    match &*resolve(app, cache, &hash_part).await? {
+        Resolution::Served { body, .. } => Ok(served(body.clone())),
+        Resolution::NotServed { reason } => Err(HttpError::not_found(reason.clone())),
+    }
+}
+
+fn served(body: bytes::Bytes) -> Response {
+    let len = body.len();
+    let mut resp = Response::new(Body::from(body));
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/x-nix-narinfo"),
+    );
+    h.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+    if let Ok(v) = HeaderValue::from_str(&format!("max-age={}", NARINFO_MAX_AGE.as_secs())) {
+        h.insert(header::CACHE_CONTROL, v);
+    }
+    resp
+}

@@ -1,0 +1,55 @@
+//! Every limit and lifetime the service enforces, in one place: how big, how many, how long.
+//! Tuning knobs that only shape throughput (chunk and channel sizes of the NAR pipeline) stay
+//! beside the code they tune.
+
+use std::time::Duration;
+
+pub use quorate_core::limits::MAX_NARINFO_BYTES;
+
+/// How long a negative answer (404) is remembered in memory and announced to clients
+/// (`Cache-Control: max-age`). Short: a path may reach its quorum a minute later.
+pub const NEGATIVE_TTL: Duration = Duration::from_secs(60);
+
+/// How long a positive decision stays hot in memory (the database keeps it for good).
+pub const POSITIVE_TTL: Duration = Duration::from_secs(3600);
+
+/// `Cache-Control: max-age` of a served narinfo: clients may keep it a day (Guix honours it).
+pub const NARINFO_MAX_AGE: Duration = Duration::from_secs(86_400);
+
+/// `Cache-Control: max-age` of `nix-cache-info`.
+pub const CACHE_INFO_MAX_AGE: Duration = Duration::from_secs(3600);
+
+/// Hot decisions (positive and negative) kept per cache.
+pub const DECISIONS_CAPACITY: u64 = 200_000;
+
+/// NAR entries (what is needed to fetch and verify a NAR) kept per cache.
+pub const NAR_ENTRIES_CAPACITY: u64 = 200_000;
+
+/// (NAR, upstream) pairs that delivered wrong bytes, remembered per cache, and for how long
+/// such an upstream is tried last for that NAR.
+pub const BAD_SOURCES_CAPACITY: u64 = 10_000;
+/// See [`BAD_SOURCES_CAPACITY`].
+pub const BAD_SOURCE_TTL: Duration = Duration::from_secs(3600);
+
+/// How long one upstream request may take when the config does not say (`upstream_timeout`).
+pub const DEFAULT_UPSTREAM_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long an idle upstream connection is kept for reuse.
+pub const UPSTREAM_POOL_IDLE: Duration = Duration::from_secs(60);
+
+/// Bytes per read when streaming a verified NAR from the local store to a client.
+pub const NAR_READ_CHUNK: usize = 256 * 1024;
+
+/// Upper bound of an xz block's dictionary and decoder state, in KiB. xz headers are
+/// upstream-controlled; without a bound a crafted header could ask for gigabytes. `xz -9`
+/// (the largest preset, used by Hydra) needs 64 MiB, so 256 MiB leaves room.
+pub const XZ_MEM_LIMIT_KIB: u32 = 256 * 1024;
+
+/// The same bound for lzip: its header may ask for a 512 MiB dictionary, which an upstream
+/// must not be able to make us allocate (`lzip -9` uses 32 MiB).
+pub const LZIP_MEM_LIMIT_KIB: u32 = 256 * 1024;
+
+/// On SIGTERM/SIGINT: how long open client connections may take to finish, and then how long
+/// background work (NAR fetches, late-answer recording) may take to drain, before the
+/// process exits anyway.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);

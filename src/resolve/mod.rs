@@ -1,0 +1,95 @@
+//! Narinfo resolution: the walk from a request to a decision.
+//!
+//! ```text
+//! memory (hot answers) ─► database (recorded.rs): an accepted decision still backed by
+//!                         attestations that count under today's policy is served as is
+//!                       ─► fan-out (fan_out.rs): every upstream at once; each answer becomes
+//!                          attestations through the flavor front end; quorum::decide after
+//!                          each one, stopping as soon as the outcome is final
+//!                       ─► record what was seen, then the decision (conclude.rs)
+//!                       ─► respond; answers still outstanding are followed in the
+//!                          background (late.rs): recorded, and a late dissent withdraws
+//! ```
+//!
+//! Concurrent requests for the same path share one resolution (moka's `try_get_with` on the
+//! cache's hot answers).
+
+mod conclude;
+mod fan_out;
+mod late;
+mod recorded;
+
+use std::sync::Arc;
+
+use quorate_core::flavor::FrontEndError;
+use quorate_core::protocol::store_path::HashPart;
+use quorate_core::quorum::votes;
+
+use crate::app::App;
+use crate::db::DbError;
+use crate::record;
+use crate::served_cache::{Resolution, ServedCache};
+
+/// Resolution failed for a reason that is not an answer: the client gets 503 and may retry.
+#[derive(Debug, thiserror::Error)]
+pub enum ResolveError {
+    /// The database could not be read or written.
+    #[error("database: {0}")]
+    Database(#[from] DbError),
+    /// quorate's own narinfo could not be rendered (an agreed content it cannot express).
+    #[error("rendering quorate's narinfo: {0}")]
+    Render(#[from] FrontEndError),
+}
+
+/// Resolves `hash_part` for `cache`: memory, then database, then upstreams.
+pub async fn resolve(
+    app: &Arc<App>,
+    cache: &Arc<ServedCache>,
+    hash_part: &HashPart,
+) -> Result<Arc<Resolution>, Arc<ResolveError>> {
+    let (app, owned_cache, key) = (app.clone(), cache.clone(), hash_part.clone());
+    cache
+        .decisions
+        .try_get_with(hash_part.clone(), async move {
+            resolve_uncached(&app, &owned_cache, &key)
+                .await
+                .map(Arc::new)
+        })
+        .await
+}
+
+async fn resolve_uncached(
+    app: &Arc<App>,
+    cache: &Arc<ServedCache>,
+    hash_part: &HashPart,
+) -> Result<Resolution, ResolveError> {
+    // 1. The database: an accepted decision whose attestations still meet the policy.
+    let recorded = recorded::still_trusted(app, cache, hash_part).await?;
+    if let Some(agreed) = recorded::still_accepted(app, cache, hash_part, &recorded).await? {
+        return conclude::served(cache, agreed).await;
+    }
+
+    // 2. Fan out to every upstream at once; decide after each answer.
+    let mut fan_out = fan_out::FanOut::start(app, cache, hash_part);
+    let mut votes = votes(&recorded);
+    let (gathered, decision) = fan_out.until_final(&cache.policy, &mut votes).await;
+
+    // 3. Record what we saw, then the decision.
+    record::observations(
+        app,
+        cache,
+        &gathered.seen,
+        &gathered.sources,
+        &gathered.failures,
+    )
+    .await?;
+    let mut valid = recorded;
+    valid.extend(gathered.valid().cloned());
+    let resolution = conclude::conclude(app, cache, hash_part, &decision, &valid, gathered).await?;
+
+    // 4. Answers still outstanding: recorded in the background; a late dissent withdraws.
+    if fan_out.outstanding() {
+        late::follow(app, cache, hash_part, decision, votes, fan_out);
+    }
+    Ok(resolution)
+}

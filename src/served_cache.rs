@@ -1,0 +1,140 @@
+//! One served cache (a `[[cache]]` of the config): its policy, its flavor's front end with
+//! quorate's signing key, and the hot in-memory answers in front of the database.
+//!
+//! Memory caches are caches: the database is the truth. A positive answer lives an hour, a
+//! negative one a minute ([`crate::limits`]); both are dropped early when a late dissent
+//! withdraws a decision.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use moka::future::Cache;
+use quorate_core::attestation::{Agreed, Content, NarSource};
+use quorate_core::flavor::{front_end, FrontEnd, Signer};
+use quorate_core::protocol::nar_hash::NarKey;
+use quorate_core::protocol::store_path::HashPart;
+use quorate_core::quorum::Policy;
+
+use crate::config::CacheConfig;
+use crate::limits::{
+    BAD_SOURCES_CAPACITY, BAD_SOURCE_TTL, DECISIONS_CAPACITY, NAR_ENTRIES_CAPACITY, NEGATIVE_TTL,
+    POSITIVE_TTL,
+};
+
+/// The answer for one (cache, hash part), as kept in memory and served.
+#[derive(Debug)]
+pub enum Resolution {
+    /// Served: the rendered narinfo body and what it rests on.
+    Served {
+        /// The narinfo quorate answers with, signed by quorate.
+        body: bytes::Bytes,
+        /// The agreement behind it (boxed: it is large and most answers are negative).
+        agreed: Box<Agreed>,
+    },
+    /// Not served (404): no positive decision.
+    NotServed {
+        /// Why, for logs and the client's 404 body.
+        reason: String,
+    },
+}
+
+/// Facts about a served NAR: enough to fetch and verify it.
+#[derive(Clone, Debug)]
+pub struct NarEntry {
+    /// The agreed content (NarHash, NarSize, the store path for logs).
+    pub content: Content,
+    /// Upstreams advertising it.
+    pub sources: Vec<NarSource>,
+}
+
+/// Per-cache state.
+pub struct ServedCache {
+    /// The cache's configuration.
+    pub config: CacheConfig,
+    /// The quorum policy derived from it.
+    pub policy: Policy,
+    /// Everything flavor-specific, with quorate's key for this cache.
+    pub front: Box<dyn FrontEnd>,
+    /// Hot answers per hash part; positive ones live long, negative ones briefly. Also the
+    /// single-flight point of resolution (`try_get_with`).
+    pub decisions: Cache<HashPart, Arc<Resolution>>,
+    /// NAR key → what is needed to fetch and verify it, for accepted contents.
+    pub nars: Cache<NarKey, Arc<NarEntry>>,
+    /// (NAR, upstream) pairs that delivered wrong bytes: tried last next time.
+    pub bad_sources: Cache<(NarKey, String), ()>,
+}
+
+/// Positive answers live long, negative ones briefly.
+struct ResolutionExpiry;
+
+impl moka::Expiry<HashPart, Arc<Resolution>> for ResolutionExpiry {
+    fn expire_after_create(
+        &self,
+        _key: &HashPart,
+        value: &Arc<Resolution>,
+        _now: Instant,
+    ) -> Option<Duration> {
+        Some(match **value {
+            Resolution::Served { .. } => POSITIVE_TTL,
+            Resolution::NotServed { .. } => NEGATIVE_TTL,
+        })
+    }
+}
+
+impl ServedCache {
+    /// The state of cache `config`, signing with `signer`.
+    pub fn new(config: CacheConfig, signer: Signer) -> ServedCache {
+        let policy = Policy {
+            quorum: config.quorum,
+            required_builders: config.required_builders.clone(),
+            on_dissent: config.on_dissent,
+            builders: config.builders.iter().map(|b| b.name.clone()).collect(),
+        };
+        let front = front_end(&config.name, &config.store_dir, &config.builders, signer);
+        ServedCache {
+            config,
+            policy,
+            front,
+            decisions: Cache::builder()
+                .max_capacity(DECISIONS_CAPACITY)
+                .expire_after(ResolutionExpiry)
+                .build(),
+            nars: Cache::builder()
+                .max_capacity(NAR_ENTRIES_CAPACITY)
+                .time_to_idle(POSITIVE_TTL)
+                .build(),
+            bad_sources: Cache::builder()
+                .max_capacity(BAD_SOURCES_CAPACITY)
+                .time_to_live(BAD_SOURCE_TTL)
+                .build(),
+        }
+    }
+
+    /// The cache's name.
+    pub fn name(&self) -> &str {
+        &self.config.name
+    }
+
+    /// The policy in force, as recorded with every decision (JSON).
+    pub fn policy_summary(&self) -> String {
+        serde_json::to_string(&self.policy).unwrap_or_default()
+    }
+
+    /// Remember where the NAR of an agreed content can be fetched from, so the NAR route
+    /// finds it without the database.
+    pub async fn remember_nar(&self, agreed: &Agreed) {
+        let entry = Arc::new(NarEntry {
+            content: agreed.content.clone(),
+            sources: agreed.sources.clone(),
+        });
+        self.nars.insert(agreed.content.nar_hash.key(), entry).await;
+    }
+
+    /// Forget a withdrawn decision's answer and NAR entry: the next request decides afresh.
+    pub async fn forget(&self, hash_part: &HashPart, content: Option<&Content>) {
+        if let Some(c) = content {
+            self.nars.invalidate(&c.nar_hash.key()).await;
+        }
+        self.decisions.invalidate(hash_part).await;
+    }
+}
