@@ -37,7 +37,8 @@
 
 use curve25519_dalek::edwards::{CompressedEdwardsY, EdwardsPoint};
 use curve25519_dalek::scalar::Scalar;
-use sha2::{Digest as _, Sha256};
+use rfc6979::HmacDrbg;
+use sha2::Sha256;
 use std::sync::OnceLock;
 use thiserror::Error;
 
@@ -820,54 +821,33 @@ fn sub_limbs(a: &[u64; 4], b: &[u64; 4]) -> [u64; 4] {
     out
 }
 
-/// HMAC-SHA256 (RFC 2104) with a key of at most one block, over the concatenation of `parts`.
-fn hmac_sha256(key: &[u8], parts: &[&[u8]]) -> [u8; 32] {
-    let mut block = [0u8; 64];
-    if key.len() > block.len() {
-        block[..32].copy_from_slice(&Sha256::digest(key));
-    } else {
-        block[..key.len()].copy_from_slice(key);
-    }
-    let mut inner = Sha256::new();
-    inner.update(block.map(|b| b ^ 0x36));
-    for part in parts {
-        inner.update(part);
-    }
-    let mut outer = Sha256::new();
-    outer.update(block.map(|b| b ^ 0x5c));
-    outer.update(inner.finalize());
-    outer.finalize().into()
-}
-
 /// RFC 6979 §3.2 deterministic nonces for SHA-256 and the 253-bit order n.
-struct Rfc6979Nonces {
-    k: [u8; 32],
-    v: [u8; 32],
-}
+///
+/// The HMAC_DRBG (the K and V updates of steps b to h) is RustCrypto's [`HmacDrbg`]; only the
+/// candidate rule is ours. `rfc6979::generate_k` compares each raw 32-octet output with n, which
+/// is RFC 6979 only when qlen is a multiple of 8. n has 253 bits here, so every output must go
+/// through bits2int (keep the leftmost 253 bits) before the range check, as libgcrypt does;
+/// otherwise the nonces, and so the signatures, would differ from libgcrypt's.
+struct Rfc6979Nonces(HmacDrbg<Sha256>);
 
 impl Rfc6979Nonces {
     /// `secret` is int2octets(d) with d as stored (unreduced), as libgcrypt does;
-    /// `digest` goes through bits2octets (bits2int, then mod n).
+    /// `digest` goes through bits2octets (bits2int, then mod n). No additional data.
     fn new(secret: &[u8; 32], digest: &[u8; 32]) -> Self {
         let h = to_be(&reduce(&bits2int(digest)));
-        let mut k = [0u8; 32];
-        let mut v = [1u8; 32];
-        k = hmac_sha256(&k, &[&v, &[0], secret, &h]);
-        v = hmac_sha256(&k, &[&v]);
-        k = hmac_sha256(&k, &[&v, &[1], secret, &h]);
-        v = hmac_sha256(&k, &[&v]);
-        Rfc6979Nonces { k, v }
+        Rfc6979Nonces(HmacDrbg::new(secret, &h, &[]))
     }
 
-    /// The next candidate k in 1..n. The state is advanced past it at once, so a further call
-    /// (when r or s came out zero) continues the sequence as RFC 6979 step h.3 prescribes.
+    /// The next candidate k in 1..n. `fill_bytes` advances the state past its output at once
+    /// (step h.3: K = HMAC_K(V || 0x00), V = HMAC_K(V)), so a further call, after an
+    /// out-of-range candidate here or a zero r or s in `sign`, continues the sequence as
+    /// RFC 6979 prescribes.
     fn next_k(&mut self) -> Scalar {
         loop {
-            self.v = hmac_sha256(&self.k, &[&self.v]);
-            let candidate = nonzero_scalar(&bits2int(&self.v));
-            self.k = hmac_sha256(&self.k, &[&self.v, &[0]]);
-            self.v = hmac_sha256(&self.k, &[&self.v]);
-            if let Some(k) = candidate {
+            // One SHA-256 output is exactly rlen = 256 bits: step h.2 runs once per candidate.
+            let mut t = [0u8; 32];
+            self.0.fill_bytes(&mut t);
+            if let Some(k) = nonzero_scalar(&bits2int(&t)) {
                 return k;
             }
         }
@@ -878,6 +858,7 @@ impl Rfc6979Nonces {
 mod tests {
     use super::*;
     use base64::Engine as _;
+    use sha2::Digest as _;
 
     const VECTORS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/vectors/guix");
 
@@ -908,20 +889,6 @@ mod tests {
 
     fn sha256(bytes: &[u8]) -> [u8; 32] {
         Sha256::digest(bytes).into()
-    }
-
-    #[test]
-    fn hmac_sha256_matches_rfc4231() {
-        let mac = hmac_sha256(&[0x0b; 20], &[b"Hi There"]);
-        assert_eq!(
-            hex_upper(&mac),
-            "B0344C61D8DB38535CA8AFCEAF0BF12B881DC200C9833DA726E9376C2E32CFF7"
-        );
-        let mac = hmac_sha256(b"Jefe", &[b"what do ya want ", b"for nothing?"]);
-        assert_eq!(
-            hex_upper(&mac),
-            "5BDCC146BF60754E6A042426089575C75A003F089D2739839DEC58B964EC3843"
-        );
     }
 
     #[test]
@@ -999,6 +966,8 @@ mod tests {
     #[test]
     fn signing_reproduces_libgcrypt_signatures_exactly() {
         let key = GuixSecretKey::parse(&vector("signing-key.sec")).expect("secret key");
+        // generated.narinfo's first RFC 6979 candidate is at least n after bits2int, so this
+        // also checks the DRBG's state update after a rejected candidate, not only the first.
         for narinfo in ["generated.narinfo", "generated-short-r.narinfo"] {
             let (signed, sexp) = signed_vector(narinfo);
             let theirs = GuixSignature::from_sexp(&sexp).expect("well-formed");
