@@ -5,9 +5,13 @@
 //!   `nixos-module/tests/nixpkgs-lib`, through `nixos-module/tests/eval.nix` (the rest of
 //!   NixOS declared by `stub.nix`). The systemd unit is read as NixOS would render it; the
 //!   settings are rendered to TOML here (nixpkgs' `formats.toml` needs nixpkgs) and checked.
+//! - `guix-service/`: read by plain Guile 3.0 with Guix's G-expression syntax; its records and
+//!   record->TOML mappings run with a stand-in for `define-record-type*`
+//!   (`guix-service/tests/harness.scm`); the serializer (`quorate/serialize.scm`) is loaded as
+//!   it is.
 //!
 //! A missing tool is a failure that names its Debian package, never a skip: `scripts/test.sh`
-//! installs nix-bin.
+//! installs nix-bin and guile-3.0.
 
 mod common;
 
@@ -456,4 +460,206 @@ fn flake_and_package_expressions_parse_and_the_package_builds_this_checkout() {
     assert_eq!(package["version"], env!("CARGO_PKG_VERSION"));
     assert_eq!(package["lock"], true);
     assert_eq!(package["cargoBuildFlags"], json!(["--package", "quorate"]));
+}
+
+// ------------------------------------------------------------------------------ Guix service
+
+fn guile(args: &[&str]) -> Output {
+    run(
+        Command::new("guile")
+            .current_dir(repo())
+            .env("GUILE_AUTO_COMPILE", "0")
+            .args(["--no-auto-compile", "-L", "guix-service"])
+            .args(args),
+        "guile-3.0",
+    )
+}
+
+/// The TOML the Guix service writes for the `quorate-configuration` in `config_file`.
+fn guix_render(config_file: &Path) -> Output {
+    guile(&[
+        "guix-service/tests/harness.scm",
+        "render",
+        "guix-service/quorate.scm",
+        config_file.to_str().expect("UTF-8 path"),
+    ])
+}
+
+fn guix_render_ok(config_file: &Path) -> String {
+    let out = guix_render(config_file);
+    assert!(
+        out.status.success(),
+        "{}",
+        explain("the Guix service did not render", &out)
+    );
+    text(&out.stdout)
+}
+
+#[test]
+fn guix_service_file_parses_and_defines_everything_it_exports() {
+    let out = guile(&[
+        "guix-service/tests/harness.scm",
+        "forms",
+        "guix-service/quorate.scm",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        explain("reading quorate.scm", &out)
+    );
+    let facts = text(&out.stdout);
+    let defines: Vec<&str> = facts
+        .lines()
+        .filter_map(|l| l.strip_prefix("defines "))
+        .collect();
+    for name in [
+        "quorate-service-type",
+        "quorate-configuration",
+        "quorate-cache",
+        "quorate-builder",
+        "quorate-upstream",
+        "quorate-shepherd-service",
+        "quorate-activation",
+        "%quorate-accounts",
+        "quorate-configuration-file",
+    ] {
+        assert!(defines.contains(&name), "{name} is not defined:\n{facts}");
+    }
+    assert!(!facts.contains("missing-export"), "{facts}");
+}
+
+#[test]
+fn guix_service_renders_a_nix_and_a_guix_cache_that_quorate_accepts() {
+    let dir = scratch_dir("guix-sample");
+    // The sample's Guix rebuilder names its key as a .pub file beside the config.
+    let out = run(
+        Command::new(env!("CARGO_BIN_EXE_quorate"))
+            .args(["keygen", "--flavor", "guix", "--name", "home", "--out"])
+            .arg(dir.path().join("home-rebuilder")),
+        "(none: quorate itself)",
+    );
+    assert!(out.status.success(), "{}", explain("quorate keygen", &out));
+
+    let toml_text = guix_render_ok(&repo().join("guix-service/tests/sample-configuration.scm"));
+    let summary = assert_quorate_accepts(dir.path(), &toml_text);
+    assert!(
+        summary.contains("2 cache(s)") && summary.contains("postgres"),
+        "{summary}"
+    );
+
+    let rendered: toml::Table = toml::from_str(&toml_text).expect("the rendered TOML parses");
+    let caches = rendered["cache"].as_array().expect("[[cache]]");
+    assert_eq!(caches[0]["flavor"].as_str(), Some("nix"));
+    assert_eq!(caches[1]["flavor"].as_str(), Some("guix"));
+    assert_eq!(caches[1]["on_dissent"].as_str(), Some("majority"));
+    assert_eq!(caches[1]["quorum"].as_integer(), Some(2));
+    assert_eq!(caches[1]["builder"].as_array().map(Vec::len), Some(3));
+    assert_eq!(
+        caches[1]["builder"][0]["keys"][0].as_str(),
+        Some(GUIX_CI_KEY)
+    );
+    assert_eq!(
+        caches[1]["upstream"][2]["bearer_token"].as_str(),
+        Some("s3cret")
+    );
+}
+
+#[test]
+fn guix_service_default_serves_what_both_guix_build_farms_agree_on() {
+    let dir = scratch_dir("guix-default");
+    let config = dir.path().join("default.scm");
+    std::fs::write(&config, "(quorate-configuration (package \"quorate\"))\n")
+        .expect("writing default.scm");
+    let toml_text = guix_render_ok(&config);
+    let summary = assert_quorate_accepts(dir.path(), &toml_text);
+    assert!(
+        summary.contains("1 cache(s)") && summary.contains("sqlite"),
+        "{summary}"
+    );
+
+    let rendered: toml::Table = toml::from_str(&toml_text).expect("the rendered TOML parses");
+    let cache = &rendered["cache"][0];
+    assert_eq!(cache["flavor"].as_str(), Some("guix"));
+    assert_eq!(cache["quorum"].as_integer(), Some(2));
+    assert_eq!(cache["on_dissent"].as_str(), Some("refuse"));
+    let urls: Vec<&str> = cache["upstream"]
+        .as_array()
+        .expect("[[cache.upstream]]")
+        .iter()
+        .filter_map(|u| u["url"].as_str())
+        .collect();
+    assert_eq!(
+        urls,
+        ["https://ci.guix.gnu.org", "https://bordeaux.guix.gnu.org"]
+    );
+    assert_eq!(rendered["state_dir"].as_str(), Some("/var/lib/quorate"));
+}
+
+#[test]
+fn guix_service_refuses_a_signing_key_in_the_store() {
+    let dir = scratch_dir("guix-store-key");
+    let config = dir.path().join("store-key.scm");
+    std::fs::write(
+        &config,
+        r#"(quorate-configuration
+             (package "quorate")
+             (caches (list (quorate-cache
+                            (name "guix")
+                            (signing-key-file "/gnu/store/00000000000000000000000000000000-key.sec")
+                            (builders (list (quorate-builder (name "ci") (keys '("k")))))
+                            (upstreams (list (quorate-upstream (url "https://ci.guix.gnu.org"))))))))"#,
+    )
+    .expect("writing store-key.scm");
+    let out = guix_render(&config);
+    assert!(
+        !out.status.success(),
+        "{}",
+        explain("rendered anyway", &out)
+    );
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("cache guix: signing-key-file is /gnu/store/")
+            && stderr.contains("a secret key must not be there"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn guix_serializer_strings_read_back_unchanged_from_its_toml() {
+    let dir = scratch_dir("guix-strings");
+    // Quotes, backslashes, control characters, a newline (as in a .pub file) and non-ASCII.
+    let tricky = "(public-key \"q\" \\ #AB#)\n\ttab\u{1} bell\u{7f} é ✓";
+    let input = dir.path().join("value");
+    std::fs::write(&input, tricky).expect("writing the value");
+    let program = format!(
+        r#"(use-modules (quorate serialize) (ice-9 textual-ports))
+           (define value (call-with-input-file "{}" get-string-all #:encoding "UTF-8"))
+           (set-port-encoding! (current-output-port) "UTF-8")
+           (display (quorate-toml-string `(("key" . ,value) ("list" . ("a" ,value)) ("n" . 7))))"#,
+        input.display()
+    );
+    let out = guile(&["-c", &program]);
+    assert!(out.status.success(), "{}", explain("serializing", &out));
+    let rendered: toml::Table =
+        toml::from_str(&text(&out.stdout)).expect("the serializer's TOML parses");
+    assert_eq!(rendered["key"].as_str(), Some(tricky));
+    assert_eq!(rendered["list"][1].as_str(), Some(tricky));
+    assert_eq!(rendered["n"].as_integer(), Some(7));
+}
+
+#[test]
+fn guix_serializer_leaves_file_like_values_in_place_for_guix_to_lower() {
+    // A (local-file "builder.pub") is no string: it must reach mixed-text-file as itself,
+    // quoted where its store file name will be.
+    let program = r#"(use-modules (quorate serialize) (srfi srfi-9))
+       (define-record-type <file-like> (file-like name) file-like? (name file-like-name))
+       (define pub (file-like "builder.pub"))
+       (define fragments (quorate-toml-fragments `(("keys" . (,pub)))))
+       (write (map (lambda (f) (if (string? f) f (list 'object (file-like-name f)))) fragments))
+       (newline)
+       (write (false-if-exception (quorate-toml-string `(("keys" . (,pub))))))"#;
+    let out = guile(&["-c", program]);
+    assert!(out.status.success(), "{}", explain("serializing", &out));
+    let expected = r#"("keys" " = " "[" "\"" (object "builder.pub") "\"" "]" "\n")"#;
+    assert_eq!(text(&out.stdout), format!("{expected}\n#f"));
 }
