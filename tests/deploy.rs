@@ -9,16 +9,18 @@
 //!   record->TOML mappings run with a stand-in for `define-record-type*`
 //!   (`guix-service/tests/harness.scm`); the serializer (`quorate/serialize.scm`) is loaded as
 //!   it is.
+//! - `docker-compose.yml`: validated by Debian's docker-compose; its quorate config is checked;
+//!   the container's readiness probe is run against a real quorate.
 //!
 //! A missing tool is a failure that names its Debian package, never a skip: `scripts/test.sh`
-//! installs nix-bin and guile-3.0.
+//! installs nix-bin, guile-3.0 and docker-compose.
 
 mod common;
 
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
-use common::scratch_dir;
+use common::{scratch_dir, Backend, CacheSpec, Quorate};
 use serde_json::{json, Value};
 
 const NIXOS_KEY: &str = "cache.nixos.org-1:6NCHdD59X431o0gWypbMrAURkbJ16ZPMQFGspcDShjY=";
@@ -662,4 +664,132 @@ fn guix_serializer_leaves_file_like_values_in_place_for_guix_to_lower() {
     assert!(out.status.success(), "{}", explain("serializing", &out));
     let expected = r#"("keys" " = " "[" "\"" (object "builder.pub") "\"" "]" "\n")"#;
     assert_eq!(text(&out.stdout), format!("{expected}\n#f"));
+}
+
+// ------------------------------------------------------------------------------ docker-compose
+
+fn docker_compose(args: &[&str]) -> Output {
+    run(
+        Command::new("docker-compose")
+            .current_dir(repo())
+            .args(["--file", "docker-compose.yml"])
+            .args(args),
+        "docker-compose",
+    )
+}
+
+fn compose_ok(args: &[&str]) -> String {
+    let out = docker_compose(args);
+    assert!(
+        out.status.success(),
+        "{}",
+        explain("docker-compose refused docker-compose.yml", &out)
+    );
+    text(&out.stdout)
+}
+
+#[test]
+fn compose_file_is_valid_and_runs_quorate_after_a_healthy_postgres_with_state_on_volumes() {
+    let normalized = compose_ok(&["config"]);
+    let services = compose_ok(&["config", "--services"]);
+    let mut services: Vec<&str> = services.lines().collect();
+    services.sort();
+    assert_eq!(services, ["postgres", "quorate"]);
+    let volumes = compose_ok(&["config", "--volumes"]);
+    let mut volumes: Vec<&str> = volumes.lines().collect();
+    volumes.sort();
+    assert_eq!(volumes, ["postgres-data", "quorate-state"]);
+
+    for expected in [
+        "pg_isready",
+        "condition: service_healthy",
+        "postgres-data:/var/lib/postgresql/data",
+        "quorate-state:/var/lib/quorate",
+        "deploy/docker/quorate.toml:/etc/quorate/quorate.toml:ro",
+        "- quorate-readyz",
+        "- /etc/quorate/quorate.toml",
+    ] {
+        assert!(
+            normalized.contains(expected),
+            "docker-compose config has no `{expected}`:\n{normalized}"
+        );
+    }
+
+    // The image the compose file builds: a Rust build stage, a slim Debian runtime as a
+    // non-root user, with the probe the healthcheck calls at the path it calls.
+    let dockerfile =
+        std::fs::read_to_string(repo().join("Dockerfile")).expect("reading Dockerfile");
+    let stages: Vec<&str> = dockerfile
+        .lines()
+        .filter(|l| l.starts_with("FROM "))
+        .collect();
+    assert_eq!(stages.len(), 2, "{stages:?}");
+    assert!(stages[0].starts_with("FROM rust:") && stages[0].ends_with(" AS build"));
+    assert!(stages[1].starts_with("FROM debian:") && stages[1].ends_with("-slim"));
+    assert!(dockerfile.contains("\nUSER quorate\n"));
+    assert!(dockerfile.contains("\nCOPY deploy/docker/readyz.sh /usr/local/bin/quorate-readyz\n"));
+}
+
+#[test]
+fn compose_quorate_config_passes_check_config_and_names_the_compose_database() {
+    let config = std::fs::read_to_string(repo().join("deploy/docker/quorate.toml"))
+        .expect("reading deploy/docker/quorate.toml");
+    let dir = scratch_dir("compose-config");
+    let summary = assert_quorate_accepts(dir.path(), &config);
+    assert!(
+        summary.contains("database postgres") && summary.contains("listen 0.0.0.0:8080"),
+        "{summary}"
+    );
+
+    // database_url's user, password, host and database are the postgres service's.
+    let table: toml::Table = toml::from_str(&config).expect("parsing the config");
+    let url = table["database_url"].as_str().expect("database_url");
+    let rest = url.strip_prefix("postgres://").expect("a postgres:// URL");
+    let (credentials, location) = rest.split_once('@').expect("user:password@host");
+    let (user, password) = credentials.split_once(':').expect("user:password");
+    let (host_port, database) = location.split_once('/').expect("host/database");
+    let host = host_port.split(':').next().unwrap_or(host_port);
+    let normalized = compose_ok(&["config"]);
+    assert_eq!(host, "postgres");
+    for line in [
+        format!("POSTGRES_USER: {user}"),
+        format!("POSTGRES_PASSWORD: {password}"),
+        format!("POSTGRES_DB: {database}"),
+    ] {
+        assert!(
+            normalized.contains(&line),
+            "compose has no `{line}`:\n{normalized}"
+        );
+    }
+    assert_eq!(table["state_dir"].as_str(), Some("/var/lib/quorate"));
+}
+
+#[test]
+fn container_readiness_probe_passes_against_a_ready_quorate_and_fails_without_one() {
+    let probe = repo().join("deploy/docker/readyz.sh");
+    let quorate = Quorate::start(
+        Backend::Sqlite,
+        vec![CacheSpec::nix("nixos")
+            .builder("hydra", &[NIXOS_KEY])
+            .upstream("http://127.0.0.1:9")],
+    );
+    let addr = quorate
+        .url()
+        .strip_prefix("http://")
+        .expect("an http:// URL")
+        .to_owned();
+    let ready = run(Command::new("bash").arg(&probe).arg(&addr), "bash");
+    assert!(
+        ready.status.success(),
+        "{}",
+        explain("probe against quorate", &ready)
+    );
+
+    drop(quorate);
+    let gone = run(Command::new("bash").arg(&probe).arg(&addr), "bash");
+    assert!(
+        !gone.status.success(),
+        "{}",
+        explain("probe passed with quorate stopped", &gone)
+    );
 }
