@@ -8,7 +8,8 @@
 #
 # What it does, in order:
 #  1. installs what the tests drive and is missing (Debian packages: nix-bin, postgresql,
-#     guile-3.0, guile-gcrypt, curl, and openssl, which builds the large Nix fixture).
+#     guile-3.0, guile-gcrypt, curl, openssl, which builds the large Nix fixture, and
+#     docker-compose, which validates docker-compose.yml in tests/deploy.rs).
 #     As root: `apt-get update` once, then a non-interactive install. Not root: names the
 #     missing packages and exits non-zero.
 #  2. starts a throwaway PostgreSQL (scripts/test-postgres.sh) and exports its URL as
@@ -42,11 +43,12 @@ have() {
       [[ -n $g ]] && "$g" -c '(use-modules (gcrypt pk-crypto))' >/dev/null 2>&1 ;;
     curl) command -v curl >/dev/null ;;
     openssl) [[ -x /usr/bin/openssl ]] ;; # at this path: Nix builds see only /usr, /bin, /lib
+    docker-compose) command -v docker-compose >/dev/null ;;
   esac
 }
 t=$EPOCHREALTIME
 missing=()
-for p in nix-bin postgresql guile-3.0 guile-gcrypt curl openssl; do have "$p" || missing+=("$p"); done
+for p in nix-bin postgresql guile-3.0 guile-gcrypt curl openssl docker-compose; do have "$p" || missing+=("$p"); done
 if ((${#missing[@]})); then
   if [[ $(id -u) -ne 0 ]]; then
     say "missing system packages: ${missing[*]}"
