@@ -419,7 +419,10 @@ fn builders_from_raw(
         ));
     }
     let mut builders: Vec<Builder> = Vec::new();
-    let mut key_owner: HashMap<String, String> = HashMap::new();
+    // A key is identified by its name (what a Nix Sig names) and by its bytes (what signs):
+    // either one shared by two entries would let one signer vote twice.
+    let mut name_owner: HashMap<String, String> = HashMap::new();
+    let mut bytes_owner: HashMap<[u8; 32], (String, String)> = HashMap::new();
     for (j, rb) in raw.into_iter().enumerate() {
         let bkey = |k: &str| format!("cache[{i}].builder[{j}].{k}");
         if rb.name.is_empty() {
@@ -439,11 +442,22 @@ fn builders_from_raw(
             let at = || format!("cache[{i}].builder[{j}].keys[{k}]");
             let parsed = parse_builder_key(flavor, text, base).map_err(|m| invalid(at(), m))?;
             let id = parsed.key_name();
-            if let Some(owner) = key_owner.insert(id.clone(), rb.name.clone()) {
+            if let Some(owner) = name_owner.insert(id.clone(), rb.name.clone()) {
                 return Err(invalid(
                     at(),
                     format!(
                         "key `{id}` is already a key of builder `{owner}`: one key, one builder"
+                    ),
+                ));
+            }
+            let twin = bytes_owner.insert(parsed.key_bytes(), (id.clone(), rb.name.clone()));
+            if let Some((other, owner)) = twin {
+                return Err(invalid(
+                    at(),
+                    format!(
+                        "key `{id}` has the same public key bytes as `{other}` of builder \
+                         `{owner}`: keys are identified by their bytes, so one signer would \
+                         vote twice"
                     ),
                 ));
             }
@@ -684,6 +698,24 @@ mod tests {
             format!("{MINIMAL}\n[[cache.builder]]\nname = \"other\"\nkeys = [\"{NIXOS_KEY}\"]\n");
         let err = load(&text).unwrap_err().to_string();
         assert!(err.contains("already a key of builder"), "{err}");
+    }
+
+    #[test]
+    fn the_same_key_bytes_under_another_name_are_refused() {
+        // cache.nixos.org's key relabelled: a Sig `relabelled-1:<hydra's signature>` would
+        // verify under it and count as a second builder.
+        let relabelled = NIXOS_KEY.replace("cache.nixos.org-1:", "relabelled-1:");
+        let text =
+            format!("{MINIMAL}\n[[cache.builder]]\nname = \"other\"\nkeys = [\"{relabelled}\"]\n");
+        let err = load(&text).unwrap_err().to_string();
+        assert!(err.contains("cache[0].builder[1].keys[0]"), "{err}");
+        assert!(err.contains("same public key bytes"), "{err}");
+        // Within one builder too: it would be a second vote for nobody, and a confusion.
+        let text = MINIMAL.replace(
+            &format!("keys = [\"{NIXOS_KEY}\"]"),
+            &format!("keys = [\"{NIXOS_KEY}\", \"{relabelled}\"]"),
+        );
+        assert!(load(&text).is_err());
     }
 
     #[test]

@@ -31,6 +31,15 @@ impl BuilderKey {
         }
     }
 
+    /// The raw public key bytes (Ed25519 point; Guix: `q`). What identifies a key: the same
+    /// bytes under two names are one signer.
+    pub fn key_bytes(&self) -> [u8; 32] {
+        match self {
+            BuilderKey::Nix(k) => k.to_bytes(),
+            BuilderKey::Guix(k) => *k.q(),
+        }
+    }
+
     /// The key in its usual text form (recorded as "keys seen").
     pub fn to_text(&self) -> String {
         match self {
