@@ -1,6 +1,7 @@
-//! Background work: what outlives the request that started it (NAR fetches that finish and
-//! commit after their clients left, late upstream answers still being recorded, the eviction
-//! recorder), tracked so that shutdown can wait for it instead of cutting it off.
+//! Background work: what outlives the request that started it (resolutions, which a client
+//! hanging up must not cut short; NAR fetches that finish and commit after their clients
+//! left; late upstream answers still being recorded; the eviction recorder), tracked so that
+//! shutdown can wait for it instead of cutting it off.
 //!
 //! The shape is mini-redis's: one shutdown signal everybody can watch (a
 //! [`CancellationToken`]), and one place that knows when every task has finished (a
@@ -9,6 +10,7 @@
 use std::future::Future;
 use std::time::Duration;
 
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -27,12 +29,14 @@ impl Background {
         Self::default()
     }
 
-    /// Runs `task` in the background, tracked.
-    pub fn spawn<F>(&self, task: F)
+    /// Runs `task` in the background, tracked. Dropping the handle detaches it; awaiting it
+    /// gives the task's output (or why it did not finish: a panic, or the runtime stopping).
+    pub fn spawn<F>(&self, task: F) -> JoinHandle<F::Output>
     where
-        F: Future<Output = ()> + Send + 'static,
+        F: Future + Send + 'static,
+        F::Output: Send + 'static,
     {
-        self.tracker.spawn(task);
+        self.tracker.spawn(task)
     }
 
     /// The tracker itself, for layers that spawn their own work (the NAR fetcher).

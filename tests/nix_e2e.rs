@@ -502,6 +502,61 @@ fn on_sigterm_quorate_records_late_answers_before_it_exits() {
     });
 }
 
+/// A client that hangs up while its narinfo is being decided does not cut the resolution
+/// short: every upstream's answer and the decision are still recorded, and the next request
+/// is answered from them.
+#[test]
+fn a_client_hanging_up_mid_resolution_does_not_cut_the_decision_short() {
+    let fx = fixtures();
+    let hello = &fx.paths.hello;
+    for_each_backend(|backend| {
+        let a = serve_builder("A");
+        let b = serve_builder("B");
+        // With refuse, the decision waits for every upstream, so it is still pending when
+        // the client goes.
+        let slow = UpstreamServer::serve_with(
+            &fx.builder("C").cache_dir,
+            Behavior::Delay(Duration::from_secs(2)),
+        );
+        let spec = with_builders(CacheSpec::nix(CACHE).quorum(2), &["A", "B", "C"])
+            .upstream(a.url())
+            .upstream(b.url())
+            .upstream(slow.url());
+        let q = Quorate::start(backend, vec![spec]);
+        hang_up_after_sending(q.url(), &hello.narinfo_path());
+        records::wait_until(&q, "the decision about hello", || {
+            records::latest_decision(&q, CACHE, hello.hash_part()).is_some()
+        });
+        let decision = records::latest_decision(&q, CACHE, hello.hash_part()).expect("waited");
+        assert_eq!(decision.outcome, Outcome::Accepted, "{decision:?}");
+        let recorded = records::attestations(&q, CACHE, hello.hash_part());
+        for up in [&a, &b, &slow] {
+            assert!(
+                recorded.iter().any(|r| r.upstream == up.url()),
+                "{}'s answer was recorded: {recorded:?}",
+                up.url()
+            );
+        }
+        assert_eq!(q.narinfo(hello).status, 200);
+        assert_eq!(
+            slow.stats(&hello.narinfo_path()).requests,
+            1,
+            "the next request was answered without fanning out again"
+        );
+    });
+}
+
+/// Sends `GET path` to the server at `base` and closes the connection before any answer.
+fn hang_up_after_sending(base: &str, path: &str) {
+    use std::io::Write;
+    let addr = base.trim_start_matches("http://");
+    let mut conn = std::net::TcpStream::connect(addr).expect("connecting to quorate");
+    write!(conn, "GET {path} HTTP/1.1\r\nHost: {addr}\r\n\r\n").expect("sending");
+    // Long enough for quorate to read the request and start deciding.
+    std::thread::sleep(Duration::from_millis(300));
+    drop(conn);
+}
+
 /// Every signature the upstreams served is in the database as an attestation, valid ones and
 /// unknown-key ones alike (builder C is not configured here: its signatures are evidence).
 #[test]

@@ -12,7 +12,9 @@
 //! ```
 //!
 //! Concurrent requests for the same path share one resolution (moka's `try_get_with` on the
-//! cache's hot answers).
+//! cache's hot answers). The resolution itself runs as a background task that the requests
+//! await: a client hanging up never cuts it half-way (upstream answers dropped, attestations
+//! without a decision, the waiting requests fanning out again).
 
 mod conclude;
 mod fan_out;
@@ -39,6 +41,9 @@ pub enum ResolveError {
     /// quorate's own narinfo could not be rendered (an agreed content it cannot express).
     #[error("rendering quorate's narinfo: {0}")]
     Render(#[from] FrontEndError),
+    /// The resolution task ended without an answer (the process is stopping, or a bug).
+    #[error("resolution interrupted: {0}")]
+    Interrupted(String),
 }
 
 /// Resolves `hash_part` for `cache`: memory, then database, then upstreams.
@@ -51,9 +56,14 @@ pub async fn resolve(
     cache
         .decisions
         .try_get_with(hash_part.clone(), async move {
-            resolve_uncached(&app, &owned_cache, &key)
-                .await
-                .map(Arc::new)
+            let task = {
+                let app = app.clone();
+                async move { resolve_uncached(&app, &owned_cache, &key).await }
+            };
+            match app.background.spawn(task).await {
+                Ok(resolution) => resolution.map(Arc::new),
+                Err(e) => Err(ResolveError::Interrupted(e.to_string())),
+            }
         })
         .await
 }
