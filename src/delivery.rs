@@ -74,6 +74,28 @@ pub async fn open(
     from_upstream(app, cache, key, &entry)
 }
 
+/// What a `HEAD` of NAR `key` is told, without fetching anything: its size (NarSize), when
+/// the store holds it or an accepted decision names it and some upstream offers it — the
+/// same conditions under which [`open`] would deliver it.
+pub async fn probe(
+    app: &Arc<App>,
+    cache: &Arc<ServedCache>,
+    key: NarKey,
+    known: Option<Arc<NarEntry>>,
+) -> Result<u64, DeliveryError> {
+    if let Some((_, size)) = app.fetcher.store().lookup(&key).await {
+        return Ok(size);
+    }
+    let entry = match known {
+        Some(entry) => entry,
+        None => entry(app, cache, key)
+            .await?
+            .ok_or(DeliveryError::NotAccepted)?,
+    };
+    pick_source(app, cache, key, &entry.sources).ok_or(DeliveryError::NoSource)?;
+    Ok(entry.content.nar_size)
+}
+
 /// Warm: the local store holds only verified bytes.
 async fn from_store(app: &App, key: NarKey) -> Option<NarBody> {
     match app.fetcher.store().open_nar(&key).await {

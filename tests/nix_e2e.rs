@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use common::adversary::{malicious_cache, mismatch_cache, served_sigs};
 use common::fixtures::FixturePath;
+use common::http::{http_get, http_head};
 use common::records;
 use common::{
     fixtures, for_each_backend, nar_hash_of, report, scratch_dir, Backend, Behavior, CacheSpec,
@@ -544,6 +545,58 @@ fn a_client_hanging_up_mid_resolution_does_not_cut_the_decision_short() {
             "the next request was answered without fanning out again"
         );
     });
+}
+
+/// HEAD on a NAR not fetched yet (what existence checks send) is answered from the decision,
+/// with the NAR's length, and downloads nothing; GET then fetches it, once.
+#[test]
+fn head_on_a_cold_nar_answers_from_the_decision_without_downloading() {
+    let fx = fixtures();
+    let hello = &fx.paths.hello;
+    for_each_backend(|backend| {
+        let ups = serve_builders(&["A", "B"]);
+        let spec = with_builders(CacheSpec::nix(CACHE).quorum(2), &["A", "B"]).upstreams(&ups);
+        let q = Quorate::start(backend, vec![spec]);
+        let narinfo = q.narinfo(hello);
+        assert_eq!(narinfo.status, 200, "{}", narinfo.text());
+        let text = narinfo.text();
+        let nar_url = text
+            .lines()
+            .find_map(|l| l.strip_prefix("URL: "))
+            .expect("the narinfo names its NAR");
+        let url = format!("{}/{nar_url}", q.url());
+        let downloads = || ups.iter().map(|u| u.nar_requests()).sum::<u64>();
+
+        let head = http_head(&url).expect("HEAD answered");
+        assert_eq!(head.status, 200, "{}", head.summary());
+        assert_eq!(
+            head.header("content-length"),
+            Some(hello.nar_size.to_string().as_str())
+        );
+        assert_eq!(
+            metric(&q, "quorate_nar_upstream_total"),
+            0,
+            "HEAD started no upstream fetch"
+        );
+        let unknown = url.replace(&nar_url[4..10], "000000");
+        assert_eq!(http_head(&unknown).expect("HEAD answered").status, 404);
+
+        let got = http_get(&url).expect("GET answered");
+        assert_eq!(got.status, 200);
+        assert_eq!(nar_hash_of(got.bytes()), hello.nar_hash);
+        assert_eq!(downloads(), 1);
+        assert_eq!(metric(&q, "quorate_nar_upstream_total"), 1);
+    });
+}
+
+/// The value of a counter at quorate's `/metrics`.
+fn metric(q: &Quorate, name: &str) -> u64 {
+    let page = http_get(&format!("{}/metrics", q.url())).expect("/metrics answered");
+    page.text()
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("{name} ")))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("{name} not in /metrics:\n{}", page.text()))
 }
 
 /// Sends `GET path` to the server at `base` and closes the connection before any answer.

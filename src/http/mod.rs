@@ -43,12 +43,16 @@ pub fn router(app: Arc<App>) -> Router {
             )
             .route(
                 "/nar/{file}",
-                get(move |s: State<Arc<App>>, p: Path<String>| nar::nar(s, idx, p)),
+                get(move |s: State<Arc<App>>, p: Path<String>| nar::nar(s, idx, p))
+                    .head(move |s: State<Arc<App>>, p: Path<String>| nar::nar_head(s, idx, p)),
             )
             .route(
                 "/nar/{compression}/{file}",
                 get(move |s: State<Arc<App>>, p: Path<(String, String)>| {
                     nar::nar_compressed(s, idx, p)
+                })
+                .head(move |s: State<Arc<App>>, p: Path<(String, String)>| {
+                    nar::nar_compressed_head(s, idx, p)
                 }),
             )
             .route(

@@ -9,18 +9,18 @@ use axum::extract::{Path, State};
 use axum::http::{header, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use quorate_core::flavor::{NarEncoding, NarRequest};
-use quorate_core::protocol::store_path::HashPart;
+use quorate_core::protocol::nar_hash::NarKey;
 
 use super::error::HttpError;
 use crate::app::App;
-use crate::delivery::{self, NarBody};
+use crate::delivery;
 use crate::nar::zstd_encode;
 use crate::resolve::resolve;
 use crate::served_cache::{NarEntry, Resolution, ServedCache};
 
 /// `GET <mount>/nar/<file>`.
 pub async fn nar(State(app): State<Arc<App>>, idx: usize, Path(file): Path<String>) -> Response {
-    respond(&app, idx, None, &file).await
+    respond(&app, idx, None, &file, Method::Get).await
 }
 
 /// `GET <mount>/nar/<compression>/<file>`.
@@ -29,36 +29,79 @@ pub async fn nar_compressed(
     idx: usize,
     Path((compression, file)): Path<(String, String)>,
 ) -> Response {
-    respond(&app, idx, Some(&compression), &file).await
+    respond(&app, idx, Some(&compression), &file, Method::Get).await
 }
 
-async fn respond(app: &Arc<App>, idx: usize, compression: Option<&str>, file: &str) -> Response {
+/// `HEAD <mount>/nar/<file>`: answered from what is known, never by downloading the NAR
+/// (`nix copy --to` and existence checks send HEAD).
+pub async fn nar_head(
+    State(app): State<Arc<App>>,
+    idx: usize,
+    Path(file): Path<String>,
+) -> Response {
+    respond(&app, idx, None, &file, Method::Head).await
+}
+
+/// `HEAD <mount>/nar/<compression>/<file>`.
+pub async fn nar_compressed_head(
+    State(app): State<Arc<App>>,
+    idx: usize,
+    Path((compression, file)): Path<(String, String)>,
+) -> Response {
+    respond(&app, idx, Some(&compression), &file, Method::Head).await
+}
+
+/// A NAR's bytes as they stream.
+type NarStream = futures_util::stream::BoxStream<'static, std::io::Result<bytes::Bytes>>;
+
+/// GET delivers the bytes; HEAD only says whether and how long.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Method {
+    Get,
+    Head,
+}
+
+async fn respond(
+    app: &Arc<App>,
+    idx: usize,
+    compression: Option<&str>,
+    file: &str,
+    method: Method,
+) -> Response {
     let cache = app.caches[idx].clone();
-    let result = match cache.front.nar_request(compression, file) {
-        Ok(NarRequest::ByKey(key)) => delivery::open(app, &cache, key, None)
+    let (key, known, encoding) = match named(app, &cache, compression, file).await {
+        Ok(named) => named,
+        Err(e) => return e.into_response(),
+    };
+    let result = match method {
+        Method::Get => delivery::open(app, &cache, key, known)
             .await
-            .map(|body| nar_response(body, NarEncoding::Identity))
-            .map_err(HttpError::from),
-        Ok(NarRequest::ByStorePath {
+            .map(|body| nar_response(Some(body.stream), body.size, encoding)),
+        Method::Head => delivery::probe(app, &cache, key, known)
+            .await
+            .map(|size| nar_response(None, size, encoding)),
+    };
+    result.unwrap_or_else(|e| HttpError::from(e).into_response())
+}
+
+/// The NAR a URL names: its key, its entry when a resolution found it, and how to send it.
+/// A NAR named by store path is served only while the path's decision is positive and
+/// names exactly that basename.
+async fn named(
+    app: &Arc<App>,
+    cache: &Arc<ServedCache>,
+    compression: Option<&str>,
+    file: &str,
+) -> Result<(NarKey, Option<Arc<NarEntry>>, NarEncoding), HttpError> {
+    let (hash_part, basename, encoding) = match cache.front.nar_request(compression, file)? {
+        NarRequest::ByKey(key) => return Ok((key, None, NarEncoding::Identity)),
+        NarRequest::ByStorePath {
             hash_part,
             basename,
             encoding,
-        }) => by_store_path(app, &cache, &hash_part, &basename)
-            .await
-            .map(|body| nar_response(body, encoding)),
-        Err(e) => Err(e.into()),
+        } => (hash_part, basename, encoding),
     };
-    result.unwrap_or_else(IntoResponse::into_response)
-}
-
-/// The NAR of a store path, while its decision is positive and names exactly `basename`.
-async fn by_store_path(
-    app: &Arc<App>,
-    cache: &Arc<ServedCache>,
-    hash_part: &HashPart,
-    basename: &str,
-) -> Result<NarBody, HttpError> {
-    let resolution = resolve(app, cache, hash_part).await?;
+    let resolution = resolve(app, cache, &hash_part).await?;
     let Resolution::Served { agreed, .. } = &*resolution else {
         return Err(HttpError::not_found("not served"));
     };
@@ -69,15 +112,17 @@ async fn by_store_path(
         content: agreed.content.clone(),
         sources: agreed.sources.clone(),
     });
-    let key = agreed.content.nar_hash.key();
-    Ok(delivery::open(app, cache, key, Some(entry)).await?)
+    Ok((agreed.content.nar_hash.key(), Some(entry), encoding))
 }
 
-fn nar_response(body: NarBody, encoding: NarEncoding) -> Response {
-    let (body, size) = match encoding {
-        NarEncoding::Identity => (Body::from_stream(body.stream), Some(body.size)),
+/// A NAR answer: the NAR's bytes (`None` for HEAD) of NarSize `size`, sent as `encoding`.
+fn nar_response(bytes: Option<NarStream>, size: u64, encoding: NarEncoding) -> Response {
+    let (body, size) = match (encoding, bytes) {
+        (NarEncoding::Identity, Some(bytes)) => (Body::from_stream(bytes), Some(size)),
+        (NarEncoding::Identity, None) => (Body::empty(), Some(size)),
         // The compressed length is unknown until compressed: no Content-Length.
-        NarEncoding::Zstd => (Body::from_stream(zstd_encode(body.stream)), None),
+        (NarEncoding::Zstd, Some(bytes)) => (Body::from_stream(zstd_encode(bytes)), None),
+        (NarEncoding::Zstd, None) => (Body::empty(), None),
     };
     let mut resp = Response::new(body);
     let h = resp.headers_mut();

@@ -70,12 +70,21 @@ fn client() -> &'static reqwest::Client {
 /// `GET url` within `timeout`: `Err` if no response head arrives; a body that breaks off is
 /// kept as `Err` in [`HttpAnswer::body`].
 async fn send(url: &str, timeout: Duration) -> Result<HttpAnswer, String> {
+    request(reqwest::Method::GET, url, timeout).await
+}
+
+/// `method url` within `timeout`, as [`send`] does for GET.
+async fn request(
+    method: reqwest::Method,
+    url: &str,
+    timeout: Duration,
+) -> Result<HttpAnswer, String> {
     let resp = client()
-        .get(url)
+        .request(method.clone(), url)
         .timeout(timeout)
         .send()
         .await
-        .map_err(|e| format!("GET {url}: {e}"))?;
+        .map_err(|e| format!("{method} {url}: {e}"))?;
     let status = resp.status().as_u16();
     let headers = resp
         .headers()
@@ -111,6 +120,11 @@ pub async fn get_json(url: &str) -> serde_json::Value {
 /// arrived.
 pub fn http_get(url: &str) -> Result<HttpAnswer, String> {
     block_on(http_get_async(url, TIMEOUT))
+}
+
+/// `HEAD url` from a synchronous test: the status and headers (there is no body).
+pub fn http_head(url: &str) -> Result<HttpAnswer, String> {
+    block_on(request(reqwest::Method::HEAD, url, TIMEOUT))
 }
 
 /// `GET url` within `timeout`: `Err` unless the whole answer arrived.
