@@ -7,10 +7,10 @@
 //! never overwritten.
 
 use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use quorate_core::flavor::{Signer, SignerError};
+use quorate_core::flavor::{Flavor, Signer, SignerError};
 
 use crate::config::CacheConfig;
 
@@ -18,15 +18,28 @@ use crate::config::CacheConfig;
 #[derive(Debug, thiserror::Error)]
 pub enum KeyFileError {
     /// The file exists but cannot be read.
-    #[error("signing key {path}: {source}")]
+    #[error("signing key {}: {source}", path.display())]
     Read {
         /// The key file.
         path: PathBuf,
         /// The OS error.
         source: std::io::Error,
     },
+    /// Every user on the machine can read the secret key.
+    #[error(
+        "signing key {} is readable by every user (mode {mode:03o}); \
+         restrict it with `chmod 600 {}` (or `chmod o-r`)",
+        path.display(),
+        path.display()
+    )]
+    Exposed {
+        /// The key file.
+        path: PathBuf,
+        /// Its permission bits.
+        mode: u32,
+    },
     /// The file does not hold a key of the cache's flavor.
-    #[error("signing key {path}: {source}")]
+    #[error("signing key {}: {source}", path.display())]
     Parse {
         /// The key file.
         path: PathBuf,
@@ -34,7 +47,7 @@ pub enum KeyFileError {
         source: SignerError,
     },
     /// A new key could not be made (no randomness).
-    #[error("signing key {path}: {source}")]
+    #[error("signing key {}: {source}", path.display())]
     Generate {
         /// Where it was to go.
         path: PathBuf,
@@ -42,7 +55,7 @@ pub enum KeyFileError {
         source: SignerError,
     },
     /// A new key could not be written.
-    #[error("signing key {path}: cannot write generated key: {source}")]
+    #[error("signing key {}: cannot write generated key: {source}", path.display())]
     Write {
         /// The key file.
         path: PathBuf,
@@ -56,14 +69,7 @@ pub enum KeyFileError {
 pub fn load_or_generate(cache: &CacheConfig) -> Result<Signer, KeyFileError> {
     let path = &cache.signing_key_file;
     if path.exists() {
-        let text = std::fs::read_to_string(path).map_err(|source| KeyFileError::Read {
-            path: path.clone(),
-            source,
-        })?;
-        return Signer::parse(cache.flavor, &text).map_err(|source| KeyFileError::Parse {
-            path: path.clone(),
-            source,
-        });
+        return read_existing(path, cache.flavor);
     }
     let key = Signer::generate(cache.flavor, &cache.signing_key_name).map_err(|source| {
         KeyFileError::Generate {
@@ -79,6 +85,31 @@ pub fn load_or_generate(cache: &CacheConfig) -> Result<Signer, KeyFileError> {
     })?;
     tracing::info!(cache = %cache.name, "generated signing key {}", path.display());
     Ok(key)
+}
+
+/// The secret key in `path`: refused if every user can read it, or if it is not a key of
+/// `flavor`.
+pub fn read_existing(path: &Path, flavor: Flavor) -> Result<Signer, KeyFileError> {
+    let path_buf = || path.to_path_buf();
+    let meta = std::fs::metadata(path).map_err(|source| KeyFileError::Read {
+        path: path_buf(),
+        source,
+    })?;
+    let mode = meta.permissions().mode() & 0o7777;
+    if mode & 0o004 != 0 {
+        return Err(KeyFileError::Exposed {
+            path: path_buf(),
+            mode,
+        });
+    }
+    let text = std::fs::read_to_string(path).map_err(|source| KeyFileError::Read {
+        path: path_buf(),
+        source,
+    })?;
+    Signer::parse(flavor, &text).map_err(|source| KeyFileError::Parse {
+        path: path_buf(),
+        source,
+    })
 }
 
 /// Write `PREFIX.sec` (mode 0600, refusing to overwrite) and the public key next to it
@@ -104,5 +135,51 @@ pub fn pub_path_for(sec_path: &Path) -> PathBuf {
     match s.strip_suffix(".sec") {
         Some(stem) => format!("{stem}.pub").into(),
         None => format!("{s}.pub").into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key_file(dir: &Path, mode: u32, text: &str) -> PathBuf {
+        let path = dir.join(format!("k{mode:o}.sec"));
+        std::fs::write(&path, text).expect("write key");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).expect("chmod");
+        path
+    }
+
+    #[test]
+    fn a_secret_key_every_user_can_read_is_refused_with_the_chmod_to_run() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let key = Signer::generate(Flavor::Nix, "quorate-1").expect("key");
+        let exposed = key_file(dir.path(), 0o644, &key.secret_text());
+        let err = read_existing(&exposed, Flavor::Nix).err().expect("refused");
+        let message = err.to_string();
+        assert!(message.contains("readable by every user"), "{message}");
+        assert!(
+            message.contains(&format!("chmod 600 {}", exposed.display())),
+            "{message}"
+        );
+        for mode in [0o600, 0o640, 0o400] {
+            let fine = key_file(dir.path(), mode, &key.secret_text());
+            assert!(read_existing(&fine, Flavor::Nix).is_ok(), "mode {mode:o}");
+        }
+    }
+
+    #[test]
+    fn a_key_file_of_the_wrong_flavor_or_garbage_is_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let nix = Signer::generate(Flavor::Nix, "quorate-1").expect("key");
+        let path = key_file(dir.path(), 0o600, &nix.secret_text());
+        assert!(matches!(
+            read_existing(&path, Flavor::Guix),
+            Err(KeyFileError::Parse { .. })
+        ));
+        let garbage = key_file(dir.path(), 0o640, "not a key\n");
+        assert!(matches!(
+            read_existing(&garbage, Flavor::Nix),
+            Err(KeyFileError::Parse { .. })
+        ));
     }
 }

@@ -85,21 +85,37 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             serve(cfg)
         }
         Command::Keygen { flavor, name, out } => keygen(flavor, &name, &out),
-        Command::CheckConfig { config } => {
-            let cfg = load(config.as_ref())?;
-            let database = if cfg.database_url.starts_with("sqlite") {
-                "sqlite"
-            } else {
-                "postgres"
-            };
+        Command::CheckConfig { config } => check_config(&load(config.as_ref())?),
+    }
+}
+
+/// `quorate check-config`: the file's meaning (done by loading it), and every cache's
+/// signing key: an existing one must be a key of the cache's flavor that not every user can
+/// read; a missing one is noted (`serve` generates it on first start).
+fn check_config(cfg: &Config) -> anyhow::Result<()> {
+    for cache in &cfg.caches {
+        let path = &cache.signing_key_file;
+        if path.exists() {
+            keys::read_existing(path, cache.flavor)?;
+        } else {
             println!(
-                "config OK: {} cache(s), listen {}, database {database}",
-                cfg.caches.len(),
-                cfg.listen,
+                "note: cache `{}`: signing key {} does not exist yet; `quorate serve` will generate it",
+                cache.name,
+                path.display()
             );
-            Ok(())
         }
     }
+    let database = if cfg.database_url.starts_with("sqlite") {
+        "sqlite"
+    } else {
+        "postgres"
+    };
+    println!(
+        "config OK: {} cache(s), listen {}, database {database}",
+        cfg.caches.len(),
+        cfg.listen,
+    );
+    Ok(())
 }
 
 /// `quorate serve`: start, print what clients must trust, serve until SIGTERM/SIGINT.

@@ -1,0 +1,107 @@
+//! The command line as an operator meets it: `check-config` and `serve` on the signing key
+//! files they are given. Runs the real `quorate` binary.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::{Command, Output};
+
+const HYDRA: &str = "cache.nixos.org-1:6NCHdD59X431o0gWypbMrAURkbJ16ZPMQFGspcDShjY=";
+
+fn quorate(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_quorate"))
+        .args(args)
+        .output()
+        .expect("running quorate")
+}
+
+/// A config whose one cache signs with `key_file` (relative to the config's directory).
+fn config(dir: &Path, key_file: &str) -> String {
+    let path = dir.join("quorate.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "listen = \"127.0.0.1:0\"\n\
+             [[cache]]\nname = \"nixos\"\nflavor = \"nix\"\nsigning_key_file = \"{key_file}\"\n\
+             [[cache.builder]]\nname = \"hydra\"\nkeys = [\"{HYDRA}\"]\n\
+             [[cache.upstream]]\nurl = \"http://127.0.0.1:9\"\n"
+        ),
+    )
+    .expect("writing the config");
+    path.display().to_string()
+}
+
+fn keygen(dir: &Path, name: &str) -> String {
+    let prefix = dir.join(name);
+    let out = quorate(&[
+        "keygen",
+        "--flavor",
+        "nix",
+        "--name",
+        "quorate-1",
+        "--out",
+        &prefix.display().to_string(),
+    ]);
+    assert!(out.status.success(), "{out:?}");
+    format!("{name}.sec")
+}
+
+fn chmod(path: &Path, mode: u32) {
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).expect("chmod");
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn check_config_accepts_a_private_key_and_notes_a_missing_one() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let key = keygen(dir.path(), "good");
+    let out = quorate(&["check-config", "--config", &config(dir.path(), &key)]);
+    assert!(out.status.success(), "{}", stderr(&out));
+
+    let out = quorate(&[
+        "check-config",
+        "--config",
+        &config(dir.path(), "absent.sec"),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(said.contains("does not exist yet"), "{said}");
+}
+
+#[test]
+fn check_config_refuses_a_garbage_or_world_readable_signing_key() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("garbage.sec"), "not a key\n").expect("write");
+    chmod(&dir.path().join("garbage.sec"), 0o600);
+    let out = quorate(&[
+        "check-config",
+        "--config",
+        &config(dir.path(), "garbage.sec"),
+    ]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(
+        stderr(&out).contains("not a Nix secret key"),
+        "{}",
+        stderr(&out)
+    );
+
+    let key = keygen(dir.path(), "exposed");
+    chmod(&dir.path().join(&key), 0o644);
+    let out = quorate(&["check-config", "--config", &config(dir.path(), &key)]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(stderr(&out).contains("chmod 600"), "{}", stderr(&out));
+}
+
+#[test]
+fn serve_refuses_to_start_with_a_world_readable_signing_key() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let key = keygen(dir.path(), "exposed");
+    chmod(&dir.path().join(&key), 0o604);
+    let out = quorate(&["serve", "--config", &config(dir.path(), &key)]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let said = stderr(&out);
+    assert!(said.contains("readable by every user"), "{said}");
+    assert!(!said.contains("panicked"), "{said}");
+}
