@@ -3,6 +3,7 @@
 #
 #   scripts/test-postgres.sh start DIR   # prints one line: postgres://postgres@127.0.0.1:PORT/quorate_test
 #   scripts/test-postgres.sh stop DIR    # stops it; safe to call twice
+#   (start DIR again after stop: the same cluster, data and port, e.g. to end an outage)
 #
 # Typical use:
 #   export QUORATE_TEST_POSTGRES_URL=$(scripts/test-postgres.sh start /tmp/quorate-pg)
@@ -129,6 +130,8 @@ EOF
     local attempt port
     for attempt in 1 2 3 4 5 6 7 8 9 10; do
         port=$((20000 + (RANDOM * 32768 + RANDOM) % 40000))
+        # A cluster started again (an outage test) keeps its port, so clients reconnect.
+        if [ "$attempt" = 1 ] && [ -f "$dir/port" ]; then port=$(cat "$dir/port"); fi
         port_in_use "$port" && continue
         if as_owner "$bin/pg_ctl" -D "$data" -l "$log" -w -t 60 -o "-p $port" \
             start >/dev/null 2>>"$log"; then
@@ -149,6 +152,7 @@ EOF
     fi
 
     local url="postgres://postgres@127.0.0.1:$port/quorate_test"
+    echo "$port" >"$dir/port"
     echo "$url" >"$dir/url"
     echo "$url"
 }

@@ -9,6 +9,7 @@ use crate::db::{Db, DbError};
 use crate::keys::{self, KeyFileError};
 use crate::metrics::Metrics;
 use crate::nar::{NarFetcher, NarStore};
+use crate::outbox::Outbox;
 use crate::served_cache::ServedCache;
 use crate::tasks::Background;
 use crate::upstream::{UpstreamClient, UpstreamError};
@@ -20,7 +21,7 @@ pub enum StartError {
     #[error(transparent)]
     Key(#[from] KeyFileError),
     /// The database could not be opened or migrated.
-    #[error("database: {0}")]
+    #[error(transparent)]
     Db(#[from] DbError),
     /// Filesystem problem (state directory, NAR store).
     #[error("{what}: {source}")]
@@ -49,6 +50,8 @@ pub struct App {
     pub caches: Vec<Arc<ServedCache>>,
     /// Counters for `/metrics`.
     pub metrics: Metrics,
+    /// Records waiting for the database (during an outage or a full disk).
+    pub outbox: Outbox,
     /// Tracked background work and the shutdown signal.
     pub background: Background,
 }
@@ -66,6 +69,7 @@ impl App {
         let store = open_store(&config)
             .await
             .map_err(io("opening the NAR store".into()))?;
+        reconcile(&db, &store).await?;
         let background = Background::new();
         let fetcher = NarFetcher::new(Arc::new(store), background.tracker());
         let upstream = UpstreamClient::new(config.upstream_timeout)?;
@@ -90,6 +94,7 @@ impl App {
             fetcher,
             caches,
             metrics: Metrics::default(),
+            outbox: Outbox::default(),
             background,
         }))
     }
@@ -102,4 +107,33 @@ async fn open_store(config: &Config) -> std::io::Result<NarStore> {
     tokio::task::spawn_blocking(move || NarStore::open(root, max))
         .await
         .map_err(std::io::Error::other)?
+}
+
+/// Makes the database's NAR objects match the store's files: a NAR stored while the
+/// database was unreachable (or just before a crash) gets its row, a row whose file is gone
+/// is removed. The files are the truth: only verified NARs are ever renamed into the store.
+async fn reconcile(db: &Db, store: &NarStore) -> Result<(), DbError> {
+    let held: std::collections::HashMap<_, _> = store
+        .entries()
+        .into_iter()
+        .map(|(key, size)| (key.hash(), (key, size)))
+        .collect();
+    let recorded: std::collections::HashSet<_> =
+        db.nar_object_hashes().await?.into_iter().collect();
+    let (mut added, mut removed) = (0, 0);
+    for (hash, (key, size)) in &held {
+        if !recorded.contains(hash) {
+            db.record_nar_object(hash, *size, &NarStore::location(key))
+                .await?;
+            added += 1;
+        }
+    }
+    for hash in recorded.iter().filter(|h| !held.contains_key(h)) {
+        db.remove_nar_object(hash).await?;
+        removed += 1;
+    }
+    if added + removed > 0 {
+        tracing::info!("NAR store reconciled with the database: {added} object(s) recorded, {removed} forgotten");
+    }
+    Ok(())
 }

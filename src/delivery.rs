@@ -25,6 +25,7 @@ use crate::config::UpstreamConfig;
 use crate::db::{DbError, Event, EventKind};
 use crate::limits::NAR_READ_CHUNK;
 use crate::nar::{Compression, Expected, NarError};
+use crate::outbox::PendingWrite;
 use crate::record;
 use crate::served_cache::{NarEntry, ServedCache};
 use crate::upstream::{UpstreamClient, UpstreamError};
@@ -222,6 +223,30 @@ fn pick_source(
         .map(|(_, picked)| picked)
 }
 
+/// Whose fault a failed fetch was.
+enum Fault {
+    /// The upstream's: wrong bytes (`Mismatch`) or a broken download (`UpstreamFailure`).
+    Upstream(EventKind),
+    /// Ours: the local store could not take the bytes.
+    Local,
+    /// Nobody's: the process is stopping.
+    Interrupted,
+}
+
+impl NarError {
+    fn fault(&self) -> Fault {
+        match self {
+            NarError::HashMismatch { .. }
+            | NarError::SizeMismatch { .. }
+            | NarError::TooLarge { .. }
+            | NarError::Decompress(_) => Fault::Upstream(EventKind::Mismatch),
+            NarError::Source(_) => Fault::Upstream(EventKind::UpstreamFailure),
+            NarError::Store(_) => Fault::Local,
+            NarError::Interrupted => Fault::Interrupted,
+        }
+    }
+}
+
 /// What the caller that started a fetch records when it ends.
 struct FetchOutcome {
     app: Arc<App>,
@@ -237,33 +262,46 @@ impl FetchOutcome {
             Ok(()) => {
                 let size = self.entry.content.nar_size;
                 self.app.metrics.nar_bytes_fetched.add(size);
-                record::nar_object(&self.app, self.key, size).await;
+                let stored = PendingWrite::NarObject {
+                    key: self.key,
+                    size,
+                };
+                record::best_effort(&self.app, stored).await;
             }
             Err(e) => self.rejected(e).await,
         }
     }
 
-    /// The upstream's bytes were refused: it goes last for this NAR, and the event is kept.
+    /// The fetch failed. An upstream at fault (wrong bytes, a broken download) goes last for
+    /// this NAR; a local fault (the disk full, the store unwritable) is recorded as such and
+    /// blames no upstream.
     async fn rejected(&self, e: NarError) {
-        let kind = if matches!(e, NarError::Source(_)) {
-            EventKind::UpstreamFailure
-        } else {
-            self.app.metrics.nar_mismatches.inc();
-            EventKind::Mismatch
-        };
         let store_path = &self.entry.content.store_path;
-        tracing::warn!(cache = %self.cache.name(), upstream = %self.upstream, %store_path,
-            "NAR from upstream rejected: {e}");
-        self.cache
-            .bad_sources
-            .insert((self.key, self.upstream.clone()), ())
-            .await;
+        let kind = match e.fault() {
+            Fault::Upstream(kind) => {
+                if kind == EventKind::Mismatch {
+                    self.app.metrics.nar_mismatches.inc();
+                }
+                tracing::warn!(cache = %self.cache.name(), upstream = %self.upstream,
+                    %store_path, "NAR from upstream rejected: {e}");
+                self.cache
+                    .bad_sources
+                    .insert((self.key, self.upstream.clone()), ())
+                    .await;
+                kind
+            }
+            Fault::Local => {
+                tracing::error!(cache = %self.cache.name(), %store_path,
+                    "storing a NAR failed here, not upstream: {e}");
+                EventKind::StoreFailure
+            }
+            Fault::Interrupted => return,
+        };
         let event = Event {
             store_path: Some(store_path.clone()),
-            upstream: Some(self.upstream.clone()),
+            upstream: (kind != EventKind::StoreFailure).then(|| self.upstream.clone()),
             ..record::event(&self.cache, kind, e.to_string())
         };
-        let result = self.app.db.record_event(&event).await;
-        record::logged(&self.app, &format!("a {kind} event"), result);
+        record::best_effort(&self.app, PendingWrite::Event(event)).await;
     }
 }

@@ -8,7 +8,7 @@
 //! - foundations: [`clock`], [`limits`], [`config`];
 //! - I/O, independent of each other: [`db`] (SQL), [`upstream`] (HTTP client), [`nar`]
 //!   (streaming verification and the content-addressed store);
-//! - state: [`metrics`], [`keys`], [`served_cache`], [`tasks`], [`app`];
+//! - state: [`metrics`], [`outbox`], [`keys`], [`served_cache`], [`tasks`], [`app`];
 //! - the request path: [`record`], [`resolve`] (narinfo → decision), [`delivery`] (NAR
 //!   bytes), [`http`] (routes);
 //! - [`serve`]: listening and clean shutdown.
@@ -24,6 +24,7 @@ pub mod upstream;
 pub mod app;
 pub mod keys;
 pub mod metrics;
+pub mod outbox;
 pub mod served_cache;
 pub mod tasks;
 

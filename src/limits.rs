@@ -34,6 +34,17 @@ pub const BAD_SOURCE_TTL: Duration = Duration::from_secs(3600);
 /// How long one upstream request may take when the config does not say (`upstream_timeout`).
 pub const DEFAULT_UPSTREAM_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// How long a caller waits for a pooled database connection. Short, so that a database
+/// outage answers 503 (and `/readyz` fails) at once instead of holding every request.
+pub const DB_ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How long a SQLite connection waits for another writer before giving up.
+pub const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Records waiting for the database (written during an outage, or a full disk) kept in
+/// memory until it answers again; past this, the oldest are dropped (logged and counted).
+pub const OUTBOX_CAPACITY: usize = 100_000;
+
 /// How long an idle upstream connection is kept for reuse.
 pub const UPSTREAM_POOL_IDLE: Duration = Duration::from_secs(60);
 

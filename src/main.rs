@@ -63,9 +63,23 @@ enum KeyFlavor {
 fn main() {
     let cli = Cli::parse();
     if let Err(e) = run(cli) {
-        eprintln!("quorate: {e:#}");
+        eprintln!("quorate: {}", one_sentence(&e));
         std::process::exit(1);
     }
+}
+
+/// The error and its causes, each said once: most of quorate's errors already name their
+/// cause in their message, which `{:#}` would repeat.
+fn one_sentence(e: &anyhow::Error) -> String {
+    let mut said = e.to_string();
+    for cause in e.chain().skip(1) {
+        let cause = cause.to_string();
+        if !said.contains(&cause) {
+            said.push_str(": ");
+            said.push_str(&cause);
+        }
+    }
+    said
 }
 
 fn load(config: Option<&PathBuf>) -> anyhow::Result<Config> {

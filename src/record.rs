@@ -4,18 +4,21 @@
 //! Two kinds of write:
 //! - writes an answer rests on (a resolution's attestations and decision) return their error:
 //!   the request then fails with 503 rather than serve what was not recorded;
-//! - writes nothing waits for (late answers, NAR objects, evictions, mismatch events) are
-//!   best effort: a failure is logged and counted in `quorate_record_failures_total`, never
-//!   dropped silently ([`logged`]).
+//! - writes nothing waits for (late answers, withdrawals, NAR objects, evictions, mismatch
+//!   and store events) go through [`best_effort`]: written at once if the database takes
+//!   them, queued in the [outbox](crate::outbox) while it cannot (down, disk full) and
+//!   written when it can again; a write that can never succeed is logged and counted in
+//!   `quorate_record_failures_total`. None is dropped silently.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use quorate_core::attestation::{Attestation, NarSource};
-use quorate_core::protocol::nar_hash::NarKey;
 
 use crate::app::App;
 use crate::clock::now_ms;
-use crate::db::{DbError, DecisionRecord, Event, EventKind};
+use crate::db::{DbError, Event, EventKind};
+use crate::outbox::PendingWrite;
 use crate::served_cache::ServedCache;
 
 /// An upstream that could not answer, and why.
@@ -39,81 +42,72 @@ pub fn event(cache: &ServedCache, kind: EventKind, detail: String) -> Event {
     }
 }
 
-/// Records what a round of upstream answers showed: the attestations, the NAR sources, and
-/// an event per failed upstream.
-pub async fn observations(
+/// What a round of upstream answers showed, as one write: the attestations, the NAR
+/// sources, and an event per failed upstream (logged and counted here, once).
+pub fn observations(
     app: &App,
     cache: &ServedCache,
     seen: &[Attestation],
     sources: &[NarSource],
     failures: &[UpstreamFailure],
-) -> Result<(), DbError> {
-    if !seen.is_empty() {
-        app.db.record_attestations(seen).await?;
-    }
-    if !sources.is_empty() {
-        app.db.record_nar_sources(cache.name(), sources).await?;
-    }
-    for f in failures {
-        app.metrics.upstream_failures.inc();
-        tracing::warn!(cache = %cache.name(), upstream = %f.upstream, "{}", f.why);
-        app.db
-            .record_event(&Event {
+) -> PendingWrite {
+    let events = failures
+        .iter()
+        .map(|f| {
+            app.metrics.upstream_failures.inc();
+            tracing::warn!(cache = %cache.name(), upstream = %f.upstream, "{}", f.why);
+            Event {
                 upstream: Some(f.upstream.clone()),
                 ..event(cache, EventKind::UpstreamFailure, f.why.clone())
-            })
-            .await?;
+            }
+        })
+        .collect();
+    PendingWrite::Observations {
+        cache: cache.name().to_owned(),
+        seen: seen.to_vec(),
+        sources: sources.to_vec(),
+        events,
     }
-    Ok(())
 }
 
-/// Appends a decision.
-pub async fn decision(app: &App, record: &DecisionRecord) -> Result<(), DbError> {
-    app.db.record_decision(record).await.map(drop)
-}
-
-/// Records (and counts) a conflict between trusted builders about `store_path`.
-pub async fn conflict(
+/// A conflict between trusted builders about `store_path`, as one write (counted here).
+pub fn conflict(
     app: &App,
     cache: &ServedCache,
     store_path: Option<String>,
     detail: String,
-) -> Result<(), DbError> {
+) -> PendingWrite {
     app.metrics.conflicts.inc();
-    app.db
-        .record_event(&Event {
-            store_path,
-            ..event(cache, EventKind::Conflict, detail)
-        })
-        .await
+    PendingWrite::Event(Event {
+        store_path,
+        ..event(cache, EventKind::Conflict, detail)
+    })
 }
 
-/// A best-effort write's result: `Some` on success; on failure the error is logged with
-/// `what` and counted, and `None` returned.
-pub fn logged<T>(app: &App, what: &str, result: Result<T, DbError>) -> Option<T> {
-    match result {
-        Ok(value) => Some(value),
-        Err(e) => {
-            app.metrics.record_failures.inc();
-            tracing::error!("could not record {what}: {e}");
-            None
+/// Writes `write` now, or queues it in the outbox if the database cannot take it right now;
+/// a write that can never succeed is logged and counted.
+pub async fn best_effort(app: &App, write: PendingWrite) {
+    match write.write(&app.db).await {
+        Ok(()) => {}
+        Err(e) if e.is_transient() => {
+            tracing::warn!("database unavailable ({e}); queued {}", write.describe());
+            if let Some(dropped) = app.outbox.push(write) {
+                failed(app, &dropped, "the outbox is full");
+            }
         }
+        Err(e) => failed(app, &write, &e.to_string()),
     }
 }
 
-/// Records a NAR just verified and committed to the local store (best effort).
-pub async fn nar_object(app: &App, key: NarKey, size: u64) {
-    let location = format!("nar/{}/{key}.nar", &key.to_string()[..2]);
-    let result = app.db.record_nar_object(&key.hash(), size, &location).await;
-    logged(app, &format!("NAR object {key}"), result);
+fn failed(app: &App, write: &PendingWrite, why: &str) {
+    app.metrics.record_failures.inc();
+    tracing::error!("could not record {}: {why}", write.describe());
 }
 
-/// Forgets, in the database, the NAR objects the store evicted since last time (best
-/// effort: attestations and decisions stay).
+/// Forgets, in the database, the NAR objects the store evicted since last time.
 pub async fn evictions(app: &App) {
     for gone in app.fetcher.store().take_evicted() {
-        let result = app.db.remove_nar_object(&gone.hash()).await;
-        logged(app, &format!("eviction of NAR object {gone}"), result);
+        best_effort(app, PendingWrite::Evicted(gone)).await;
     }
 }
 
@@ -127,4 +121,55 @@ pub async fn follow_evictions(app: Arc<App>) {
             () = shutdown.cancelled() => return,
         }
     }
+}
+
+/// How long the outbox waits before trying the database again, at first and at most.
+const RETRY_FIRST: Duration = Duration::from_millis(500);
+const RETRY_MAX: Duration = Duration::from_secs(10);
+
+/// Writes the outbox's queued records, oldest first, as soon as the database takes them
+/// again; runs until shutdown, then tries once more to empty the outbox.
+pub async fn flush_outbox(app: Arc<App>) {
+    let shutdown = app.background.shutdown_signal();
+    let mut wait = RETRY_FIRST;
+    loop {
+        if app.outbox.is_empty() {
+            wait = RETRY_FIRST;
+            tokio::select! {
+                () = app.outbox.queued() => continue,
+                () = shutdown.cancelled() => return,
+            }
+        }
+        match flush_once(&app).await {
+            Ok(()) => wait = RETRY_FIRST,
+            Err(e) => {
+                tracing::debug!("outbox: database still unavailable ({e}); retrying in {wait:?}");
+                tokio::select! {
+                    () = tokio::time::sleep(wait) => wait = (wait * 2).min(RETRY_MAX),
+                    () = shutdown.cancelled() => {
+                        let _ = flush_once(&app).await;
+                        return;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Writes queued records until the outbox is empty or the database fails transiently.
+async fn flush_once(app: &App) -> Result<(), DbError> {
+    while let Some(write) = app.outbox.front() {
+        match write.write(&app.db).await {
+            Ok(()) => {
+                tracing::info!("recorded {} (queued during an outage)", write.describe());
+                app.outbox.pop();
+            }
+            Err(e) if e.is_transient() => return Err(e),
+            Err(e) => {
+                failed(app, &write, &e.to_string());
+                app.outbox.pop();
+            }
+        }
+    }
+    Ok(())
 }

@@ -31,6 +31,7 @@ pub async fn serve_until(
     stop: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     app.background.spawn(record::follow_evictions(app.clone()));
+    app.background.spawn(record::flush_outbox(app.clone()));
     let stopping = Arc::new(Notify::new());
     let server = {
         let stopping = stopping.clone();

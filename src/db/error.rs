@@ -2,6 +2,42 @@
 
 use std::path::PathBuf;
 
+impl DbError {
+    /// Whether the database could not be reached or could not take the write right now
+    /// (down, restarting, out of connections, disk full), so the same write may succeed
+    /// later; as opposed to a write that can never succeed (a value out of range).
+    pub fn is_transient(&self) -> bool {
+        match self {
+            DbError::Unreachable { .. } => true,
+            DbError::Sql(e) => match e {
+                sqlx::Error::Io(_)
+                | sqlx::Error::Tls(_)
+                | sqlx::Error::Protocol(_)
+                | sqlx::Error::PoolTimedOut
+                | sqlx::Error::PoolClosed
+                | sqlx::Error::WorkerCrashed
+                | sqlx::Error::BeginFailed => true,
+                sqlx::Error::Database(d) => transient_code(d.code().as_deref()),
+                _ => false,
+            },
+            _ => false,
+        }
+    }
+}
+
+/// SQLite's busy, locked, I/O, full and can't-open results; PostgreSQL's connection
+/// exceptions (08), insufficient resources (53), operator intervention (57: shutdown,
+/// restart) and serialization/deadlock failures (40).
+fn transient_code(code: Option<&str>) -> bool {
+    let Some(code) = code else { return false };
+    if let Ok(sqlite) = code.parse::<i32>() {
+        return matches!(sqlite & 0xff, 5 | 6 | 10 | 13 | 14);
+    }
+    ["08", "53", "57", "40"]
+        .iter()
+        .any(|class| code.starts_with(class))
+}
+
 /// Everything that can go wrong storing or loading quorate's records.
 #[derive(Debug, thiserror::Error)]
 pub enum DbError {
@@ -19,6 +55,13 @@ pub enum DbError {
         path: PathBuf,
         /// Why.
         source: std::io::Error,
+    },
+
+    /// The database server did not answer a connection attempt in time.
+    #[error("the database did not answer within {after:?}")]
+    Unreachable {
+        /// How long quorate waited.
+        after: std::time::Duration,
     },
 
     /// The database or the driver reported an error.

@@ -16,14 +16,18 @@ pub enum EventKind {
     Conflict,
     /// An upstream request failed (unreachable, timed out, bad answer).
     UpstreamFailure,
+    /// Something failed here, not upstream: the NAR store could not take a NAR (disk full,
+    /// permissions).
+    StoreFailure,
 }
 
 impl EventKind {
     /// Every kind, for listings and for parsing.
-    pub const ALL: [EventKind; 3] = [
+    pub const ALL: [EventKind; 4] = [
         EventKind::Mismatch,
         EventKind::Conflict,
         EventKind::UpstreamFailure,
+        EventKind::StoreFailure,
     ];
 
     /// The spelling stored in the database and used by the API's `kind=` filter.
@@ -32,6 +36,7 @@ impl EventKind {
             EventKind::Mismatch => "mismatch",
             EventKind::Conflict => "conflict",
             EventKind::UpstreamFailure => "upstream_failure",
+            EventKind::StoreFailure => "store_failure",
         }
     }
 }
@@ -55,7 +60,7 @@ impl std::str::FromStr for EventKind {
 
 /// An event kind this build does not know.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown event kind {0:?}: expected mismatch, conflict or upstream_failure")]
+#[error("unknown event kind {0:?}: expected mismatch, conflict, upstream_failure or store_failure")]
 pub struct UnknownEventKind(pub String);
 
 /// One noteworthy happening.

@@ -23,11 +23,12 @@ use std::path::Path;
 use std::str::FromStr;
 use std::time::Duration;
 
+use sqlx::postgres::PgConnection;
 use sqlx::postgres::{PgPool, PgPoolOptions};
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
-use sqlx::{Postgres, Sqlite, Transaction};
+use sqlx::{Connection, Postgres, Sqlite, Transaction};
 
 /// Runs `$body` once per backend with `$pool` bound to that backend's pool.
 ///
@@ -59,10 +60,8 @@ pub use events::{Event, EventKind, UnknownEventKind};
 pub use nar_objects::NarObject;
 pub use seen::BuilderKey;
 
-/// How long a SQLite connection waits for another writer before giving up.
-const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(10);
-/// How long a caller waits for a free pooled connection.
-const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(30);
+use crate::limits::{DB_ACQUIRE_TIMEOUT as ACQUIRE_TIMEOUT, SQLITE_BUSY_TIMEOUT};
+
 /// Pool size per process; PostgreSQL replicas each open up to this many.
 const MAX_CONNECTIONS: u32 = 10;
 
@@ -160,7 +159,9 @@ async fn connect_sqlite(url: &str) -> Result<SqlitePool, DbError> {
     let mut options = SqliteConnectOptions::from_str(url)?
         .create_if_missing(true)
         .busy_timeout(SQLITE_BUSY_TIMEOUT);
-    let mut pool = SqlitePoolOptions::new().acquire_timeout(ACQUIRE_TIMEOUT);
+    let mut pool = SqlitePoolOptions::new()
+        .acquire_timeout(ACQUIRE_TIMEOUT)
+        .after_release(|conn, _| Box::pin(async move { Ok(still_usable(conn)) }));
     if in_memory {
         pool = pool
             .max_connections(1)
@@ -194,11 +195,32 @@ async fn create_parent_dir(file: &Path) -> Result<(), DbError> {
 }
 
 async fn connect_postgres(url: &str) -> Result<PgPool, DbError> {
+    // One plain connection first: if the server is down or refuses us, its error says why,
+    // where the pool would only say that it timed out.
+    let probe = tokio::time::timeout(ACQUIRE_TIMEOUT, PgConnection::connect(url))
+        .await
+        .map_err(|_| DbError::Unreachable {
+            after: ACQUIRE_TIMEOUT,
+        })??;
+    let _ = probe.close().await;
     Ok(PgPoolOptions::new()
         .max_connections(MAX_CONNECTIONS)
         .acquire_timeout(ACQUIRE_TIMEOUT)
+        .after_release(|conn, _| Box::pin(async move { Ok(still_usable(conn)) }))
         .connect(url)
         .await?)
+}
+
+/// Whether a connection coming back to the pool may be handed out again. One still inside a
+/// transaction is not: a COMMIT that failed (SQLITE_FULL when the disk is full) leaves sqlx's
+/// transaction depth behind, and every later `BEGIN IMMEDIATE` on that connection would fail
+/// until restart. The pool closes it and opens a fresh one instead.
+fn still_usable<C: sqlx::Connection>(conn: &mut C) -> bool {
+    let usable = !conn.is_in_transaction();
+    if !usable {
+        tracing::warn!("closing a database connection left inside a failed transaction");
+    }
+    usable
 }
 
 /// Starts a transaction meant to write, the right way for each backend.

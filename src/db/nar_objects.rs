@@ -116,6 +116,18 @@ impl Db {
         })
     }
 
+    /// The hashes of every recorded NAR object.
+    pub async fn nar_object_hashes(&self) -> Result<Vec<NarHash>, DbError> {
+        on_pool!(self, pool => {
+            sqlx::query("SELECT nar_hash FROM nar_objects")
+                .fetch_all(pool)
+                .await?
+                .iter()
+                .map(|row| row.parsed("nar_hash", "nar_objects.nar_hash"))
+                .collect()
+        })
+    }
+
     /// Total uncompressed size of the stored NARs, in bytes.
     pub async fn nar_objects_total_size(&self) -> Result<u64, DbError> {
         // SUM(BIGINT) is NUMERIC in PostgreSQL: cast back to read it as i64 on both backends.

@@ -90,6 +90,21 @@ impl NarStore {
             .unwrap_or_default()
     }
 
+    /// Where NAR `key` lives relative to the store's root, as the database records it.
+    pub fn location(key: &NarKey) -> String {
+        let key = key.to_string();
+        format!("nar/{}/{key}.nar", &key[..2])
+    }
+
+    /// Every NAR the store holds, with its size.
+    pub fn entries(&self) -> Vec<(NarKey, u64)> {
+        self.index()
+            .entries
+            .iter()
+            .map(|(key, entry)| (*key, entry.size))
+            .collect()
+    }
+
     /// The directory this store lives in.
     pub fn root(&self) -> &Path {
         &self.root
@@ -191,11 +206,7 @@ impl NarStore {
 
     /// `root/nar/<first two key characters>/<key>.nar`.
     fn nar_path(&self, key: &NarKey) -> PathBuf {
-        let key = key.to_string();
-        self.root
-            .join("nar")
-            .join(&key[..2])
-            .join(format!("{key}.nar"))
+        self.root.join(NarStore::location(key))
     }
 
     fn index(&self) -> MutexGuard<'_, LruIndex> {

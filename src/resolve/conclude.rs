@@ -105,14 +105,16 @@ impl Decided<'_> {
                 dissenters.to_vec(),
             )
         };
-        record::decision(app, &record).await?;
+        app.db.record_decision(&record).await?;
         if !dissenters.is_empty() {
             let detail = format!(
                 "accepted by majority {:?}; dissenting builders {dissenters:?}",
                 agreed.agreeing
             );
             let path = Some(agreed.content.store_path.clone());
-            record::conflict(app, self.cache, path, detail).await?;
+            record::conflict(app, self.cache, path, detail)
+                .write(&app.db)
+                .await?;
         }
         app.metrics.narinfo_accepted.inc();
         Ok(())
@@ -129,15 +131,14 @@ impl Decided<'_> {
             .collect::<Vec<_>>()
             .join("; ");
         let dissenters = claims.iter().flat_map(|(_, b)| b.clone()).collect();
-        record::decision(
-            app,
-            &self.record(Outcome::Refused, None, vec![], dissenters),
-        )
-        .await?;
+        let record = self.record(Outcome::Refused, None, vec![], dissenters);
+        app.db.record_decision(&record).await?;
         if let Some((c, _)) = claims.first() {
             let path = Some(c.store_path.clone());
             let conflict = format!("builders disagree: {detail}");
-            record::conflict(app, self.cache, path, conflict).await?;
+            record::conflict(app, self.cache, path, conflict)
+                .write(&app.db)
+                .await?;
         }
         app.metrics.narinfo_refused.inc();
         tracing::warn!(cache = %self.cache.name(), hash_part = %self.hash_part,
@@ -162,7 +163,7 @@ impl Decided<'_> {
                 None => (None, vec![]),
             };
             let record = self.record(Outcome::Insufficient, content, agreeing, vec![]);
-            record::decision(app, &record).await?;
+            app.db.record_decision(&record).await?;
         }
         app.metrics.narinfo_insufficient.inc();
         let reason = match best {

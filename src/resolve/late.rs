@@ -13,6 +13,7 @@ use super::fan_out::FanOut;
 use crate::app::App;
 use crate::clock::now_ms;
 use crate::db::DecisionRecord;
+use crate::outbox::PendingWrite;
 use crate::record;
 use crate::served_cache::ServedCache;
 
@@ -47,18 +48,14 @@ struct Late {
 impl Late {
     async fn run(mut self, fan_out: FanOut) {
         let late = fan_out.the_rest().await;
-        let recorded = record::observations(
+        let observed = record::observations(
             &self.app,
             &self.cache,
             &late.seen,
             &late.sources,
             &late.failures,
-        )
-        .await;
-        let what = format!("late answers for {}", self.hash_part);
-        if record::logged(&self.app, &what, recorded).is_none() {
-            return;
-        }
+        );
+        record::best_effort(&self.app, observed).await;
         self.votes.extend(votes(&late.seen));
         let full = decide(&self.cache.policy, &self.votes, false);
         let first = &self.first;
@@ -91,8 +88,8 @@ impl Late {
             .accepted_content()
             .or(full.accepted_content())
             .map(|c| c.store_path.clone());
-        let result = record::conflict(&self.app, &self.cache, path, detail).await;
-        record::logged(&self.app, "a late conflict", result);
+        let conflict = record::conflict(&self.app, &self.cache, path, detail);
+        record::best_effort(&self.app, conflict).await;
     }
 
     /// Takes back the first decision (when it accepted something) and forgets it in memory.
@@ -112,8 +109,7 @@ impl Late {
                 policy: self.cache.policy_summary(),
                 decided_at: now_ms(),
             };
-            let result = record::decision(&self.app, &record).await;
-            record::logged(&self.app, "a withdrawal", result);
+            record::best_effort(&self.app, PendingWrite::Decision(Box::new(record))).await;
         }
         self.cache.forget(&self.hash_part, first_content).await;
     }

@@ -85,14 +85,10 @@ async fn resolve_uncached(
     let (gathered, decision) = fan_out.until_final(&cache.policy, &mut votes).await;
 
     // 3. Record what we saw, then the decision.
-    record::observations(
-        app,
-        cache,
-        &gathered.seen,
-        &gathered.sources,
-        &gathered.failures,
-    )
-    .await?;
+    let seen = &gathered;
+    record::observations(app, cache, &seen.seen, &seen.sources, &seen.failures)
+        .write(&app.db)
+        .await?;
     let mut valid = recorded;
     valid.extend(gathered.valid().cloned());
     let resolution = conclude::conclude(app, cache, hash_part, &decision, &valid, gathered).await?;

@@ -44,7 +44,7 @@ pub use http::{http_get, http_get_async, HttpAnswer};
 #[allow(unused_imports)]
 pub use nix_client::NixClient;
 #[allow(unused_imports)]
-pub use quorate::{backends, for_each_backend, Backend, CacheSpec, Quorate};
+pub use quorate::{backends, for_each_backend, Backend, CacheSpec, Placement, Quorate};
 #[allow(unused_imports)]
 pub use upstream::{Behavior, UpstreamServer};
 

@@ -194,6 +194,16 @@ pub struct Quorate {
 /// The name `quorate keygen` gives the test key.
 pub const QUORATE_KEY_NAME: &str = "quorate-test-1";
 
+/// Where a [`Quorate`] keeps its state, when a story needs to say.
+#[derive(Clone, Debug, Default)]
+pub struct Placement {
+    /// `state_dir` (default: a fresh directory beside the config).
+    pub state_dir: Option<PathBuf>,
+    /// `database_url` (default: by backend, SQLite in `state_dir` or a fresh PostgreSQL
+    /// database on the test server).
+    pub database_url: Option<String>,
+}
+
 impl Quorate {
     /// Starts quorate serving `caches`, its records on `backend`; returns once `GET /healthz`
     /// answers 200. From synchronous code only (see [`Quorate::start_async`]).
@@ -201,12 +211,25 @@ impl Quorate {
         block_on(Quorate::start_async(backend, caches))
     }
 
+    /// [`Quorate::start`] with its state where `placement` says.
+    pub fn start_placed(backend: Backend, caches: Vec<CacheSpec>, placement: Placement) -> Quorate {
+        block_on(Quorate::start_placed_async(backend, caches, placement))
+    }
+
     /// [`Quorate::start`], from async code.
     pub async fn start_async(backend: Backend, caches: Vec<CacheSpec>) -> Quorate {
+        Quorate::start_placed_async(backend, caches, Placement::default()).await
+    }
+
+    async fn start_placed_async(
+        backend: Backend,
+        caches: Vec<CacheSpec>,
+        placement: Placement,
+    ) -> Quorate {
         // A port picked here may be taken by someone else before quorate binds it: retry.
         let mut attempt = 1;
         loop {
-            match Quorate::try_start(backend, &caches).await {
+            match Quorate::try_start(backend, &caches, &placement).await {
                 Ok(q) => return q,
                 Err(log) if attempt < 3 && log.contains("in use") => attempt += 1,
                 Err(log) => panic!("quorate serve did not become healthy.\n{log}"),
@@ -214,9 +237,30 @@ impl Quorate {
         }
     }
 
-    async fn try_start(backend: Backend, caches: &[CacheSpec]) -> Result<Quorate, String> {
+    /// Kills quorate with SIGKILL (no chance to clean up, as in a crash or an OOM kill) and
+    /// starts it again on the same config, port, state and database.
+    pub fn kill_and_restart(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let log = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&self.log_path)
+            .expect("reopening quorate.log");
+        self.child = spawn_serve(&self.config_path, log);
+        block_on(self.wait_healthy())
+            .unwrap_or_else(|log| panic!("quorate did not come back after kill -9:\n{log}"));
+    }
+
+    async fn try_start(
+        backend: Backend,
+        caches: &[CacheSpec],
+        placement: &Placement,
+    ) -> Result<Quorate, String> {
         let dir = scratch_dir("quorate");
-        let state_dir = dir.path().join("state");
+        let state_dir = placement
+            .state_dir
+            .clone()
+            .unwrap_or_else(|| dir.path().join("state"));
         let test_key = caches
             .iter()
             .any(|c| c.signing_key == SigningKey::Test)
@@ -226,9 +270,12 @@ impl Quorate {
                 let public_key = read_trimmed(&prefix.with_extension("pub"));
                 (prefix, public_key)
             });
-        let database_url = match backend {
-            Backend::Sqlite => format!("sqlite://{}", state_dir.join("quorate.db").display()),
-            Backend::Postgres => fresh_postgres_database().await,
+        let database_url = match (&placement.database_url, backend) {
+            (Some(url), _) => url.clone(),
+            (None, Backend::Sqlite) => {
+                format!("sqlite://{}", state_dir.join("quorate.db").display())
+            }
+            (None, Backend::Postgres) => fresh_postgres_database().await,
         };
         let log_path = dir.path().join("quorate.log");
         let config_path = dir.path().join("quorate.toml");
@@ -245,19 +292,7 @@ impl Quorate {
         );
         std::fs::write(&config_path, &config).expect("writing quorate.toml");
         let log = File::create(&log_path).expect("creating quorate.log");
-        let child = Command::new(env!("CARGO_BIN_EXE_quorate"))
-            .arg("serve")
-            .arg("--config")
-            .arg(&config_path)
-            .env(
-                "QUORATE_LOG",
-                std::env::var("QUORATE_LOG").unwrap_or_else(|_| "info,quorate=debug".into()),
-            )
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().expect("cloning the log handle"))
-            .stderr(log)
-            .spawn()
-            .expect("spawning quorate serve");
+        let child = spawn_serve(&config_path, log);
         let mut q = Quorate {
             child,
             url: format!("http://127.0.0.1:{port}"),
@@ -480,6 +515,23 @@ impl Drop for Quorate {
             }
         }
     }
+}
+
+/// `quorate serve --config CONFIG`, its output appended to `log`.
+fn spawn_serve(config_path: &Path, log: File) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_quorate"))
+        .arg("serve")
+        .arg("--config")
+        .arg(config_path)
+        .env(
+            "QUORATE_LOG",
+            std::env::var("QUORATE_LOG").unwrap_or_else(|_| "info,quorate=debug".into()),
+        )
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().expect("cloning the log handle"))
+        .stderr(log)
+        .spawn()
+        .expect("spawning quorate serve")
 }
 
 /// `quorate keygen --flavor nix --name quorate-test-1 --out PREFIX`.
