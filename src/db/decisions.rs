@@ -50,7 +50,7 @@ INSERT INTO decisions (cache, hash_part, store_path, outcome, content_store_path
 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) \
 RETURNING id";
 
-const DECISION_COLUMNS: &str = "d.cache, d.hash_part, d.store_path, d.outcome, \
+pub(super) const DECISION_COLUMNS: &str = "d.cache, d.hash_part, d.store_path, d.outcome, \
     d.content_store_path, d.nar_hash, d.nar_size, d.refs, d.deriver, d.ca, d.agreeing, \
     d.dissenters, d.policy, d.decided_at";
 
@@ -141,7 +141,7 @@ impl Db {
     }
 }
 
-fn decision_from_row(row: &impl Columns) -> Result<DecisionRecord, DbError> {
+pub(super) fn decision_from_row(row: &impl Columns) -> Result<DecisionRecord, DbError> {
     let outcome = row.text("outcome")?;
     let content = match (
         row.opt_text("content_store_path")?,

@@ -12,6 +12,7 @@
 //! - `nar_objects`: the local NAR store's index ([`NarObject`]); rows go on eviction.
 //! - `events`: mismatches, conflicts, upstream failures ([`Event`], [`EventKind`]).
 //! - `seen`: upstreams, builders and keys seen.
+//! - `reports`: what an operator asks (builder agreement, conflicts, recent decisions).
 //!
 //! Timestamps are `BIGINT` Unix milliseconds. Sizes are `u64` in Rust and `BIGINT` in SQL;
 //! a size above `i64::MAX` is refused with [`DbError::SizeOutOfRange`], never wrapped.
@@ -50,6 +51,7 @@ mod error;
 mod events;
 mod migrate;
 mod nar_objects;
+mod reports;
 mod seen;
 #[cfg(test)]
 mod tests;
@@ -58,6 +60,7 @@ pub use decisions::{DecisionRecord, Outcome};
 pub use error::DbError;
 pub use events::{Event, EventKind, UnknownEventKind};
 pub use nar_objects::NarObject;
+pub use reports::{Agreement, BuilderRecord, ConflictRecord};
 pub use seen::BuilderKey;
 
 use crate::limits::{DB_ACQUIRE_TIMEOUT as ACQUIRE_TIMEOUT, SQLITE_BUSY_TIMEOUT};

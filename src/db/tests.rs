@@ -132,6 +132,7 @@ on_both_backends!(
     concurrent_recording_from_many_tasks_loses_nothing,
     nar_sources_upsert_per_upstream_and_url,
     upstreams_and_builder_keys_are_recorded_once,
+    reports_count_agreement_and_list_conflicts,
 );
 
 const HASH_PART: &str = "p4pclmv1gyja5kzc26npqpia1qqxrf0l";
@@ -870,4 +871,86 @@ async fn in_memory_sqlite_keeps_its_data_for_the_life_of_the_pool() {
     for events in futures_util::future::join_all(reads).await {
         assert_eq!(events.unwrap().len(), 1);
     }
+}
+
+/// Three builders over three paths: a and b agree everywhere, c dissents on one path and has
+/// an invalid signature on another.
+async fn reports_count_agreement_and_list_conflicts(fx: &Fixture) {
+    let db = fx.connect().await;
+    let path = |p: &str, builder: &str, hash: &str, status: SigStatus, at: i64| {
+        let mut a = attestation(builder, &format!("https://{builder}.example"), at);
+        a.hash_part = hash_part(p);
+        a.content.store_path = format!("/nix/store/{p}-x");
+        a.content.references = vec![];
+        a.content.nar_hash = nar_hash(hash);
+        a.status = status;
+        a
+    };
+    let (p1, p2, p3) = (
+        "11111111111111111111111111111111",
+        "22222222222222222222222222222222",
+        "33333333333333333333333333333333",
+    );
+    let other = "sha256:0000000000000000000000000000000000000000000000000000";
+    let v = SigStatus::Valid;
+    db.record_attestations(&[
+        path(p1, "a", NAR_HASH, v, 1),
+        path(p1, "b", NAR_HASH, v, 2),
+        path(p1, "c", NAR_HASH, v, 3),
+        path(p2, "a", NAR_HASH, v, 4),
+        path(p2, "b", NAR_HASH, v, 5),
+        path(p2, "c", other, v, 6),
+        path(p3, "a", NAR_HASH, v, 7),
+        path(p3, "c", other, SigStatus::Invalid, 8),
+    ])
+    .await
+    .unwrap();
+
+    let builders = db.builder_records("nixos").await.unwrap();
+    let c = builders.iter().find(|b| b.builder == "c").expect("c");
+    assert_eq!((c.valid, c.invalid, c.paths), (2, 1, 2));
+    let a = builders.iter().find(|b| b.builder == "a").expect("a");
+    assert_eq!((a.valid, a.invalid, a.paths), (3, 0, 3));
+
+    let agreement = db.agreements("nixos").await.unwrap();
+    let pair = |x: &str, y: &str| {
+        agreement
+            .iter()
+            .find(|g| g.builder == x && g.other == y)
+            .map(|g| (g.shared, g.agreed))
+    };
+    assert_eq!(pair("a", "b"), Some((2, 2)));
+    assert_eq!(
+        pair("a", "c"),
+        Some((2, 1)),
+        "the invalid one does not count"
+    );
+    assert_eq!(pair("c", "a"), Some((2, 1)));
+    assert_eq!(db.agreements("guix").await.unwrap(), vec![]);
+
+    let conflicts = db.conflicts("nixos", 10, 0).await.unwrap();
+    assert_eq!(conflicts.len(), 1, "{conflicts:?}");
+    assert_eq!(conflicts[0].hash_part, hash_part(p2));
+    assert_eq!(conflicts[0].contents, 2);
+    assert_eq!(conflicts[0].last_seen, 6);
+    assert!(
+        db.conflicts("nixos", 10, 1).await.unwrap().is_empty(),
+        "paging"
+    );
+
+    db.record_decision(&decision(p1, Outcome::Accepted, 10))
+        .await
+        .unwrap();
+    db.record_decision(&decision(p2, Outcome::Refused, 11))
+        .await
+        .unwrap();
+    let recent = db.recent_decisions("nixos", 1).await.unwrap();
+    assert_eq!(recent.len(), 1);
+    assert_eq!(recent[0].outcome, Outcome::Refused);
+
+    let anywhere = db
+        .trusted_attestations_anywhere(&hash_part(p2))
+        .await
+        .unwrap();
+    assert_eq!(anywhere.len(), 3);
 }
