@@ -11,7 +11,7 @@
 //! - state: [`metrics`], [`outbox`], [`keys`], [`served_cache`], [`tasks`], [`app`];
 //! - the request path: [`record`], [`resolve`] (narinfo → decision), [`delivery`] (NAR
 //!   bytes), [`http`] (routes);
-//! - [`serve`]: listening and clean shutdown.
+//! - [`serve`]: listening and clean shutdown; [`challenge`]: the `quorate challenge` report.
 
 pub mod clock;
 pub mod config;
@@ -34,3 +34,5 @@ pub mod record;
 pub mod resolve;
 
 pub mod serve;
+
+pub mod challenge;

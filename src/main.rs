@@ -46,6 +46,18 @@ enum Command {
         #[arg(long)]
         out: PathBuf,
     },
+    /// Report which builder attested which content for store paths, like `guix challenge`;
+    /// exits 2 if builders disagree about any of them.
+    Challenge {
+        /// TOML configuration file (its database and caches).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Also ask the upstreams now, not only the database.
+        #[arg(long)]
+        live: bool,
+        /// Store paths or hash parts (default: every path with recorded disagreement).
+        paths: Vec<String>,
+    },
     /// Validate a configuration file and exit.
     CheckConfig {
         /// TOML configuration file.
@@ -100,7 +112,33 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Keygen { flavor, name, out } => keygen(flavor, &name, &out),
         Command::CheckConfig { config } => check_config(&load(config.as_ref())?),
+        Command::Challenge {
+            config,
+            live,
+            paths,
+        } => challenge(&load(config.as_ref())?, live, &paths),
     }
+}
+
+/// `quorate challenge`: the report on stdout; exit 2 when builders disagree.
+fn challenge(cfg: &Config, live: bool, paths: &[String]) -> anyhow::Result<()> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    let found = rt.block_on(async {
+        let db = quorate::db::Db::connect(&cfg.database_url).await?;
+        let found = quorate::challenge::challenge(cfg, &db, live, paths).await;
+        db.close().await;
+        anyhow::Ok(found?)
+    })?;
+    print!("{}", found.report);
+    if found.disagreement {
+        println!("builders disagree about at least one path");
+        std::process::exit(2);
+    }
+    println!("no disagreement found");
+    Ok(())
 }
 
 /// `quorate check-config`: the file's meaning (done by loading it), and every cache's

@@ -60,7 +60,7 @@ pub use decisions::{DecisionRecord, Outcome};
 pub use error::DbError;
 pub use events::{Event, EventKind, UnknownEventKind};
 pub use nar_objects::NarObject;
-pub use reports::{Agreement, BuilderRecord, ConflictRecord};
+pub use reports::{Agreement, BuilderRecord, ConflictRecord, UnknownKey};
 pub use seen::BuilderKey;
 
 use crate::limits::{DB_ACQUIRE_TIMEOUT as ACQUIRE_TIMEOUT, SQLITE_BUSY_TIMEOUT};

@@ -225,3 +225,40 @@ fn count(row: &impl Columns, column: &str) -> Result<u64, DbError> {
         value: n.to_string(),
     })
 }
+
+/// Signatures by keys no configured builder holds, as seen through one upstream.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UnknownKey {
+    /// The key name the signatures claim (upstream-controlled text).
+    pub key_name: String,
+    /// The upstream they came through.
+    pub upstream: String,
+    /// How many distinct observations.
+    pub count: u64,
+}
+
+impl Db {
+    /// Keys seen in `cache` that no builder holds, most frequent first.
+    pub async fn unknown_keys(&self, cache: &str, limit: u32) -> Result<Vec<UnknownKey>, DbError> {
+        on_pool!(self, pool => {
+            sqlx::query(
+                "SELECT key_name, upstream, COUNT(*) AS n FROM attestations \
+                 WHERE cache = $1 AND status = 'unknown_key' \
+                 GROUP BY key_name, upstream ORDER BY n DESC, key_name LIMIT $2",
+            )
+            .bind(cache)
+            .bind(i64::from(limit))
+            .fetch_all(pool)
+            .await?
+            .iter()
+            .map(|row| {
+                Ok(UnknownKey {
+                    key_name: row.text("key_name")?,
+                    upstream: row.text("upstream")?,
+                    count: count(row, "n")?,
+                })
+            })
+            .collect()
+        })
+    }
+}

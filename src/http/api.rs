@@ -1,5 +1,6 @@
 //! The read-only JSON API under `/api/v1`: caches and their policy, what was decided about
-//! a path and on which attestations, and recorded events.
+//! a path and on which attestations, recorded events, builders and how often they agree,
+//! and the paths they disagree about.
 
 use std::sync::Arc;
 
@@ -72,4 +73,128 @@ pub async fn events(
         .map_err(|e| HttpError::BadRequest(e.to_string()))?;
     let events = app.db.events(f.cache.as_deref(), kind).await?;
     Ok(Json(json!({ "events": events })).into_response())
+}
+
+/// Filters for `/api/v1/builders`.
+#[derive(Deserialize)]
+pub struct BuilderFilter {
+    cache: Option<String>,
+}
+
+/// `GET /api/v1/builders?cache=`: per cache and builder, its keys, its attestations and its
+/// agreement with each other builder (over the paths both attested).
+pub async fn builders(
+    State(app): State<Arc<App>>,
+    Query(f): Query<BuilderFilter>,
+) -> Result<Response, HttpError> {
+    let mut caches = Vec::new();
+    for c in app
+        .caches
+        .iter()
+        .filter(|c| f.cache.as_deref().is_none_or(|n| n == c.name()))
+    {
+        let records = app.db.builder_records(c.name()).await?;
+        let agreements = app.db.agreements(c.name()).await?;
+        let builders: Vec<_> = c
+            .config
+            .builders
+            .iter()
+            .map(|b| {
+                let record = records.iter().find(|r| r.builder == b.name);
+                let with: serde_json::Map<String, serde_json::Value> = agreements
+                    .iter()
+                    .filter(|g| g.builder == b.name)
+                    .map(|g| {
+                        let rate = (g.shared > 0).then(|| g.agreed as f64 / g.shared as f64);
+                        let v = json!({ "shared": g.shared, "agreed": g.agreed, "rate": rate });
+                        (g.other.clone(), v)
+                    })
+                    .collect();
+                json!({
+                    "name": b.name,
+                    "keys": b.keys.iter().map(|k| k.to_text()).collect::<Vec<_>>(),
+                    "attestations": {
+                        "valid": record.map_or(0, |r| r.valid),
+                        "invalid": record.map_or(0, |r| r.invalid),
+                    },
+                    "paths": record.map_or(0, |r| r.paths),
+                    "agreement": with,
+                })
+            })
+            .collect();
+        caches.push(json!({ "cache": c.name(), "builders": builders }));
+    }
+    if caches.is_empty() {
+        return Err(HttpError::not_found("no such cache"));
+    }
+    Ok(Json(json!({ "caches": caches })).into_response())
+}
+
+/// Paging and filters for `/api/v1/conflicts`.
+#[derive(Deserialize)]
+pub struct ConflictPage {
+    cache: Option<String>,
+    limit: Option<u32>,
+    offset: Option<u64>,
+}
+
+/// Largest page of `/api/v1/conflicts`.
+const MAX_CONFLICT_PAGE: u32 = 500;
+
+/// `GET /api/v1/conflicts?cache=&limit=&offset=`: store paths trusted builders disagree
+/// about, most recent first, each with who attested what, through which upstream, and when;
+/// and the decision in force.
+pub async fn conflicts(
+    State(app): State<Arc<App>>,
+    Query(page): Query<ConflictPage>,
+) -> Result<Response, HttpError> {
+    let limit = page.limit.unwrap_or(50).clamp(1, MAX_CONFLICT_PAGE);
+    let offset = page.offset.unwrap_or(0);
+    let Some(cache) = (match page.cache.as_deref() {
+        Some(name) => app.caches.iter().find(|c| c.name() == name),
+        None => app.caches.first(),
+    }) else {
+        return Err(HttpError::not_found("no such cache"));
+    };
+    let mut list = Vec::new();
+    let found = app.db.conflicts(cache.name(), limit, offset).await?;
+    for conflict in &found {
+        let mut attestations = app
+            .db
+            .valid_attestations(cache.name(), &conflict.hash_part)
+            .await?;
+        attestations.retain(|a| a.builder.is_some());
+        let claims: Vec<_> = attestations
+            .iter()
+            .map(|a| {
+                json!({
+                    "builder": a.builder,
+                    "store_path": a.content.store_path,
+                    "nar_hash": a.content.nar_hash,
+                    "nar_size": a.content.nar_size,
+                    "key": a.key_name,
+                    "upstream": a.upstream,
+                    "seen_at": a.seen_at,
+                })
+            })
+            .collect();
+        let decision = app
+            .db
+            .latest_decision(cache.name(), &conflict.hash_part)
+            .await?;
+        list.push(json!({
+            "hash_part": conflict.hash_part,
+            "contents": conflict.contents,
+            "last_seen": conflict.last_seen,
+            "claims": claims,
+            "decision": decision.map(|d| d.outcome),
+        }));
+    }
+    let next = (found.len() as u32 == limit).then(|| offset + u64::from(limit));
+    Ok(Json(json!({
+        "cache": cache.name(),
+        "conflicts": list,
+        "next_offset": next,
+    }))
+    .into_response())
 }

@@ -13,6 +13,7 @@ mod log;
 mod metrics;
 mod nar;
 mod narinfo;
+mod ui;
 
 use std::sync::Arc;
 
@@ -29,12 +30,16 @@ use crate::limits::NEGATIVE_TTL;
 /// The whole router: global routes plus one sub-router per cache at its mount.
 pub fn router(app: Arc<App>) -> Router {
     let mut r = Router::new()
+        .route("/", get(ui::status))
+        .route("/ui/", get(ui::status))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(metrics::metrics))
         .route("/api/v1/caches", get(api::caches))
         .route("/api/v1/caches/{cache}/paths/{hash_part}", get(api::path))
-        .route("/api/v1/events", get(api::events));
+        .route("/api/v1/events", get(api::events))
+        .route("/api/v1/builders", get(api::builders))
+        .route("/api/v1/conflicts", get(api::conflicts));
     for (idx, cache) in app.caches.iter().enumerate() {
         let sub = Router::new()
             .route(
