@@ -9,7 +9,8 @@
 # What it does, in order:
 #  1. installs what the tests drive and is missing (Debian packages: nix-bin, postgresql,
 #     guile-3.0, guile-gcrypt, curl, openssl, which builds the large Nix fixture, and
-#     docker-compose, which validates docker-compose.yml in tests/deploy.rs).
+#     docker-compose, which validates docker-compose.yml in tests/deploy.rs, and chromium,
+#     which loads the status page in tests/operate.rs).
 #     As root: `apt-get update` once, then a non-interactive install. Not root: names the
 #     missing packages and exits non-zero.
 #  2. starts a throwaway PostgreSQL (scripts/test-postgres.sh) and exports its URL as
@@ -44,11 +45,12 @@ have() {
     curl) command -v curl >/dev/null ;;
     openssl) [[ -x /usr/bin/openssl ]] ;; # at this path: Nix builds see only /usr, /bin, /lib
     docker-compose) command -v docker-compose >/dev/null ;;
+    chromium) command -v chromium >/dev/null || command -v chromium-browser >/dev/null ;;
   esac
 }
 t=$EPOCHREALTIME
 missing=()
-for p in nix-bin postgresql guile-3.0 guile-gcrypt curl openssl docker-compose; do have "$p" || missing+=("$p"); done
+for p in nix-bin postgresql guile-3.0 guile-gcrypt curl openssl docker-compose chromium; do have "$p" || missing+=("$p"); done
 if ((${#missing[@]})); then
   if [[ $(id -u) -ne 0 ]]; then
     say "missing system packages: ${missing[*]}"

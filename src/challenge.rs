@@ -117,7 +117,8 @@ fn report(out: &mut String, cache: &str, claims: &[Attestation]) -> bool {
     }
     let path = &claims[0].content.store_path;
     let _ = writeln!(out, "{path} (cache {cache})");
-    for (content, builders) in &by_content {
+    for (content, builders) in &mut by_content {
+        builders.sort_unstable();
         let _ = writeln!(
             out,
             "  {}  {} bytes  {}",

@@ -175,27 +175,27 @@ fn matrix(page: &mut String, cache: &ServedCache, agreements: &[Agreement]) {
         .iter()
         .map(|b| b.name.as_str())
         .collect();
-    let (cell, label) = (56usize, 110usize);
-    let size = label + cell * names.len();
+    // Row labels to the left, column labels on top.
+    let (cell, left, top) = (56usize, 110usize, 24usize);
+    let (width, height) = (left + cell * names.len(), top + cell * names.len());
     let _ = writeln!(
         page,
-        r#"<h3>Agreement</h3><svg class="matrix" role="img" aria-label="builder agreement matrix" width="{size}" height="{size}" xmlns="http://www.w3.org/2000/svg" font-size="12">"#
+        r#"<h3>Agreement</h3><svg class="matrix" role="img" aria-label="builder agreement matrix" width="{width}" height="{height}" xmlns="http://www.w3.org/2000/svg" font-size="12">"#
     );
     for (i, n) in names.iter().enumerate() {
-        let at = label + i * cell + cell / 2;
         let _ = writeln!(
             page,
-            r#"<text x="{}" y="{}" text-anchor="end">{}</text><text x="{at}" y="{}" text-anchor="middle">{}</text>"#,
-            label - 6,
-            at + 4,
-            esc(&short(n)),
-            label - 8,
-            esc(&short(n)),
+            r#"<text x="{}" y="{}" text-anchor="end">{n}</text><text x="{}" y="{}" text-anchor="middle">{n}</text>"#,
+            left - 6,
+            top + i * cell + cell / 2 + 4,
+            left + i * cell + cell / 2,
+            top - 8,
+            n = esc(&short(n)),
         );
     }
     for (i, a) in names.iter().enumerate() {
         for (j, b) in names.iter().enumerate() {
-            let (x, y) = (label + j * cell, label + i * cell);
+            let (x, y) = (left + j * cell, top + i * cell);
             let found = agreements
                 .iter()
                 .find(|g| g.builder == *a && g.other == *b && g.shared > 0);
@@ -278,7 +278,7 @@ fn upstreams(page: &mut String, app: &App, cache: &ServedCache) {
     let _ = writeln!(
         page,
         r#"<h3>Upstreams</h3><svg class="latency" role="img" aria-label="upstream latency" width="{}" height="{height}" xmlns="http://www.w3.org/2000/svg" font-size="12">"#,
-        label + width as usize + 120
+        label + width as usize + 200
     );
     for (i, (u, h)) in health.iter().enumerate() {
         let y = i * row + 2;
