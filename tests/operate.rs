@@ -46,8 +46,8 @@ fn decided_world(backend: Backend, dir: &Path) -> (Vec<UpstreamServer>, Quorate)
     let ups = vec![
         UpstreamServer::serve(&fx.builder("A").cache_dir),
         UpstreamServer::serve(&fx.builder("B").cache_dir),
-        UpstreamServer::serve(&cache_with_a_script_key(&dir.join("C"))),
-        UpstreamServer::serve(&malicious_cache(fx, &dir.join("M"))),
+        UpstreamServer::serve(cache_with_a_script_key(&dir.join("C"))),
+        UpstreamServer::serve(malicious_cache(fx, &dir.join("M"))),
     ];
     let spec = with_builders(
         CacheSpec::nix(CACHE).quorum(2).on_dissent("majority"),
