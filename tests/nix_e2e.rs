@@ -18,8 +18,8 @@ use common::fixtures::FixturePath;
 use common::http::{http_get, http_head};
 use common::records;
 use common::{
-    fixtures, for_each_backend, nar_hash_of, report, scratch_dir, Backend, Behavior, CacheSpec,
-    NixClient, Quorate, UpstreamServer,
+    fixtures, for_each_backend, nar_hash_of, report, scratch_dir, serve_builder, serve_builders,
+    with_builders, Backend, Behavior, CacheSpec, NixClient, Quorate, UpstreamServer,
 };
 use quorate_core::quorum::Outcome;
 
@@ -31,23 +31,6 @@ fn honest_keys(names: &[&str]) -> Vec<String> {
         .iter()
         .map(|n| fixtures().builder(n).public_key.clone())
         .collect()
-}
-
-/// Builder `X` of the fixtures as a `[[cache.builder]]` named `x`.
-fn with_builders(mut spec: CacheSpec, names: &[&str]) -> CacheSpec {
-    for n in names {
-        spec = spec.builder(&n.to_lowercase(), &[&fixtures().builder(n).public_key]);
-    }
-    spec
-}
-
-fn serve_builder(name: &str) -> UpstreamServer {
-    UpstreamServer::serve(&fixtures().builder(name).cache_dir)
-}
-
-/// An upstream for each of the fixtures' builders `names`, in order.
-fn serve_builders(names: &[&str]) -> Vec<UpstreamServer> {
-    names.iter().map(|n| serve_builder(n)).collect()
 }
 
 /// quorate trusting builders A, B, C and M with quorum 2 and `on_dissent`, each builder

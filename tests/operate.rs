@@ -10,7 +10,8 @@ use std::process::Command;
 use common::adversary::{copy_cache, malicious_cache, narinfo_file, replace_file};
 use common::http::http_get;
 use common::{
-    fixtures, for_each_backend, report, scratch_dir, Backend, CacheSpec, Quorate, UpstreamServer,
+    fixtures, for_each_backend, report, scratch_dir, with_builders, Backend, CacheSpec, Quorate,
+    UpstreamServer,
 };
 use serde_json::Value;
 
@@ -19,13 +20,6 @@ const CACHE: &str = "main";
 
 /// A key name an upstream made up to attack the status page.
 const SCRIPT_KEY: &str = "<script>document.title='pwned'</script>";
-
-fn with_builders(mut spec: CacheSpec, names: &[&str]) -> CacheSpec {
-    for n in names {
-        spec = spec.builder(&n.to_lowercase(), &[&fixtures().builder(n).public_key]);
-    }
-    spec
-}
 
 /// Builder C's honest cache, whose app narinfo also carries a signature by a key named with
 /// markup: evidence quorate records (unknown key) and shows.

@@ -14,25 +14,13 @@ use std::time::Duration;
 use common::http::{http_get, http_get_async};
 use common::records::{self, with_db};
 use common::{
-    backends, fixtures, nar_hash_of, report, scratch_dir, Backend, Behavior, CacheSpec, Placement,
-    Quorate, UpstreamServer,
+    backends, fixtures, nar_hash_of, report, scratch_dir, serve_builder, with_builders, Backend,
+    Behavior, CacheSpec, Placement, Quorate, UpstreamServer,
 };
 use quorate_core::protocol::nar_hash::NarHash;
 
 /// The cache every story configures (mounted at `/`).
 const CACHE: &str = "main";
-
-/// Builder `X` of the fixtures as a `[[cache.builder]]` named `x`.
-fn with_builders(mut spec: CacheSpec, names: &[&str]) -> CacheSpec {
-    for n in names {
-        spec = spec.builder(&n.to_lowercase(), &[&fixtures().builder(n).public_key]);
-    }
-    spec
-}
-
-fn serve_builder(name: &str) -> UpstreamServer {
-    UpstreamServer::serve(&fixtures().builder(name).cache_dir)
-}
 
 /// The URL path of the NAR quorate's narinfo for `hash_part` names.
 fn nar_path_of(q: &Quorate, narinfo_path: &str) -> String {

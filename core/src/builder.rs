@@ -31,6 +31,22 @@ impl BuilderKey {
         }
     }
 
+    /// The Nix key, if it is one.
+    pub fn as_nix(&self) -> Option<&NixPublicKey> {
+        match self {
+            BuilderKey::Nix(k) => Some(k),
+            BuilderKey::Guix(_) => None,
+        }
+    }
+
+    /// The Guix key, if it is one.
+    pub fn as_guix(&self) -> Option<&GuixPublicKey> {
+        match self {
+            BuilderKey::Guix(k) => Some(k),
+            BuilderKey::Nix(_) => None,
+        }
+    }
+
     /// The raw public key bytes (Ed25519 point; Guix: `q`). What identifies a key: the same
     /// bytes under two names are one signer.
     pub fn key_bytes(&self) -> [u8; 32] {

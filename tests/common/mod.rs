@@ -96,3 +96,24 @@ pub fn report(line: &str) {
 pub fn nar_hash_of(bytes: &[u8]) -> String {
     format!("sha256:{}", nix32::encode(&sha2::Sha256::digest(bytes)))
 }
+
+/// Builder `X` of the fixtures as a `[[cache.builder]]` named `x`.
+#[allow(dead_code)]
+pub fn with_builders(mut spec: CacheSpec, names: &[&str]) -> CacheSpec {
+    for n in names {
+        spec = spec.builder(&n.to_lowercase(), &[&fixtures().builder(n).public_key]);
+    }
+    spec
+}
+
+/// Builder `name`'s honest cache, served as an upstream.
+#[allow(dead_code)]
+pub fn serve_builder(name: &str) -> UpstreamServer {
+    UpstreamServer::serve(&fixtures().builder(name).cache_dir)
+}
+
+/// An upstream for each of the fixtures' builders `names`, in order.
+#[allow(dead_code)]
+pub fn serve_builders(names: &[&str]) -> Vec<UpstreamServer> {
+    names.iter().map(|n| serve_builder(n)).collect()
+}

@@ -29,10 +29,8 @@ impl GuixFrontEnd {
             .builders
             .iter()
             .flat_map(|b| &b.keys)
-            .filter_map(|k| match k {
-                BuilderKey::Guix(k) => Some(*k),
-                BuilderKey::Nix(_) => None,
-            })
+            .filter_map(BuilderKey::as_guix)
+            .copied()
             .collect();
         GuixFrontEnd {
             scope,

@@ -24,10 +24,8 @@ impl NixFrontEnd {
             .builders
             .iter()
             .flat_map(|b| &b.keys)
-            .filter_map(|k| match k {
-                BuilderKey::Nix(k) => Some(k.clone()),
-                BuilderKey::Guix(_) => None,
-            })
+            .filter_map(BuilderKey::as_nix)
+            .cloned()
             .collect();
         NixFrontEnd {
             scope,
