@@ -124,7 +124,7 @@ fn from_upstream(
     entry: &NarEntry,
 ) -> Result<NarBody, DeliveryError> {
     let picked = pick_source(app, cache, key, &entry.sources).ok_or(DeliveryError::NoSource)?;
-    let url = UpstreamClient::nar_url(&picked.upstream.url, &picked.source.url)?;
+    let url = UpstreamClient::nar_url(&picked.upstream, &picked.source.url)?;
     app.metrics.nar_upstream.inc();
     let expected = Expected {
         nar_hash: entry.content.nar_hash,
@@ -133,8 +133,9 @@ fn from_upstream(
     // Lazy: polled only if this call starts the fetch.
     let source = {
         let client = app.upstream.clone();
-        let (base, bearer) = (picked.upstream.url.clone(), picked.upstream.bearer_token);
-        async move { client.open_nar(&base, bearer.as_deref(), &url).await }.boxed()
+        let up = picked.upstream.clone();
+        let nar_size = expected.nar_size;
+        async move { client.open_nar(&up, url, nar_size).await }.boxed()
     };
     let fetch = app
         .fetcher
