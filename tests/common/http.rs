@@ -75,7 +75,7 @@ async fn send(url: &str, timeout: Duration) -> Result<HttpAnswer, String> {
         .timeout(timeout)
         .send()
         .await
-        .map_err(|e| format!("GET {url}: {e}"))?;
+        .map_err(|e| format!("GET {url}: {e:?}"))?;
     let status = resp.status().as_u16();
     let headers = resp
         .headers()
