@@ -98,7 +98,7 @@ pub enum UpstreamError {
         reason: UrlError,
     },
     /// No URL can be built on the upstream's base (config validation prevents this).
-    #[error("upstream {upstream}: {reason}")]
+    #[error("upstream {upstream}: a request URL {reason}")]
     Unaddressable {
         /// Upstream base URL.
         upstream: String,

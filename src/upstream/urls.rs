@@ -35,7 +35,7 @@ use crate::config::UpstreamConfig;
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum UrlError {
     /// Not a relative path inside the cache, nor an absolute http(s) URL.
-    #[error("not a relative path inside the cache nor an http(s) URL")]
+    #[error("is neither a relative path inside the cache nor an http(s) URL")]
     Malformed,
     /// A relative path climbing out of the cache or hiding a separator (`..`, `%2F`, `\`).
     #[error("leaves the cache's base path")]
@@ -48,7 +48,7 @@ pub enum UrlError {
     OtherHost,
     /// The base URL cannot take path segments (not an http(s) URL; config validation
     /// prevents this).
-    #[error("base URL cannot take a path")]
+    #[error("cannot be built on a base URL that takes no path")]
     NotABase,
 }
 
@@ -116,13 +116,14 @@ fn absolute_nar_url(up: &UpstreamConfig, advertised: &str) -> Result<Url, UrlErr
         return Err(UrlError::Credentials);
     }
     if same_origin(&url, &up.base) {
-        // Parsing resolved `..` and `%2e%2e`; what is left must still be inside the cache.
-        let hidden = url
+        // Parsing resolved `..` and `%2e%2e`; what is left must still be inside the cache,
+        // with no segment hiding a separator (`%2F`, `%5C`) a server might decode and follow.
+        let hides_separator = url
             .path_segments()
             .into_iter()
             .flatten()
-            .any(|s| check_segment(s).is_err() && !s.is_empty());
-        if !under_base(&url, &up.base) || hidden || url.query().is_some() {
+            .any(|s| !s.is_empty() && check_segment(s).is_err());
+        if !under_base(&url, &up.base) || hides_separator || url.query().is_some() {
             return Err(UrlError::OutsideCache);
         }
         return Ok(url);
@@ -291,6 +292,7 @@ mod tests {
             "http://up.example:8080/private/nar/x",
             "https://up.example/private/nar/x",
             "http://user:pw@up.example/private/nar/x",
+            "http://up.example/private/nar/..%2F..%2Fx",
             "http://127.0.0.1/private/nar/x",
             "http://cdn.example/nar/x",
         ] {
