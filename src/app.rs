@@ -72,7 +72,7 @@ impl App {
         reconcile(&db, &store).await?;
         let background = Background::new();
         let fetcher = NarFetcher::new(Arc::new(store), background.tracker());
-        let upstream = UpstreamClient::new(config.upstream_timeout)?;
+        let upstream = UpstreamClient::new(config.upstream_timeout, config.upstream_idle_timeout)?;
         let mut caches = Vec::new();
         for c in &config.caches {
             let signer = keys::load_or_generate(c)?;

@@ -73,7 +73,10 @@ pub async fn challenge(
         }
     }
     let client = if live {
-        Some(UpstreamClient::new(config.upstream_timeout)?)
+        Some(UpstreamClient::new(
+            config.upstream_timeout,
+            config.upstream_idle_timeout,
+        )?)
     } else {
         None
     };
@@ -151,9 +154,7 @@ async fn observe_now(
     let front = front_end(&cache.name, &cache.store_dir, &cache.builders, signer);
     let mut seen = Vec::new();
     for up in &cache.upstreams {
-        let answer = client
-            .fetch_narinfo(&up.url, up.bearer_token.as_deref(), hash_part)
-            .await;
+        let answer = client.fetch_narinfo(up, hash_part).await;
         if let Ok(Some(text)) = answer {
             if let Ok(obs) = front.observe(&up.url, hash_part, &text, now_ms()) {
                 seen.extend(obs.attestations);

@@ -37,7 +37,7 @@ use quorate_core::protocol::guix_key::GuixPublicKey;
 use quorate_core::protocol::nix_key::NixPublicKey;
 use quorate_core::quorum::OnDissent;
 
-use crate::limits::DEFAULT_UPSTREAM_TIMEOUT;
+use crate::limits::{DEFAULT_UPSTREAM_IDLE_TIMEOUT, DEFAULT_UPSTREAM_TIMEOUT};
 
 /// A configuration problem, phrased for the operator.
 #[derive(Debug, thiserror::Error)]
@@ -86,6 +86,7 @@ struct RawConfig {
     database_url: Option<String>,
     max_cache_size: Option<String>,
     upstream_timeout: Option<String>,
+    upstream_idle_timeout: Option<String>,
     #[serde(default)]
     cache: Vec<RawCache>,
 }
@@ -123,6 +124,8 @@ struct RawUpstream {
     url: String,
     priority: Option<u32>,
     bearer_token: Option<String>,
+    #[serde(default)]
+    nar_hosts: Vec<String>,
 }
 
 // ---------------------------------------------------------------- validated config
@@ -138,8 +141,11 @@ pub struct Config {
     pub database_url: String,
     /// Upper bound of the local NAR store in bytes; `None` = unbounded.
     pub max_cache_size: Option<u64>,
-    /// How long one upstream request may take before it counts as failed.
+    /// How long one upstream request may take before it counts as failed: connecting, and
+    /// the wait for the response head (and a whole narinfo).
     pub upstream_timeout: Duration,
+    /// How long an upstream body (NAR, log) may go without a byte before it is abandoned.
+    pub upstream_idle_timeout: Duration,
     /// The served caches.
     pub caches: Vec<CacheConfig>,
 }
@@ -174,14 +180,67 @@ pub struct CacheConfig {
 }
 
 /// An upstream substitute server.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct UpstreamConfig {
-    /// Base URL without trailing slash.
+    /// Base URL without trailing slash, as configured: the upstream's name in records,
+    /// health and logs. Never used to build a request URL (that is `base`).
     pub url: String,
+    /// The same URL parsed once: every URL quorate requests from this upstream is built from
+    /// it with the URL API (the `upstream` module), never by pasting strings.
+    pub base: reqwest::Url,
     /// NAR source preference: lower first.
     pub priority: u32,
-    /// Sent as `Authorization: Bearer` for private caches.
+    /// Sent as `Authorization: Bearer` for private caches, and only ever to `base`'s origin.
     pub bearer_token: Option<String>,
+    /// Hosts other than the upstream's own from which it may have quorate fetch NARs (a
+    /// CDN): without them a narinfo's `URL:` or a redirect leaving the origin is refused.
+    pub nar_hosts: Vec<NarHost>,
+}
+
+/// Not derived: the bearer token must never reach a log line.
+impl std::fmt::Debug for UpstreamConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UpstreamConfig")
+            .field("url", &self.url)
+            .field("priority", &self.priority)
+            .field(
+                "bearer_token",
+                &self.bearer_token.as_ref().map(|_| "<redacted>"),
+            )
+            .field("nar_hosts", &self.nar_hosts)
+            .finish()
+    }
+}
+
+/// One `nar_hosts` entry: a host name or IP address, and optionally a port. Without a port
+/// it allows the scheme's default port only (443 for https, 80 for http).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NarHost {
+    /// Lowercase host name, or an IP address as the URL parser writes it (`[::1]`).
+    pub host: String,
+    /// The port, when given.
+    pub port: Option<u16>,
+}
+
+impl NarHost {
+    /// Whether `url` (http or https) is on this host and port.
+    pub fn allows(&self, url: &reqwest::Url) -> bool {
+        let port_ok = match self.port {
+            // No port given: the scheme's default only.
+            None => url.port().is_none(),
+            Some(port) => url.port_or_known_default() == Some(port),
+        };
+        port_ok && url.host_str() == Some(self.host.as_str())
+    }
+}
+
+impl std::fmt::Display for NarHost {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.port {
+            Some(port) => write!(f, "{}:{port}", self.host),
+            None => f.write_str(&self.host),
+        }
+    }
 }
 
 /// cache.nixos.org's public key, for the default configuration.
@@ -259,6 +318,12 @@ impl Config {
             .map(|s| parse_duration(s).map_err(|m| invalid("upstream_timeout", m)))
             .transpose()?
             .unwrap_or(DEFAULT_UPSTREAM_TIMEOUT);
+        let upstream_idle_timeout = raw
+            .upstream_idle_timeout
+            .as_deref()
+            .map(|s| parse_duration(s).map_err(|m| invalid("upstream_idle_timeout", m)))
+            .transpose()?
+            .unwrap_or(DEFAULT_UPSTREAM_IDLE_TIMEOUT);
         if raw.cache.is_empty() {
             return Err(invalid("cache", "at least one [[cache]] is required"));
         }
@@ -275,6 +340,7 @@ impl Config {
             database_url,
             max_cache_size,
             upstream_timeout,
+            upstream_idle_timeout,
             caches,
         })
     }
@@ -510,24 +576,79 @@ fn upstreams_from_raw(raw: Vec<RawUpstream>, i: usize) -> Result<Vec<UpstreamCon
     }
     let mut upstreams: Vec<UpstreamConfig> = Vec::new();
     for (j, ru) in raw.into_iter().enumerate() {
-        let at = || format!("cache[{i}].upstream[{j}].url");
+        let at = |k: &str| format!("cache[{i}].upstream[{j}].{k}");
         let url = ru.url.trim_end_matches('/').to_string();
-        if !(url.starts_with("http://") || url.starts_with("https://")) || url.len() < 8 {
+        let base = parse_upstream_url(&url).map_err(|m| invalid(at("url"), m))?;
+        if upstreams.iter().any(|u| u.url == url) {
             return Err(invalid(
-                at(),
-                format!("`{}` is not an http:// or https:// URL", ru.url),
+                at("url"),
+                format!("upstream `{url}` is listed twice"),
             ));
         }
-        if upstreams.iter().any(|u| u.url == url) {
-            return Err(invalid(at(), format!("upstream `{url}` is listed twice")));
-        }
+        let nar_hosts = ru
+            .nar_hosts
+            .iter()
+            .enumerate()
+            .map(|(k, h)| parse_nar_host(h).map_err(|m| invalid(at(&format!("nar_hosts[{k}]")), m)))
+            .collect::<Result<Vec<_>, _>>()?;
         upstreams.push(UpstreamConfig {
             url,
+            base,
             priority: ru.priority.unwrap_or(10 + j as u32),
             bearer_token: ru.bearer_token,
+            nar_hosts,
         });
     }
     Ok(upstreams)
+}
+
+/// An upstream base URL: http or https, a host, and nothing that would change where a
+/// request goes or what it carries (credentials, a query, a fragment).
+fn parse_upstream_url(url: &str) -> Result<reqwest::Url, String> {
+    let parsed = reqwest::Url::parse(url)
+        .map_err(|e| format!("`{url}` is not an http:// or https:// URL: {e}"))?;
+    if !matches!(parsed.scheme(), "http" | "https") || parsed.host_str().is_none() {
+        return Err(format!("`{url}` is not an http:// or https:// URL"));
+    }
+    if !parsed.username().is_empty() || parsed.password().is_some() {
+        return Err(format!(
+            "`{url}` carries credentials; use `bearer_token` (sent only to this upstream)"
+        ));
+    }
+    if parsed.query().is_some() || parsed.fragment().is_some() {
+        return Err(format!("`{url}` must not have a query or fragment"));
+    }
+    Ok(parsed)
+}
+
+/// A `nar_hosts` entry: `host` or `host:port`, nothing else (no scheme, path or wildcard).
+fn parse_nar_host(entry: &str) -> Result<NarHost, String> {
+    let bad =
+        || format!("`{entry}` is not a host name or `host:port` (no scheme, path or wildcard)");
+    let allowed = |c: char| c.is_ascii_alphanumeric() || "-.:[]".contains(c);
+    if entry.is_empty() || !entry.chars().all(allowed) {
+        return Err(bad());
+    }
+    // A port follows the last ':', except inside an IPv6 literal (`[::1]`).
+    let (host, port) = match entry.rsplit_once(':') {
+        Some((host, port))
+            if !port.contains(']') && (!host.contains(':') || host.ends_with(']')) =>
+        {
+            (host, Some(port.parse::<u16>().map_err(|_| bad())?))
+        }
+        _ => (entry, None),
+    };
+    // The URL parser normalises the host as it will appear in NAR URLs (case, IP forms).
+    let parsed = reqwest::Url::parse(&format!("http://{host}/")).map_err(|_| bad())?;
+    match parsed.host_str() {
+        Some(h) if !h.is_empty() && parsed.port().is_none() && parsed.path() == "/" => {
+            Ok(NarHost {
+                host: h.to_string(),
+                port,
+            })
+        }
+        _ => Err(bad()),
+    }
 }
 
 fn parse_builder_key(flavor: Flavor, text: &str, base: &Path) -> Result<BuilderKey, String> {
@@ -731,6 +852,81 @@ mod tests {
         assert!(normalise_mount("guix").is_err());
         assert!(normalise_mount("/a/../b").is_err());
         assert!(normalise_mount("/metrics").is_err());
+    }
+
+    #[test]
+    fn nar_hosts_are_host_names_with_an_optional_port() {
+        let text = MINIMAL.replace(
+            "url = \"https://cache.nixos.org/\"",
+            "url = \"https://cache.nixos.org/\"\nnar_hosts = [\"CDN.example.org\", \"127.0.0.1:8081\", \"[::1]:80\"]",
+        );
+        let hosts = &load(&text).unwrap().caches[0].upstreams[0].nar_hosts;
+        let shown: Vec<String> = hosts.iter().map(ToString::to_string).collect();
+        assert_eq!(shown, ["cdn.example.org", "127.0.0.1:8081", "[::1]:80"]);
+        for bad in [
+            "https://cdn.example.org",
+            "cdn.example.org/nar",
+            "*.example.org",
+            "cdn.example.org:http",
+            "cdn.example.org:99999",
+            "user@cdn.example.org",
+            "",
+        ] {
+            let text = MINIMAL.replace(
+                "url = \"https://cache.nixos.org/\"",
+                &format!(
+                    "url = \"https://cache.nixos.org/\"\nnar_hosts = [\"ok.example\", {bad:?}]"
+                ),
+            );
+            let err = load(&text).unwrap_err().to_string();
+            assert!(
+                err.contains("cache[0].upstream[0].nar_hosts[1]"),
+                "{bad}: {err}"
+            );
+        }
+    }
+
+    #[test]
+    fn upstream_urls_with_credentials_or_a_query_are_refused() {
+        for bad in [
+            "https://user:pw@cache.example",
+            "https://cache.example/?x=1",
+            "https://cache.example/#x",
+            "ftp://cache.example",
+            "https://",
+        ] {
+            let text = MINIMAL.replace("https://cache.nixos.org/", bad);
+            let err = load(&text).unwrap_err().to_string();
+            assert!(err.contains("cache[0].upstream[0].url"), "{bad}: {err}");
+        }
+        let c = load(&MINIMAL.replace("https://cache.nixos.org/", "https://h.example/private/"))
+            .unwrap();
+        assert_eq!(c.caches[0].upstreams[0].url, "https://h.example/private");
+        assert_eq!(c.caches[0].upstreams[0].base.path(), "/private");
+    }
+
+    #[test]
+    fn the_upstream_idle_timeout_has_a_default_and_can_be_set() {
+        assert_eq!(
+            load(MINIMAL).unwrap().upstream_idle_timeout,
+            DEFAULT_UPSTREAM_IDLE_TIMEOUT
+        );
+        let c = load(&format!("upstream_idle_timeout = \"2s\"\n{MINIMAL}")).unwrap();
+        assert_eq!(c.upstream_idle_timeout, Duration::from_secs(2));
+        let err = load(&format!("upstream_idle_timeout = \"0s\"\n{MINIMAL}"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("upstream_idle_timeout"), "{err}");
+    }
+
+    #[test]
+    fn the_bearer_token_never_appears_in_debug_output() {
+        let text = MINIMAL.replace(
+            "url = \"https://cache.nixos.org/\"",
+            "url = \"https://cache.nixos.org/\"\nbearer_token = \"s3cr3t\"",
+        );
+        let shown = format!("{:?}", load(&text).unwrap());
+        assert!(!shown.contains("s3cr3t"), "{shown}");
     }
 
     #[test]

@@ -3,9 +3,12 @@
 //! ```text
 //! local store hit ─► stream the file (it holds only verified bytes)
 //! miss ─► what the NAR must be (memory, else the database's accepted decision)
-//!      ─► the best upstream that offers it (not known bad for it, priority, health)
-//!      ─► join or start the single-flight verified fetch (crate::nar), stream its body
-//!      ─► the caller that started the fetch records its outcome in the background
+//!      ─► every upstream that offers it at a URL it may send quorate to, ranked (not known
+//!         bad for it, priority, health)
+//!      ─► join or start the single-flight verified fetch (crate::nar), which tries them in
+//!         turn; stream its body
+//!      ─► the caller that started the fetch records its report in the background: the NAR
+//!         object, and each source that failed (bad for this NAR, with an event)
 //! ```
 //!
 //! A body never yields a NAR's last byte before its hash and size are verified (see
@@ -24,7 +27,7 @@ use crate::app::App;
 use crate::config::UpstreamConfig;
 use crate::db::{DbError, Event, EventKind};
 use crate::limits::NAR_READ_CHUNK;
-use crate::nar::{Compression, Expected, NarError};
+use crate::nar::{Compression, Expected, FetchReport, FetchSource, NarError};
 use crate::outbox::PendingWrite;
 use crate::record;
 use crate::served_cache::{NarEntry, ServedCache};
@@ -93,8 +96,14 @@ pub async fn probe(
             .await?
             .ok_or(DeliveryError::NotAccepted)?,
     };
-    pick_source(app, cache, key, &entry.sources).ok_or(DeliveryError::NoSource)?;
-    Ok(entry.content.nar_size)
+    let mut unusable = None;
+    for picked in rank_sources(app, cache, key, &entry.sources) {
+        match UpstreamClient::nar_url(&picked.upstream, &picked.source.url) {
+            Ok(_) => return Ok(entry.content.nar_size),
+            Err(e) => unusable = Some(e),
+        }
+    }
+    Err(unusable.map_or(DeliveryError::NoSource, DeliveryError::BadNarUrl))
 }
 
 /// Warm: the local store holds only verified bytes.
@@ -139,63 +148,71 @@ async fn entry(
     Ok(Some(entry))
 }
 
-/// Cold: join the fetch of this NAR in flight, or start one from the best source.
+/// Cold: join the fetch of this NAR in flight, or start one from the ranked sources.
 fn from_upstream(
     app: &Arc<App>,
     cache: &Arc<ServedCache>,
     key: NarKey,
     entry: &NarEntry,
 ) -> Result<NarBody, DeliveryError> {
-    let picked = pick_source(app, cache, key, &entry.sources).ok_or(DeliveryError::NoSource)?;
-    let url = UpstreamClient::nar_url(&picked.upstream.url, &picked.source.url)?;
+    let nar_size = entry.content.nar_size;
+    let mut sources = Vec::new();
+    let mut unusable = None;
+    for picked in rank_sources(app, cache, key, &entry.sources) {
+        let url = match UpstreamClient::nar_url(&picked.upstream, &picked.source.url) {
+            Ok(url) => url,
+            Err(e) => {
+                tracing::warn!(cache = %cache.name(), "NAR source skipped: {e}");
+                unusable = Some(e);
+                continue;
+            }
+        };
+        // Lazy: polled only if the fetch gets to this source.
+        let client = app.upstream.clone();
+        let up = picked.upstream;
+        sources.push(FetchSource {
+            label: up.url.clone(),
+            compression: picked.compression,
+            open: async move { client.open_nar(&up, url, nar_size).await }.boxed(),
+        });
+    }
+    if sources.is_empty() {
+        return Err(unusable.map_or(DeliveryError::NoSource, DeliveryError::BadNarUrl));
+    }
     app.metrics.nar_upstream.inc();
     let expected = Expected {
         nar_hash: entry.content.nar_hash,
-        nar_size: entry.content.nar_size,
+        nar_size,
     };
-    // Lazy: polled only if this call starts the fetch.
-    let source = {
-        let client = app.upstream.clone();
-        let (base, bearer) = (picked.upstream.url.clone(), picked.upstream.bearer_token);
-        async move { client.open_nar(&base, bearer.as_deref(), &url).await }.boxed()
-    };
-    let fetch = app
-        .fetcher
-        .fetch_or_join(expected, picked.compression, source);
+    let fetch = app.fetcher.fetch_or_join(expected, sources);
     if fetch.started {
         let outcome = FetchOutcome {
             app: app.clone(),
             cache: cache.clone(),
             key,
-            upstream: picked.upstream.url,
             entry: entry.clone(),
         };
         app.background
-            .spawn(outcome.record(fetch.inflight.outcome()));
+            .spawn(outcome.record(fetch.inflight.report()));
     }
     Ok(NarBody {
         stream: fetch.inflight.body().boxed(),
-        size: entry.content.nar_size,
+        size: nar_size,
     })
 }
 
-/// The source a fetch will use.
+/// A source a fetch may use.
 struct Picked {
     source: NarSource,
     compression: Compression,
     upstream: UpstreamConfig,
 }
 
-/// Prefers sources that have not delivered bad bytes for this NAR, then configured upstream
-/// priority, then health (failures, latency). Sources of upstreams no longer configured, and
-/// in compressions quorate cannot decode, are skipped.
-fn pick_source(
-    app: &App,
-    cache: &ServedCache,
-    key: NarKey,
-    sources: &[NarSource],
-) -> Option<Picked> {
-    sources
+/// Every usable source, best first: sources that have not failed for this NAR, then
+/// configured upstream priority, then health (failures, latency). Sources of upstreams no
+/// longer configured, and in compressions quorate cannot decode, are left out.
+fn rank_sources(app: &App, cache: &ServedCache, key: NarKey, sources: &[NarSource]) -> Vec<Picked> {
+    let mut ranked: Vec<_> = sources
         .iter()
         .filter_map(|s| {
             let up = cache
@@ -219,8 +236,9 @@ fn pick_source(
             };
             Some((rank, picked))
         })
-        .min_by_key(|(rank, _)| *rank)
-        .map(|(_, picked)| picked)
+        .collect();
+    ranked.sort_by_key(|(rank, _)| *rank);
+    ranked.into_iter().map(|(_, picked)| picked).collect()
 }
 
 /// Whose fault a failed fetch was.
@@ -252,41 +270,41 @@ struct FetchOutcome {
     app: Arc<App>,
     cache: Arc<ServedCache>,
     key: NarKey,
-    upstream: String,
     entry: NarEntry,
 }
 
 impl FetchOutcome {
-    async fn record(self, outcome: impl std::future::Future<Output = Result<(), NarError>>) {
-        match outcome.await {
-            Ok(()) => {
-                let size = self.entry.content.nar_size;
-                self.app.metrics.nar_bytes_fetched.add(size);
-                let stored = PendingWrite::NarObject {
-                    key: self.key,
-                    size,
-                };
-                record::best_effort(&self.app, stored).await;
-            }
-            Err(e) => self.rejected(e).await,
+    async fn record(self, report: impl std::future::Future<Output = FetchReport>) {
+        let report = report.await;
+        for failed in report.failed {
+            self.rejected(&failed.source, failed.error).await;
+        }
+        if report.verdict.is_ok() {
+            let size = self.entry.content.nar_size;
+            self.app.metrics.nar_bytes_fetched.add(size);
+            let stored = PendingWrite::NarObject {
+                key: self.key,
+                size,
+            };
+            record::best_effort(&self.app, stored).await;
         }
     }
 
-    /// The fetch failed. An upstream at fault (wrong bytes, a broken download) goes last for
+    /// An attempt failed. An upstream at fault (wrong bytes, a broken download) goes last for
     /// this NAR; a local fault (the disk full, the store unwritable) is recorded as such and
     /// blames no upstream.
-    async fn rejected(&self, e: NarError) {
+    async fn rejected(&self, upstream: &str, e: NarError) {
         let store_path = &self.entry.content.store_path;
         let kind = match e.fault() {
             Fault::Upstream(kind) => {
                 if kind == EventKind::Mismatch {
                     self.app.metrics.nar_mismatches.inc();
                 }
-                tracing::warn!(cache = %self.cache.name(), upstream = %self.upstream,
-                    %store_path, "NAR from upstream rejected: {e}");
+                tracing::warn!(cache = %self.cache.name(), %upstream, %store_path,
+                    "NAR from upstream rejected: {e}");
                 self.cache
                     .bad_sources
-                    .insert((self.key, self.upstream.clone()), ())
+                    .insert((self.key, upstream.to_owned()), ())
                     .await;
                 kind
             }
@@ -299,7 +317,7 @@ impl FetchOutcome {
         };
         let event = Event {
             store_path: Some(store_path.clone()),
-            upstream: (kind != EventKind::StoreFailure).then(|| self.upstream.clone()),
+            upstream: (kind != EventKind::StoreFailure).then(|| upstream.to_owned()),
             ..record::event(&self.cache, kind, e.to_string())
         };
         record::best_effort(&self.app, PendingWrite::Event(event)).await;

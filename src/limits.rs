@@ -31,7 +31,8 @@ pub const BAD_SOURCES_CAPACITY: u64 = 10_000;
 /// See [`BAD_SOURCES_CAPACITY`].
 pub const BAD_SOURCE_TTL: Duration = Duration::from_secs(3600);
 
-/// How long one upstream request may take when the config does not say (`upstream_timeout`).
+/// How long one upstream request may take when the config does not say (`upstream_timeout`):
+/// connecting, then the wait for the response head; for a narinfo, the whole answer.
 pub const DEFAULT_UPSTREAM_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How long a caller waits for a pooled database connection. Short, so that a database
@@ -44,6 +45,35 @@ pub const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 /// Records waiting for the database (written during an outage, or a full disk) kept in
 /// memory until it answers again; past this, the oldest are dropped (logged and counted).
 pub const OUTBOX_CAPACITY: usize = 100_000;
+
+/// How long an upstream body (NAR, build log) may go without a byte when the config does not
+/// say (`upstream_idle_timeout`). A stalled NAR download is abandoned after this and the NAR
+/// is fetched from the next upstream that offers it.
+pub const DEFAULT_UPSTREAM_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A whole NAR download may take the upstream timeout plus its NarSize at
+/// [`NAR_MIN_THROUGHPUT`], and at most [`NAR_DEADLINE_MAX`]: the idle timeout alone would let
+/// an upstream dripping one byte just inside it hold a fetch (and its clients) for ever.
+/// Uncompressed bytes per second, so a compressed transfer needs less than this on the wire
+/// (2 Mbit/s, a slow home link).
+pub const NAR_MIN_THROUGHPUT: u64 = 256 * 1024;
+/// See [`NAR_MIN_THROUGHPUT`].
+pub const NAR_DEADLINE_MAX: Duration = Duration::from_secs(12 * 3600);
+
+/// The whole-transfer deadline of a NAR of `nar_size` bytes whose upstream had `head` to
+/// answer (see [`NAR_MIN_THROUGHPUT`]).
+pub fn nar_deadline(head: Duration, nar_size: u64) -> Duration {
+    let transfer = Duration::from_secs(nar_size / NAR_MIN_THROUGHPUT);
+    head.saturating_add(transfer).min(NAR_DEADLINE_MAX)
+}
+
+/// A passed-through build log may take this long in all (it is informational; a log bigger
+/// than this at a working upstream's speed is not worth holding a connection for).
+pub const LOG_DEADLINE: Duration = Duration::from_secs(300);
+
+/// Redirects followed for one upstream request (each checked against the upstream's
+/// allowed origins; see `upstream::urls`).
+pub const MAX_UPSTREAM_REDIRECTS: usize = 5;
 
 /// How long an idle upstream connection is kept for reuse.
 pub const UPSTREAM_POOL_IDLE: Duration = Duration::from_secs(60);

@@ -1,8 +1,9 @@
-//! Single-flight, verified NAR fetches into the store, streamed to clients as they happen.
+//! Single-flight, verified NAR fetches into the store, streamed to clients as they happen,
+//! from the first of a ranked list of sources that delivers the right bytes.
 //!
-//! One fetch is one detached tokio task plus two threads:
-//! - the task opens the caller's (lazy) source and pumps its compressed chunks into a
-//!   bounded channel, so a fast upstream cannot run ahead of decompression;
+//! One fetch is one detached tokio task plus, per attempt, two threads:
+//! - the task opens the current source's (lazy) byte stream and pumps its compressed chunks
+//!   into a bounded channel, so a fast upstream cannot run ahead of decompression;
 //! - a blocking thread decodes, hashes and counts at most NarSize + 1 bytes;
 //! - a writer thread appends them to a temp file and publishes how much is written
 //!   through a `watch` channel (hashing and page-cache writes cost about the same, so
@@ -13,6 +14,24 @@
 //! A body holds back the NAR's last byte until the fetch has verified hash and size; on
 //! any failure it ends in an error instead. That is what lets quorate stream before it
 //! knows the bytes are right and still never hand a client a complete wrong NAR.
+//!
+//! ## Fail-over
+//!
+//! The caller hands over every source that offers the NAR, best first ([`FetchSource`]).
+//! Every failed attempt is listed in the fetch's [`FetchReport`], with its source (the
+//! caller records it and ranks that source last for the NAR). An attempt that failed
+//! because of its source — the download failed or stalled (sources bound their own reads in
+//! time), bytes that do not decode, a wrong size or hash — is followed by one from the next
+//! source, with a fresh temp file. A local failure (the store) ends the fetch: another
+//! source would fail the same way.
+//!
+//! Clients see attempts through the attempt number the fetch publishes:
+//! - a body that has not yielded a byte yet simply follows the current attempt, so a client
+//!   that arrived while a source was stalling is served, transparently, by the next one;
+//! - a body that has yielded bytes is bound to the attempt they came from: if that attempt
+//!   fails, the body ends in an error. Its bytes were unverified, and the next source's bytes
+//!   are never spliced after them: the client sees a failed transfer, and its retry is
+//!   served by the attempt in progress (or the store).
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -23,6 +42,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 
 use bytes::{Buf, Bytes};
+use futures_util::future::BoxFuture;
 use futures_util::stream::{self, BoxStream, Stream, StreamExt};
 use futures_util::FutureExt;
 use sha2::{Digest, Sha256};
@@ -66,6 +86,38 @@ pub struct Expected {
     pub nar_hash: NarHash,
     /// Length of the uncompressed NAR (`NarSize`).
     pub nar_size: u64,
+}
+
+/// One place to fetch a NAR from; a fetch tries its sources in turn.
+pub struct FetchSource<E> {
+    /// Who this source is (the upstream's URL): named in logs and in the [`FetchReport`].
+    pub label: String,
+    /// How its bytes are compressed.
+    pub compression: Compression,
+    /// Opens its compressed byte stream. Lazy: polled only when this source's turn comes
+    /// (never, if an earlier source delivers). Its errors, opening or mid-stream, fail the
+    /// attempt with [`NarError::Source`]. Bounding its reads in time is its business: a read
+    /// that never returns stalls the attempt.
+    pub open: BoxFuture<'static, Result<BoxStream<'static, Result<Bytes, E>>, E>>,
+}
+
+/// An attempt that failed: its source, and why.
+#[derive(Clone, Debug)]
+pub struct FailedAttempt {
+    /// The source's label.
+    pub source: String,
+    /// Why its attempt failed.
+    pub error: NarError,
+}
+
+/// How a finished fetch went.
+#[derive(Clone, Debug)]
+pub struct FetchReport {
+    /// `Ok` once the NAR is verified and committed; otherwise the last attempt's failure.
+    pub verdict: Result<(), NarError>,
+    /// Every attempt that failed, in the order they were tried (the last one may have failed
+    /// for a reason that is not its source's: see [`NarError::blames_source`]).
+    pub failed: Vec<FailedAttempt>,
 }
 
 /// Fetches currently running, by (store key, NarSize). The size is part of the key so that
@@ -113,25 +165,18 @@ impl NarFetcher {
         &self.store
     }
 
-    /// Joins the running fetch of this NAR, or starts one from `source`.
+    /// Joins the running fetch of this NAR, or starts one trying `sources` in turn.
     ///
-    /// `source` is lazy: it is polled only when this call starts the fetch, and not even
-    /// then if the store already holds the NAR; a joining caller's source is dropped
-    /// unpolled. It resolves to the upstream's compressed byte stream; its errors (opening
-    /// or mid-stream) end the fetch with [`NarError::Source`]. Timeouts are the source's
-    /// business.
+    /// Sources are lazy: none is opened when this call joins a running fetch (they are
+    /// dropped unpolled), or when the store already holds the NAR; each is opened only when
+    /// the ones before it have failed. See the module docs for what clients see when an
+    /// attempt fails.
     ///
     /// The fetch runs detached: it finishes (and commits) even if every client goes away.
-    /// Once it has finished, the next call starts afresh (typically with another upstream
-    /// after a failure). Must be called within a tokio runtime.
-    pub fn fetch_or_join<S, E>(
-        &self,
-        expected: Expected,
-        compression: Compression,
-        source: S,
-    ) -> Fetch
+    /// Once it has finished, the next call starts afresh (with the sources the caller then
+    /// ranks best). Must be called within a tokio runtime.
+    pub fn fetch_or_join<E>(&self, expected: Expected, sources: Vec<FetchSource<E>>) -> Fetch
     where
-        S: Future<Output = Result<BoxStream<'static, Result<Bytes, E>>, E>> + Send + 'static,
         E: std::fmt::Display + Send + 'static,
     {
         let key = expected.nar_hash.key();
@@ -160,7 +205,7 @@ impl NarFetcher {
         };
         let store = Arc::clone(&self.store);
         self.tasks.spawn(async move {
-            let outcome = fetch(store, Arc::clone(&finish.inflight), compression, source).await;
+            let outcome = fetch(store, Arc::clone(&finish.inflight), sources).await;
             finish.finish(outcome);
         });
         Fetch {
@@ -184,7 +229,12 @@ pub struct Inflight {
 /// The state a fetch publishes to its bodies.
 #[derive(Clone, Default)]
 struct Progress {
-    /// The file the NAR is being written to; `None` until it exists.
+    /// Which attempt `file` and `written` belong to (0 for the first source). A body bound
+    /// to an earlier attempt must fail rather than read on.
+    attempt: u32,
+    /// Every attempt that failed so far.
+    failed: Vec<FailedAttempt>,
+    /// The file the current attempt writes the NAR to; `None` until it exists.
     file: Option<Arc<File>>,
     /// Bytes of NAR in `file` so far (never more than NarSize).
     written: u64,
@@ -212,15 +262,27 @@ impl Inflight {
     }
 
     /// Resolves when the fetch has finished: `Ok` once the NAR is verified and committed
-    /// to the store, or why it failed (so the caller can record it against the upstream
-    /// and pick another next time).
+    /// to the store, or why its last attempt failed.
     pub fn outcome(&self) -> impl Future<Output = Result<(), NarError>> + Send + 'static {
+        let report = self.report();
+        async move { report.await.verdict }
+    }
+
+    /// Resolves when the fetch has finished, with its verdict and every attempt that failed
+    /// (so the caller can record them and rank their sources last next time).
+    pub fn report(&self) -> impl Future<Output = FetchReport> + Send + 'static {
         let mut progress = self.progress.subscribe();
         async move {
             let finished = progress.wait_for(|p| p.outcome.is_some()).await;
             match finished {
-                Ok(state) => state.outcome.clone().unwrap_or(Err(NarError::Interrupted)),
-                Err(_) => Err(NarError::Interrupted),
+                Ok(state) => FetchReport {
+                    verdict: state.outcome.clone().unwrap_or(Err(NarError::Interrupted)),
+                    failed: state.failed.clone(),
+                },
+                Err(_) => FetchReport {
+                    verdict: Err(NarError::Interrupted),
+                    failed: Vec::new(),
+                },
             }
         }
     }
@@ -230,12 +292,15 @@ impl Inflight {
     /// The last byte is yielded only after the fetch verified hash and size (it does not
     /// wait for the fsync); if the fetch fails first, the stream ends with an `io::Error`
     /// instead, so an HTTP response built on it aborts and the client never sees a
-    /// complete wrong NAR. Memory use is one chunk.
+    /// complete wrong NAR. Once it has yielded bytes, it also ends in an error if the attempt
+    /// they came from fails (a body is never spliced from two sources); before that, it
+    /// follows the fetch to its next source. Memory use is one chunk.
     pub fn body(self: Arc<Self>) -> impl Stream<Item = io::Result<Bytes>> + Send + 'static {
         let tail = Tail {
             progress: self.progress.subscribe(),
             nar_size: self.expected.nar_size,
             offset: 0,
+            attempt: None,
             finished: false,
         };
         stream::unfold(tail, |mut tail| async move {
@@ -251,6 +316,8 @@ struct Tail {
     nar_size: u64,
     /// Bytes already yielded.
     offset: u64,
+    /// The attempt those bytes came from; `None` until the first byte.
+    attempt: Option<u32>,
     /// Set after the last item (end of NAR or the error).
     finished: bool,
 }
@@ -263,6 +330,14 @@ impl Tail {
         loop {
             let (file, readable) = {
                 let state = self.progress.borrow_and_update();
+                if self.attempt.is_some_and(|bound| bound != state.attempt) {
+                    // The source of the bytes already yielded failed: they were unverified,
+                    // and the next source's must not be spliced after them.
+                    self.finished = true;
+                    let failed = state.failed.last().map(|f| f.error.clone());
+                    let err = failed.unwrap_or(NarError::Interrupted);
+                    return Some(Err(io::Error::other(err)));
+                }
                 let verified = state.verified || matches!(state.outcome, Some(Ok(())));
                 let readable = if verified {
                     // Even if committing it fails afterwards: these bytes are the NAR.
@@ -277,6 +352,9 @@ impl Tail {
                 if verified && self.offset >= readable {
                     self.finished = true;
                     return None;
+                }
+                if state.file.is_some() && self.offset < readable {
+                    self.attempt.get_or_insert(state.attempt);
                 }
                 (state.file.clone(), readable)
             };
@@ -352,15 +430,15 @@ impl Drop for Finish {
     }
 }
 
-/// Runs one fetch to its verdict.
-async fn fetch<S, E>(
+/// Runs one fetch to its verdict: the store, if it already holds the NAR; otherwise each
+/// source in turn until one delivers the verified NAR or fails for a reason that is not its
+/// own.
+async fn fetch<E>(
     store: Arc<NarStore>,
     inflight: Arc<Inflight>,
-    compression: Compression,
-    source: S,
+    sources: Vec<FetchSource<E>>,
 ) -> Result<(), NarError>
 where
-    S: Future<Output = Result<BoxStream<'static, Result<Bytes, E>>, E>> + Send + 'static,
     E: std::fmt::Display + Send + 'static,
 {
     // The NAR may have been committed between the caller's store lookup and this fetch.
@@ -381,9 +459,52 @@ where
         _ => {}
     }
 
+    let mut last = NarError::Source("no upstream offers this NAR".into());
+    let count = sources.len();
+    for (n, source) in sources.into_iter().enumerate() {
+        let label = source.label;
+        let err = match attempt(&store, &inflight, source.compression, source.open).await {
+            Ok(()) => return Ok(()),
+            Err(err) => err,
+        };
+        tracing::warn!(key = %inflight.key, source = %label, %err, "NAR attempt failed");
+        // The store failing, or the fetch being interrupted, is no source's fault: another
+        // source would not help.
+        let next = err.blames_source() && n + 1 < count;
+        inflight.progress.send_modify(|state| {
+            state.failed.push(FailedAttempt {
+                source: label,
+                error: err.clone(),
+            });
+            if next {
+                // A new attempt: bodies bound to this one fail, the others follow.
+                state.attempt += 1;
+                state.file = None;
+                state.written = 0;
+            }
+        });
+        if !next {
+            return Err(err);
+        }
+        last = err;
+    }
+    Err(last)
+}
+
+/// One attempt: `source`'s bytes, decoded, hashed and written to a fresh temp file, then
+/// committed if right.
+async fn attempt<E>(
+    store: &Arc<NarStore>,
+    inflight: &Arc<Inflight>,
+    compression: Compression,
+    source: BoxFuture<'static, Result<BoxStream<'static, Result<Bytes, E>>, E>>,
+) -> Result<(), NarError>
+where
+    E: std::fmt::Display + Send + 'static,
+{
     let (chunks, upstream) = mpsc::channel(CHANNEL_CHUNKS / BATCH_CHUNKS);
     let mut decode = {
-        let inflight = Arc::clone(&inflight);
+        let (store, inflight) = (Arc::clone(store), Arc::clone(inflight));
         tokio::task::spawn_blocking(move || {
             decode_into_store(&store, &inflight, compression, upstream)
         })

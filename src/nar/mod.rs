@@ -18,8 +18,9 @@
 //!
 //! - [`Compression`]: the narinfo `Compression` names and a streaming decoder for each.
 //! - [`NarStore`]: the size-bounded, least-recently-used, content-addressed directory.
-//! - [`NarFetcher`]: single-flight verified fetches into the store; [`Inflight`] is one
-//!   running (or finished) fetch, shared by every client asking for the same NAR.
+//! - [`NarFetcher`]: single-flight verified fetches into the store, trying the sources the
+//!   caller ranked in turn ([`FetchSource`]); [`Inflight`] is one running (or finished)
+//!   fetch, shared by every client asking for the same NAR.
 
 mod compression;
 mod encode;
@@ -35,7 +36,7 @@ use quorate_core::protocol::nar_hash::NarHash;
 
 pub use compression::{Compression, Decode};
 pub use encode::zstd_encode;
-pub use fetch::{Expected, Fetch, Inflight, NarFetcher};
+pub use fetch::{Expected, FailedAttempt, Fetch, FetchReport, FetchSource, Inflight, NarFetcher};
 pub use store::NarStore;
 
 /// Why a NAR could not be fetched, verified or stored. Clone, so that every client of one
@@ -77,6 +78,22 @@ pub enum NarError {
     /// The fetch task ended without a verdict (runtime shutdown or a bug).
     #[error("NAR fetch was interrupted")]
     Interrupted,
+}
+
+impl NarError {
+    /// Whether the failure is the source's: its download failed or stalled, or its bytes
+    /// were wrong. Then another source may do better; a store failure or an interrupted
+    /// fetch would fail the same way with any source.
+    pub fn blames_source(&self) -> bool {
+        match self {
+            NarError::HashMismatch { .. }
+            | NarError::SizeMismatch { .. }
+            | NarError::TooLarge { .. }
+            | NarError::Decompress(_)
+            | NarError::Source(_) => true,
+            NarError::Store(_) | NarError::Interrupted => false,
+        }
+    }
 }
 
 impl From<std::io::Error> for NarError {

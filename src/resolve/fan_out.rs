@@ -80,11 +80,7 @@ impl FanOut {
             let up = up.clone();
             app.background.spawn(async move {
                 let app = task_app;
-                let answer = match app
-                    .upstream
-                    .fetch_narinfo(&up.url, up.bearer_token.as_deref(), &hash_part)
-                    .await
-                {
+                let answer = match app.upstream.fetch_narinfo(&up, &hash_part).await {
                     Ok(Some(text)) => {
                         match cache.front.observe(&up.url, &hash_part, &text, now_ms()) {
                             Ok(obs) => Answer::Seen(obs),

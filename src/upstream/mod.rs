@@ -1,9 +1,23 @@
-//! Upstream HTTP: fetching narinfos (bounded in size and time) and opening NAR downloads, with
-//! a little health bookkeeping so NAR sources can be ordered by how well they behave.
+//! Upstream HTTP: fetching narinfos (bounded in size and time), opening NAR downloads and
+//! build logs, with a little health bookkeeping so NAR sources can be ordered by how well
+//! they behave.
 //!
 //! Upstreams are untrusted: this module only moves bytes. A narinfo counts through its
 //! signatures (checked by the flavor front ends) and a NAR through its hash (checked in
-//! [`crate::nar`]).
+//! [`crate::nar`]). What it does guarantee:
+//! - every URL is built from typed parts, and an upstream can send quorate only to its own
+//!   origin or its `nar_hosts`; its bearer token goes only to its own origin, redirects
+//!   included ([`urls`]);
+//! - every network read has a deadline: connecting and the response head `timeout`; a
+//!   narinfo as a whole `timeout`; a NAR or log body `idle_timeout` between chunks, and a
+//!   total: for a NAR one that grows with its size ([`crate::limits::nar_deadline`]), for a
+//!   log [`LOG_DEADLINE`].
+//!
+//! Redirects are followed here, not by reqwest: each hop is checked against the upstream's
+//! allowed origins and given the token only on the upstream's own origin.
+
+mod deadline;
+pub mod urls;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -12,10 +26,19 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use futures_util::stream::BoxStream;
 use futures_util::{StreamExt, TryStreamExt};
+use reqwest::header::LOCATION;
+use reqwest::{StatusCode, Url};
 
-use quorate_core::protocol::store_path::HashPart;
+use quorate_core::protocol::store_path::{HashPart, StorePath};
 
-use crate::limits::{MAX_NARINFO_BYTES, UPSTREAM_POOL_IDLE};
+use crate::config::UpstreamConfig;
+use crate::limits::{
+    nar_deadline, LOG_DEADLINE, MAX_NARINFO_BYTES, MAX_UPSTREAM_REDIRECTS, UPSTREAM_POOL_IDLE,
+};
+pub use urls::UrlError;
+
+/// A body of upstream bytes, each chunk read within its deadlines.
+pub type UpstreamBody = BoxStream<'static, Result<Bytes, UpstreamError>>;
 
 /// Why an upstream request failed.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -28,12 +51,20 @@ pub enum UpstreamError {
         /// The transport's description.
         message: String,
     },
-    /// No answer within the configured timeout.
+    /// No answer (or no whole body) within the time allowed.
     #[error("upstream {url} timed out after {after:?}")]
     Timeout {
         /// Requested URL.
         url: String,
-        /// The timeout in force.
+        /// The time allowed.
+        after: Duration,
+    },
+    /// The body stopped: no byte for the idle timeout.
+    #[error("upstream {url} sent nothing for {after:?}")]
+    Stalled {
+        /// Requested URL.
+        url: String,
+        /// The idle timeout in force.
         after: Duration,
     },
     /// An HTTP status other than 200 (or 404 for narinfos).
@@ -57,12 +88,32 @@ pub enum UpstreamError {
         url: String,
     },
     /// A NAR URL that would leave the upstream (or is otherwise unusable).
-    #[error("upstream {upstream} advertised an unusable NAR URL `{nar_url}`")]
+    #[error("upstream {upstream} advertised a NAR URL that {reason}: `{nar_url}`")]
     BadNarUrl {
         /// Upstream base URL.
         upstream: String,
         /// The URL as advertised.
         nar_url: String,
+        /// Why it is refused.
+        reason: UrlError,
+    },
+    /// No URL can be built on the upstream's base (config validation prevents this).
+    #[error("upstream {upstream}: a request URL {reason}")]
+    Unaddressable {
+        /// Upstream base URL.
+        upstream: String,
+        /// Why.
+        reason: UrlError,
+    },
+    /// A redirect quorate will not follow: to another host, or one too many.
+    #[error("upstream {url} redirected to `{location}`, which {reason}")]
+    Redirect {
+        /// The URL that answered with the redirect.
+        url: String,
+        /// Its `Location`.
+        location: String,
+        /// Why it is not followed.
+        reason: String,
     },
 }
 
@@ -79,20 +130,25 @@ pub struct Health {
 #[derive(Clone)]
 pub struct UpstreamClient {
     http: reqwest::Client,
+    /// Connecting, and waiting for a response head; a whole narinfo.
     timeout: Duration,
+    /// The longest wait for the next chunk of a body.
+    idle_timeout: Duration,
     /// std Mutex, not tokio's: never held across an await.
     health: Arc<Mutex<HashMap<String, Health>>>,
 }
 
 impl UpstreamClient {
-    /// A client whose narinfo requests give up after `timeout`.
-    pub fn new(timeout: Duration) -> Result<UpstreamClient, UpstreamError> {
+    /// A client whose requests give up after `timeout` without a response head (a narinfo:
+    /// without its whole body), and whose bodies give up after `idle_timeout` without a byte.
+    pub fn new(timeout: Duration, idle_timeout: Duration) -> Result<UpstreamClient, UpstreamError> {
         let http = reqwest::Client::builder()
             .user_agent(concat!("quorate/", env!("CARGO_PKG_VERSION")))
             .connect_timeout(timeout)
             .pool_idle_timeout(UPSTREAM_POOL_IDLE)
-            // Upstream redirects (e.g. to a CDN) are followed; bytes are verified anyway.
-            .redirect(reqwest::redirect::Policy::limited(5))
+            // Redirects are followed by `send`, which checks every hop against the
+            // upstream's allowed origins and decides where its token goes.
+            .redirect(reqwest::redirect::Policy::none())
             .build()
             .map_err(|e| UpstreamError::Transport {
                 url: String::new(),
@@ -101,6 +157,7 @@ impl UpstreamClient {
         Ok(UpstreamClient {
             http,
             timeout,
+            idle_timeout,
             health: Arc::default(),
         })
     }
@@ -135,11 +192,44 @@ impl UpstreamClient {
         }
     }
 
-    fn get(&self, url: &str, bearer: Option<&str>) -> reqwest::RequestBuilder {
-        let req = self.http.get(url);
-        match bearer {
-            Some(token) => req.bearer_auth(token),
-            None => req,
+    /// GET `url` from upstream `up`, following redirects the upstream may make (its own
+    /// origin, its `nar_hosts`), with its token only on its own origin. Not bounded in time:
+    /// callers bound it.
+    async fn send(
+        &self,
+        up: &UpstreamConfig,
+        url: Url,
+    ) -> Result<reqwest::Response, UpstreamError> {
+        let mut url = url;
+        let mut redirects = 0;
+        loop {
+            let mut request = self.http.get(url.clone());
+            if let Some(token) = urls::credentials_for(up, &url) {
+                request = request.bearer_auth(token);
+            }
+            let response = request.send().await.map_err(|e| UpstreamError::Transport {
+                url: url.to_string(),
+                message: e.to_string(),
+            })?;
+            let Some(location) = redirect_location(&response) else {
+                return Ok(response);
+            };
+            let refused = |reason: String| UpstreamError::Redirect {
+                url: url.to_string(),
+                location: location.clone(),
+                reason,
+            };
+            if redirects == MAX_UPSTREAM_REDIRECTS {
+                return Err(refused(format!(
+                    "is one more than the {MAX_UPSTREAM_REDIRECTS} redirects followed"
+                )));
+            }
+            let next = url
+                .join(&location)
+                .map_err(|e| refused(format!("is not a URL: {e}")))?;
+            urls::may_redirect(up, &next).map_err(|e| refused(e.to_string()))?;
+            redirects += 1;
+            url = next;
         }
     }
 
@@ -147,177 +237,146 @@ impl UpstreamClient {
     /// (404, 403, 401, as Nix treats them).
     pub async fn fetch_narinfo(
         &self,
-        base: &str,
-        bearer: Option<&str>,
+        up: &UpstreamConfig,
         hash_part: &HashPart,
     ) -> Result<Option<String>, UpstreamError> {
-        let url = format!("{base}/{hash_part}.narinfo");
+        let url = urls::narinfo_url(&up.base, hash_part).map_err(|reason| {
+            UpstreamError::Unaddressable {
+                upstream: up.url.clone(),
+                reason,
+            }
+        })?;
+        let shown = url.to_string();
         let started = Instant::now();
-        let result = tokio::time::timeout(self.timeout, self.fetch_text(&url, bearer)).await;
+        let result = tokio::time::timeout(self.timeout, self.fetch_text(up, url)).await;
         let result = match result {
             Ok(r) => r,
             Err(_) => Err(UpstreamError::Timeout {
-                url: url.clone(),
+                url: shown,
                 after: self.timeout,
             }),
         };
-        self.note(base, result.is_ok(), started.elapsed());
+        self.note(&up.url, result.is_ok(), started.elapsed());
         result
     }
 
     async fn fetch_text(
         &self,
-        url: &str,
-        bearer: Option<&str>,
+        up: &UpstreamConfig,
+        url: Url,
     ) -> Result<Option<String>, UpstreamError> {
-        let transport = |e: reqwest::Error| UpstreamError::Transport {
-            url: url.to_string(),
-            message: e.to_string(),
-        };
-        let resp = self.get(url, bearer).send().await.map_err(transport)?;
+        let shown = url.to_string();
+        let resp = self.send(up, url).await?;
         let status = resp.status().as_u16();
         if matches!(status, 404 | 403 | 401 | 410) {
             return Ok(None);
         }
         if status != 200 {
-            return Err(UpstreamError::Status {
-                url: url.to_string(),
-                status,
-            });
+            return Err(UpstreamError::Status { url: shown, status });
         }
         if resp
             .content_length()
             .is_some_and(|n| n > MAX_NARINFO_BYTES as u64)
         {
-            return Err(UpstreamError::TooLarge {
-                url: url.to_string(),
-            });
+            return Err(UpstreamError::TooLarge { url: shown });
         }
         // Read chunk by chunk so a lying or absent Content-Length cannot make us buffer more
         // than the limit.
         let mut body = Vec::new();
-        let mut stream = resp.bytes_stream();
+        let mut stream = self.body(resp, self.timeout, &shown);
         while let Some(chunk) = stream.next().await {
-            let chunk = chunk.map_err(transport)?;
+            let chunk = chunk?;
             if body.len() + chunk.len() > MAX_NARINFO_BYTES {
-                return Err(UpstreamError::TooLarge {
-                    url: url.to_string(),
-                });
+                return Err(UpstreamError::TooLarge { url: shown });
             }
             body.extend_from_slice(&chunk);
         }
         String::from_utf8(body)
             .map(Some)
-            .map_err(|_| UpstreamError::NotText {
-                url: url.to_string(),
-            })
+            .map_err(|_| UpstreamError::NotText { url: shown })
     }
 
-    /// Resolve a narinfo `URL:` against its upstream. Relative URLs stay under the base;
-    /// absolute http(s) URLs are allowed (caches put NARs on CDNs) since bytes are verified.
-    pub fn nar_url(base: &str, nar_url: &str) -> Result<String, UpstreamError> {
-        let bad = || UpstreamError::BadNarUrl {
-            upstream: base.to_string(),
-            nar_url: nar_url.to_string(),
-        };
-        if nar_url.starts_with("http://") || nar_url.starts_with("https://") {
-            return Ok(nar_url.to_string());
-        }
-        if nar_url.is_empty()
-            || nar_url.starts_with('/')
-            || nar_url.contains("://")
-            || nar_url.split('/').any(|s| s == "..")
-            || nar_url.chars().any(|c| c.is_whitespace() || c.is_control())
-        {
-            return Err(bad());
-        }
-        Ok(format!("{base}/{nar_url}"))
+    /// Resolves a narinfo's `URL:` against its upstream (see [`urls::nar_url`]): under the
+    /// upstream's base, or on one of its `nar_hosts`.
+    pub fn nar_url(up: &UpstreamConfig, advertised: &str) -> Result<Url, UpstreamError> {
+        urls::nar_url(up, advertised).map_err(|reason| UpstreamError::BadNarUrl {
+            upstream: up.url.clone(),
+            nar_url: advertised.to_string(),
+            reason,
+        })
     }
 
-    /// Open a NAR download: the response body as a stream of chunks. The connect and
-    /// first-byte wait are bounded by the timeout; the body itself may take as long as it
-    /// takes (large NARs), the caller's reader bounds its size.
+    /// Opens the download of a NAR of `nar_size` (uncompressed) bytes at `url` (from
+    /// [`UpstreamClient::nar_url`]): the response body as a stream of chunks. The response
+    /// head must come within the timeout, each chunk within the idle timeout, and the whole
+    /// body within [`nar_deadline`] (the timeout plus `nar_size` at a minimum throughput);
+    /// the caller's reader bounds its size.
     pub async fn open_nar(
         &self,
-        base: &str,
-        bearer: Option<&str>,
-        url: &str,
-    ) -> Result<BoxStream<'static, Result<Bytes, UpstreamError>>, UpstreamError> {
+        up: &UpstreamConfig,
+        url: Url,
+        nar_size: u64,
+    ) -> Result<UpstreamBody, UpstreamError> {
         let started = Instant::now();
-        let owned_url = url.to_string();
-        let transport = move |e: reqwest::Error| UpstreamError::Transport {
-            url: owned_url.clone(),
-            message: e.to_string(),
-        };
-        let resp = match tokio::time::timeout(self.timeout, self.get(url, bearer).send()).await {
-            Ok(Ok(r)) => r,
-            Ok(Err(e)) => {
-                self.note(base, false, started.elapsed());
-                return Err(transport(e));
+        let shown = url.to_string();
+        let result = match tokio::time::timeout(self.timeout, self.send(up, url)).await {
+            Ok(Ok(resp)) if resp.status() == StatusCode::OK => {
+                Ok(self.body(resp, nar_deadline(self.timeout, nar_size), &shown))
             }
-            Err(_) => {
-                self.note(base, false, started.elapsed());
-                return Err(UpstreamError::Timeout {
-                    url: url.to_string(),
-                    after: self.timeout,
-                });
-            }
-        };
-        if resp.status().as_u16() != 200 {
-            self.note(base, false, started.elapsed());
-            return Err(UpstreamError::Status {
-                url: url.to_string(),
+            Ok(Ok(resp)) => Err(UpstreamError::Status {
+                url: shown,
                 status: resp.status().as_u16(),
-            });
+            }),
+            Ok(Err(e)) => Err(e),
+            Err(_) => Err(UpstreamError::Timeout {
+                url: shown,
+                after: self.timeout,
+            }),
+        };
+        if result.is_err() {
+            self.note(&up.url, false, started.elapsed());
         }
-        Ok(resp.bytes_stream().map_err(transport).boxed())
+        result
     }
 
-    /// Fetch a build log (informational, passed through): `Ok(None)` when absent.
+    /// Opens the build log of derivation `drv` (informational, passed through): `Ok(None)`
+    /// when the upstream has none. Bounded like a NAR, with [`LOG_DEADLINE`] in all.
     pub async fn open_log(
         &self,
-        base: &str,
-        bearer: Option<&str>,
-        drv: &str,
-    ) -> Result<Option<reqwest::Response>, UpstreamError> {
-        let url = format!("{base}/log/{drv}");
-        let resp = tokio::time::timeout(self.timeout, self.get(&url, bearer).send())
+        up: &UpstreamConfig,
+        drv: &StorePath,
+    ) -> Result<Option<UpstreamBody>, UpstreamError> {
+        let url = urls::log_url(&up.base, drv).map_err(|reason| UpstreamError::Unaddressable {
+            upstream: up.url.clone(),
+            reason,
+        })?;
+        let shown = url.to_string();
+        let resp = tokio::time::timeout(self.timeout, self.send(up, url))
             .await
             .map_err(|_| UpstreamError::Timeout {
-                url: url.clone(),
+                url: shown.clone(),
                 after: self.timeout,
-            })?
-            .map_err(|e| UpstreamError::Transport {
-                url: url.clone(),
+            })??;
+        Ok((resp.status() == StatusCode::OK).then(|| self.body(resp, LOG_DEADLINE, &shown)))
+    }
+
+    /// A response's body with the idle timeout between chunks and `total` in all.
+    fn body(&self, resp: reqwest::Response, total: Duration, url: &str) -> UpstreamBody {
+        let owned = url.to_string();
+        let body = resp
+            .bytes_stream()
+            .map_err(move |e| UpstreamError::Transport {
+                url: owned.clone(),
                 message: e.to_string(),
-            })?;
-        Ok((resp.status().as_u16() == 200).then_some(resp))
+            })
+            .boxed();
+        deadline::bounded(body, self.idle_timeout, total, url.to_string())
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn nar_urls_stay_under_their_upstream() {
-        let base = "http://up.example";
-        assert_eq!(
-            UpstreamClient::nar_url(base, "nar/abc.nar.xz").unwrap(),
-            "http://up.example/nar/abc.nar.xz"
-        );
-        assert_eq!(
-            UpstreamClient::nar_url(base, "https://cdn.example/x.nar").unwrap(),
-            "https://cdn.example/x.nar"
-        );
-        for bad in [
-            "",
-            "/etc/passwd",
-            "nar/../../x",
-            "file:///etc/passwd",
-            "nar/a b",
-        ] {
-            assert!(UpstreamClient::nar_url(base, bad).is_err(), "{bad}");
-        }
-    }
+/// The `Location` of a redirect worth following (301, 302, 303, 307, 308), as text.
+fn redirect_location(response: &reqwest::Response) -> Option<String> {
+    let redirect = matches!(response.status().as_u16(), 301 | 302 | 303 | 307 | 308);
+    let location = response.headers().get(LOCATION)?;
+    redirect.then(|| String::from_utf8_lossy(location.as_bytes()).into_owned())
 }

@@ -84,7 +84,7 @@ async fn request(
         .timeout(timeout)
         .send()
         .await
-        .map_err(|e| format!("{method} {url}: {e}"))?;
+        .map_err(|e| format!("{method} {url}: {e:?}"))?;
     let status = resp.status().as_u16();
     let headers = resp
         .headers()

@@ -9,6 +9,8 @@
 //! - [`fixtures`]: the signed binary caches `tests/fixtures/make-nix-caches.sh` builds with
 //!   Nix (builders A, B, C, M), built once per test binary.
 //! - [`adversary`]: Nix caches turned hostile with quorate's own narinfo and signing code.
+//! - [`hostile`]: a raw HTTP server that misbehaves on purpose (resets, drips, stalls, lying
+//!   lengths, redirects), honest for every path it is not told to attack.
 //! - [`nix_client`]: the Nix client substituting from one URL into a fresh chroot store.
 //! - [`records`]: quorate's database read back (attestations, decisions, events).
 //! - [`guix`]: the Guix side: the libgcrypt oracle (Guile scripts), a world of builders and
@@ -23,6 +25,7 @@
 pub mod adversary;
 pub mod fixtures;
 pub mod guix;
+pub mod hostile;
 pub mod http;
 pub mod nix_client;
 pub mod quorate;
@@ -44,7 +47,9 @@ pub use http::{http_get, http_get_async, HttpAnswer};
 #[allow(unused_imports)]
 pub use nix_client::NixClient;
 #[allow(unused_imports)]
-pub use quorate::{backends, for_each_backend, Backend, CacheSpec, Placement, Quorate};
+pub use quorate::{
+    backends, for_each_backend, Backend, CacheSpec, Placement, Quorate, UpstreamSpec,
+};
 #[allow(unused_imports)]
 pub use upstream::{Behavior, UpstreamServer};
 

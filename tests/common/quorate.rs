@@ -83,8 +83,49 @@ pub struct CacheSpec {
     /// `[[cache.builder]]`: name and keys (Nix: `name:base64`; Guix: `.pub` paths or the
     /// s-expressions themselves).
     pub builders: Vec<(String, Vec<String>)>,
-    /// `[[cache.upstream]]`: url and optional priority (lower first).
-    pub upstreams: Vec<(String, Option<u32>)>,
+    /// `[[cache.upstream]]`s.
+    pub upstreams: Vec<UpstreamSpec>,
+}
+
+/// One `[[cache.upstream]]` of a cache.
+#[derive(Clone, Debug, Default)]
+pub struct UpstreamSpec {
+    /// `url`.
+    pub url: String,
+    /// `priority` (NAR source preference, lower first), if set.
+    pub priority: Option<u32>,
+    /// `bearer_token`, if set.
+    pub bearer_token: Option<String>,
+    /// `nar_hosts` (omitted when empty).
+    pub nar_hosts: Vec<String>,
+}
+
+impl UpstreamSpec {
+    /// An upstream at `url` with nothing else set.
+    pub fn new(url: &str) -> UpstreamSpec {
+        UpstreamSpec {
+            url: url.to_owned(),
+            ..UpstreamSpec::default()
+        }
+    }
+
+    /// Sets `priority`.
+    pub fn priority(mut self, priority: u32) -> UpstreamSpec {
+        self.priority = Some(priority);
+        self
+    }
+
+    /// Sets `bearer_token`.
+    pub fn bearer_token(mut self, token: &str) -> UpstreamSpec {
+        self.bearer_token = Some(token.to_owned());
+        self
+    }
+
+    /// Adds a `nar_hosts` entry.
+    pub fn nar_host(mut self, host: &str) -> UpstreamSpec {
+        self.nar_hosts.push(host.to_owned());
+        self
+    }
 }
 
 impl CacheSpec {
@@ -159,7 +200,13 @@ impl CacheSpec {
 
     /// Adds a `[[cache.upstream]]` with no priority.
     pub fn upstream(mut self, url: &str) -> CacheSpec {
-        self.upstreams.push((url.to_owned(), None));
+        self.upstreams.push(UpstreamSpec::new(url));
+        self
+    }
+
+    /// Adds a `[[cache.upstream]]` as `spec` says.
+    pub fn upstream_spec(mut self, spec: UpstreamSpec) -> CacheSpec {
+        self.upstreams.push(spec);
         self
     }
 
@@ -170,7 +217,8 @@ impl CacheSpec {
 
     /// Adds a `[[cache.upstream]]` with a `priority` (NAR source preference, lower first).
     pub fn upstream_with_priority(mut self, url: &str, priority: u32) -> CacheSpec {
-        self.upstreams.push((url.to_owned(), Some(priority)));
+        self.upstreams
+            .push(UpstreamSpec::new(url).priority(priority));
         self
     }
 }
@@ -202,6 +250,8 @@ pub struct Placement {
     /// `database_url` (default: by backend, SQLite in `state_dir` or a fresh PostgreSQL
     /// database on the test server).
     pub database_url: Option<String>,
+    /// Other top-level config keys, as (key, TOML string value).
+    pub settings: Vec<(String, String)>,
 }
 
 impl Quorate {
@@ -219,6 +269,23 @@ impl Quorate {
     /// [`Quorate::start`], from async code.
     pub async fn start_async(backend: Backend, caches: Vec<CacheSpec>) -> Quorate {
         Quorate::start_placed_async(backend, caches, Placement::default()).await
+    }
+
+    /// [`Quorate::start`] with top-level config keys besides `listen`, `state_dir` and
+    /// `database_url`, e.g. `("upstream_idle_timeout", "2s")` (values are TOML strings).
+    pub fn start_tuned(
+        backend: Backend,
+        caches: Vec<CacheSpec>,
+        settings: &[(&str, &str)],
+    ) -> Quorate {
+        let placement = Placement {
+            settings: settings
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            ..Placement::default()
+        };
+        block_on(Quorate::start_placed_async(backend, caches, placement))
     }
 
     async fn start_placed_async(
@@ -289,6 +356,7 @@ impl Quorate {
                 .as_ref()
                 .map(|(prefix, _)| prefix.with_extension("sec")),
             caches,
+            &placement.settings,
         );
         std::fs::write(&config_path, &config).expect("writing quorate.toml");
         let log = File::create(&log_path).expect("creating quorate.log");
@@ -462,6 +530,22 @@ impl Quorate {
         .await
     }
 
+    /// The quorate process's id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The quorate process's peak resident memory so far (`VmHWM` in /proc), in KiB.
+    pub fn peak_memory_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()))
+            .unwrap_or_else(|e| panic!("reading quorate's /proc status: {e}"));
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap_or_else(|| panic!("no VmHWM in quorate's /proc status:\n{status}"))
+    }
+
     /// Sends SIGTERM, as systemd or a container runtime does to stop a service, and waits for
     /// the process to exit (a minute at most: a hang guard, not a timing assertion).
     pub fn terminate(&mut self) -> std::process::ExitStatus {
@@ -587,10 +671,14 @@ fn render_config(
     database_url: &str,
     test_key_file: Option<PathBuf>,
     caches: &[CacheSpec],
+    settings: &[(String, String)],
 ) -> String {
     let mut t = String::new();
     let _ = writeln!(t, "# written by tests/common/quorate.rs");
     let _ = writeln!(t, "listen = {}", q(&format!("127.0.0.1:{port}")));
+    for (key, value) in settings {
+        let _ = writeln!(t, "{key} = {}", q(value));
+    }
     let _ = writeln!(t, "state_dir = {}", q(&state_dir.display().to_string()));
     if backend == Backend::Postgres {
         let _ = writeln!(t, "database_url = {}", q(database_url));
@@ -620,11 +708,18 @@ fn render_config(
             let _ = writeln!(t, "  name = {}", q(name));
             let _ = writeln!(t, "  keys = [{}]", keys.join(", "));
         }
-        for (url, priority) in &c.upstreams {
+        for up in &c.upstreams {
             let _ = writeln!(t, "\n  [[cache.upstream]]");
-            let _ = writeln!(t, "  url = {}", q(url));
-            if let Some(p) = priority {
+            let _ = writeln!(t, "  url = {}", q(&up.url));
+            if let Some(p) = up.priority {
                 let _ = writeln!(t, "  priority = {p}");
+            }
+            if let Some(token) = &up.bearer_token {
+                let _ = writeln!(t, "  bearer_token = {}", q(token));
+            }
+            if !up.nar_hosts.is_empty() {
+                let hosts: Vec<String> = up.nar_hosts.iter().map(|h| q(h)).collect();
+                let _ = writeln!(t, "  nar_hosts = [{}]", hosts.join(", "));
             }
         }
     }

@@ -104,7 +104,10 @@ impl FrontEnd for GuixFrontEnd {
 
     fn render(&self, agreed: &Agreed) -> Result<String, FrontEndError> {
         let c = &agreed.content;
-        let basename = c.basename();
+        // The basename as one URL path segment: of the store-path name characters only `?`
+        // is not a path character (it would start a query), so it alone is escaped, as
+        // guix-publish's `uri-encode` would; the NAR route gets it back decoded.
+        let basename = c.basename().replace('?', "%3F");
         // No FileSize: compressed sizes are unknown while compressing on the fly, and Guix
         // requires FileSize on every group or on none.
         let urls = vec![
@@ -148,5 +151,47 @@ impl FrontEnd for GuixFrontEnd {
             basename: basename.to_owned(),
             encoding,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::attestation::Content;
+    use crate::builder::Builder;
+    use crate::flavor::{front_end, Signer};
+    use crate::protocol::nar_hash::NarHash;
+
+    #[test]
+    fn a_question_mark_in_a_store_path_name_is_escaped_in_nar_urls_and_routed_back() {
+        let key = GuixSecretKey::generate().expect("randomness");
+        let builders = [Builder {
+            name: "b".into(),
+            keys: vec![BuilderKey::Guix(*key.public())],
+        }];
+        let front = front_end("g", "/gnu/store", &builders, Signer::Guix(key));
+        let basename = "0vpqfxbkx0ffrnhbws6g9qwhmliksz7f-odd?name=1";
+        let content = Content {
+            store_path: format!("/gnu/store/{basename}"),
+            nar_hash: NarHash::from_digest([3; 32]),
+            nar_size: 1234,
+            references: vec![],
+        };
+        let agreed = Agreed::new(content, vec!["b".into()], &[], []);
+        let text = front.render(&agreed).expect("rendered");
+        let ni = GuixNarInfo::parse(&text).expect("Guix reads it");
+        let urls: Vec<&str> = ni.urls().iter().map(|u| u.url.as_str()).collect();
+        assert_eq!(
+            urls,
+            [
+                "nar/zstd/0vpqfxbkx0ffrnhbws6g9qwhmliksz7f-odd%3Fname=1",
+                "nar/0vpqfxbkx0ffrnhbws6g9qwhmliksz7f-odd%3Fname=1"
+            ]
+        );
+        // The route sees the decoded segment, and finds the same store path.
+        match front.nar_request(Some("zstd"), basename) {
+            Ok(NarRequest::ByStorePath { basename: b, .. }) => assert_eq!(b, basename),
+            other => panic!("{other:?}"),
+        }
     }
 }

@@ -35,7 +35,7 @@ use base64::Engine as _;
 use sha2::{Digest as _, Sha256};
 use thiserror::Error;
 
-use crate::limits::MAX_NARINFO_BYTES;
+use crate::limits::{MAX_NARINFO_BYTES, MAX_NAR_SIZE};
 use crate::protocol::content::Content;
 use crate::protocol::guix_key::{GuixKeyError, GuixPublicKey, GuixSecretKey, GuixSignature};
 use crate::protocol::nar_hash::NarHash;
@@ -498,7 +498,7 @@ impl Fields {
         let duplicate = if key == "Compression" {
             group.compression.replace(value.to_owned()).is_some()
         } else {
-            let size = parse_u64(value, "FileSize")?;
+            let size = parse_size(value, "FileSize")?;
             group.file_size.replace(size).is_some()
         };
         if duplicate {
@@ -514,7 +514,7 @@ impl Fields {
         check_store_path(&store_path)?;
         let nar_hash = NarHash::parse(&self.nar_hash.ok_or(GuixNarInfoError::Missing("NarHash"))?)
             .map_err(|e| invalid("NarHash", e.to_string()))?;
-        let nar_size = parse_u64(
+        let nar_size = parse_size(
             &self.nar_size.ok_or(GuixNarInfoError::Missing("NarSize"))?,
             "NarSize",
         )?;
@@ -563,13 +563,16 @@ fn invalid(field: &'static str, reason: impl Into<String>) -> GuixNarInfoError {
 }
 
 /// Decimal digits only (`u64::from_str` would also take a leading `+`).
-fn parse_u64(value: &str, field: &'static str) -> Result<u64, GuixNarInfoError> {
+/// A size in bytes: decimal, at most [`MAX_NAR_SIZE`].
+fn parse_size(value: &str, field: &'static str) -> Result<u64, GuixNarInfoError> {
     if value.is_empty() || !value.bytes().all(|b| b.is_ascii_digit()) {
         return Err(invalid(field, format!("{value:?} is not a decimal number")));
     }
     value
         .parse()
-        .map_err(|_| invalid(field, format!("{value:?} is out of range")))
+        .ok()
+        .filter(|size| *size <= MAX_NAR_SIZE)
+        .ok_or_else(|| invalid(field, format!("{value:?} is out of range")))
 }
 
 /// The store directory of an absolute store path (`/gnu/store` for `/gnu/store/<hash>-<name>`).
@@ -994,6 +997,11 @@ mod tests {
                 text.replace("NarSize: 282616", "NarSize: 99999999999999999999"),
                 "narinfo NarSize is invalid",
             ),
+            // 2^63: a u64, but larger than any file (or database integer) can be.
+            (
+                text.replace("NarSize: 282616", "NarSize: 9223372036854775808"),
+                "narinfo NarSize is invalid",
+            ),
             (
                 text.replace("sha256:0q", "sha256:eq"),
                 "narinfo NarHash is invalid",
@@ -1025,6 +1033,10 @@ mod tests {
             (
                 text.replace("FileSize: 68076", "FileSize: 68076\nFileSize: 1"),
                 "narinfo line 10: FileSize given more than once",
+            ),
+            (
+                text.replace("FileSize: 68076", "FileSize: 9223372036854775808"),
+                "narinfo FileSize is invalid",
             ),
             (format!("{text}Signature: 1;x;y\n"), "given more than once"),
             (

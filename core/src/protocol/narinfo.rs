@@ -41,7 +41,7 @@ use super::nar_hash::{NarHash, NarHashError};
 use super::nix_key::{check_sig, NixPublicKey};
 use super::signature::SigCheck;
 use super::store_path::{full_path, StorePath, StorePathError};
-use crate::limits::MAX_NARINFO_BYTES;
+use crate::limits::{MAX_NARINFO_BYTES, MAX_NAR_SIZE};
 
 /// Why a narinfo or NarHash was rejected.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
@@ -164,6 +164,21 @@ impl NixNarInfo {
         let first = |name: &str| fields.iter().find(|field| field.name == name);
         let required =
             |name: &'static str| first(name).ok_or(NarInfoError::MissingField { field: name });
+        for (name, size) in [
+            ("NarSize", Some(checked.nar_size())),
+            ("FileSize", checked.file_size()),
+        ] {
+            if let (Some(size), Some(field)) = (size, first(name)) {
+                if size > MAX_NAR_SIZE {
+                    return Err(NarInfoError::Malformed {
+                        reason: format!(
+                            "invalid {name}: at line {}: {size} is larger than any file can be",
+                            field.line
+                        ),
+                    });
+                }
+            }
+        }
 
         let store_path_field = required("StorePath")?;
         let store_path =
@@ -731,6 +746,13 @@ mod tests {
             ),
             ("NarSize: 196040", "NarSize: ", "NarSize"),
             ("FileSize: 68852", "FileSize: 6.8e4", "FileSize"),
+            // 2^63: a u64, but larger than any file (or database integer) can be.
+            ("NarSize: 196040", "NarSize: 9223372036854775808", "NarSize"),
+            (
+                "FileSize: 68852",
+                "FileSize: 9223372036854775808",
+                "FileSize",
+            ),
         ] {
             let message = parse_err(&CURL.replace(from, to));
             assert!(message.contains(field), "{to}: {message}");

@@ -215,6 +215,11 @@ impl StorePath {
         &self.basename()[HASH_PART_LEN + 1..]
     }
 
+    /// Whether this is a derivation file (`<hash>-<name>.drv`), as build logs are keyed.
+    pub fn is_derivation(&self) -> bool {
+        self.name().ends_with(".drv")
+    }
+
     /// `<hash>-<name>`, as narinfo `References:` and `Deriver:` list it.
     pub fn basename(&self) -> &str {
         &self.full[self.basename_start..]
@@ -306,6 +311,22 @@ mod tests {
         );
         assert_eq!(path.full(), CURL);
         assert_eq!(path.to_string(), CURL);
+    }
+
+    #[test]
+    fn derivations_are_the_paths_whose_name_ends_in_drv() {
+        let path = |name: &str| {
+            StorePath::from_basename(
+                "/nix/store",
+                &format!("syd87l2rxw8cbsxmxl853h0r6pdwhwjr-{name}"),
+            )
+            .expect("valid path")
+        };
+        assert!(path("hello-2.12.drv").is_derivation());
+        assert!(path("a?b=c.drv").is_derivation());
+        assert!(!path("hello-2.12").is_derivation());
+        assert!(!path("drv").is_derivation());
+        assert!(!path("hello.drv.chroot").is_derivation());
     }
 
     #[test]

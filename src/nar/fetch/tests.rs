@@ -8,15 +8,29 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::stream::{self, BoxStream, StreamExt};
+use futures_util::FutureExt;
 use sha2::{Digest, Sha256};
+use std::future::Future;
 use tokio::sync::Notify;
 
-use super::{Inflight, NarFetcher, BATCH_CHUNKS, CHANNEL_CHUNKS, CHUNK};
+use super::{FetchSource, Inflight, NarFetcher, BATCH_CHUNKS, CHANNEL_CHUNKS, CHUNK};
 use crate::nar::test_nar::{chunked, compress, expected_for, generated_nar, Prng};
 use crate::nar::{Compression, Expected, NarError, NarStore};
 use quorate_core::protocol::nar_hash::NarHash;
 
 type Source = BoxStream<'static, Result<Bytes, String>>;
+
+/// The only source of a fetch: `open`, compressed as `compression`.
+fn one<F>(compression: Compression, open: F) -> Vec<FetchSource<String>>
+where
+    F: Future<Output = Result<Source, String>> + Send + 'static,
+{
+    vec![FetchSource {
+        label: "upstream".into(),
+        compression,
+        open: open.boxed(),
+    }]
+}
 
 fn setup(max_size: Option<u64>) -> (tempfile::TempDir, Arc<NarStore>, NarFetcher) {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -75,8 +89,7 @@ async fn every_compression_streams_verifies_and_commits() {
         let inflight = fetcher
             .fetch_or_join(
                 expected_for(&nar),
-                compression,
-                ready(chunked(compressed, 7919)),
+                one(compression, ready(chunked(compressed, 7919))),
             )
             .inflight;
         let (body, err) = drain(Arc::clone(&inflight)).await;
@@ -101,7 +114,7 @@ async fn a_body_holds_back_the_last_byte_until_the_hash_is_verified() {
     let gate = Arc::new(Notify::new());
     let source = gated(chunked(nar.clone(), 65536), Arc::clone(&gate));
     let inflight = fetcher
-        .fetch_or_join(expected_for(&nar), Compression::None, ready(source))
+        .fetch_or_join(expected_for(&nar), one(Compression::None, ready(source)))
         .inflight;
 
     let mut body = Box::pin(Arc::clone(&inflight).body());
@@ -133,7 +146,7 @@ async fn a_wrong_hash_fails_every_body_before_its_last_byte_and_commits_nothing(
     );
     let expected = flipped_hash(&nar);
     let inflight = fetcher
-        .fetch_or_join(expected, Compression::Zstd, ready(source))
+        .fetch_or_join(expected, one(Compression::Zstd, ready(source)))
         .inflight;
 
     let mut body = Box::pin(Arc::clone(&inflight).body());
@@ -174,7 +187,7 @@ async fn more_bytes_than_nar_size_is_too_large() {
         ..expected_for(&nar[..nar.len() - 100])
     };
     let inflight = fetcher
-        .fetch_or_join(claimed, Compression::None, ready(chunked(nar, 5000)))
+        .fetch_or_join(claimed, one(Compression::None, ready(chunked(nar, 5000))))
         .inflight;
     let (bytes, err) = drain(Arc::clone(&inflight)).await;
     assert!(err.is_some());
@@ -225,7 +238,7 @@ async fn a_decompression_bomb_stops_one_byte_past_nar_size() {
         // The narinfo claims 1 MiB of zeros, which is indeed how the bomb starts.
         let claimed = expected_for(&vec![0u8; 1 << 20]);
         let inflight = fetcher
-            .fetch_or_join(claimed, compression, ready(source))
+            .fetch_or_join(claimed, one(compression, ready(source)))
             .inflight;
         let outcome = inflight.outcome().await;
         assert!(
@@ -253,8 +266,10 @@ async fn fewer_bytes_than_nar_size_is_a_size_mismatch() {
     let inflight = fetcher
         .fetch_or_join(
             expected_for(&nar),
-            Compression::Bzip2,
-            ready(chunked(compress(Compression::Bzip2, &short), 3000)),
+            one(
+                Compression::Bzip2,
+                ready(chunked(compress(Compression::Bzip2, &short), 3000)),
+            ),
         )
         .inflight;
     let (bytes, err) = drain(Arc::clone(&inflight)).await;
@@ -281,7 +296,10 @@ async fn a_truncated_or_corrupt_compressed_stream_is_a_decompress_error() {
     for (compression, data) in [(Compression::Xz, truncated), (Compression::Zstd, corrupt)] {
         let (dir, _store, fetcher) = setup(None);
         let inflight = fetcher
-            .fetch_or_join(expected_for(&nar), compression, ready(chunked(data, 999)))
+            .fetch_or_join(
+                expected_for(&nar),
+                one(compression, ready(chunked(data, 999))),
+            )
             .inflight;
         let (_, err) = drain(Arc::clone(&inflight)).await;
         assert!(err.is_some());
@@ -303,7 +321,7 @@ async fn a_source_failing_mid_stream_or_at_open_is_a_source_error() {
         stream::iter([Ok(head), Err("connection reset by upstream".to_owned())]).boxed();
     let (dir, store, fetcher) = setup(None);
     let inflight = fetcher
-        .fetch_or_join(expected_for(&nar), Compression::Xz, ready(broken))
+        .fetch_or_join(expected_for(&nar), one(Compression::Xz, ready(broken)))
         .inflight;
     let (_, err) = drain(Arc::clone(&inflight)).await;
     assert!(err.is_some());
@@ -316,7 +334,7 @@ async fn a_source_failing_mid_stream_or_at_open_is_a_source_error() {
 
     let refused = async { Err::<Source, _>("HTTP 503 from upstream".to_owned()) };
     let inflight = fetcher
-        .fetch_or_join(expected_for(&nar), Compression::Xz, refused)
+        .fetch_or_join(expected_for(&nar), one(Compression::Xz, refused))
         .inflight;
     let outcome = inflight.outcome().await;
     assert_eq!(
@@ -335,8 +353,10 @@ async fn after_a_failed_fetch_the_next_call_starts_afresh_and_can_succeed() {
     let first = fetcher
         .fetch_or_join(
             expected_for(&nar),
-            Compression::Gzip,
-            ready(chunked(compress(Compression::Gzip, &tampered), 8192)),
+            one(
+                Compression::Gzip,
+                ready(chunked(compress(Compression::Gzip, &tampered), 8192)),
+            ),
         )
         .inflight;
     assert!(matches!(
@@ -351,8 +371,10 @@ async fn after_a_failed_fetch_the_next_call_starts_afresh_and_can_succeed() {
     let second = fetcher
         .fetch_or_join(
             expected_for(&nar),
-            Compression::Gzip,
-            ready(chunked(compress(Compression::Gzip, &nar), 8192)),
+            one(
+                Compression::Gzip,
+                ready(chunked(compress(Compression::Gzip, &nar), 8192)),
+            ),
         )
         .inflight;
     assert!(!Arc::ptr_eq(&first, &second));
@@ -369,8 +391,7 @@ async fn a_stored_nar_is_served_without_opening_the_source() {
     let first = fetcher
         .fetch_or_join(
             expected_for(&nar),
-            Compression::None,
-            ready(chunked(nar.clone(), 10_000)),
+            one(Compression::None, ready(chunked(nar.clone(), 10_000))),
         )
         .inflight;
     assert!(first.outcome().await.is_ok());
@@ -382,7 +403,7 @@ async fn a_stored_nar_is_served_without_opening_the_source() {
         Err::<Source, _>("must not be asked".to_owned())
     };
     let again = fetcher
-        .fetch_or_join(expected_for(&nar), Compression::None, source)
+        .fetch_or_join(expected_for(&nar), one(Compression::None, source))
         .inflight;
     let (body, err) = drain(Arc::clone(&again)).await;
     assert!(err.is_none() && body == nar);
@@ -415,7 +436,7 @@ async fn five_hundred_concurrent_requests_open_the_source_once() {
                     Ok::<_, String>(chunked(compressed, 16 * 1024))
                 };
                 let inflight = fetcher
-                    .fetch_or_join(expected, Compression::Zstd, source)
+                    .fetch_or_join(expected, one(Compression::Zstd, source))
                     .inflight;
                 joined.send(Arc::clone(&inflight)).expect("test alive");
                 let mut body = Box::pin(inflight.body());
@@ -456,8 +477,7 @@ async fn eviction_after_commits_keeps_the_store_bounded() {
         let inflight = fetcher
             .fetch_or_join(
                 expected_for(nar),
-                Compression::None,
-                ready(chunked(nar.clone(), 50_000)),
+                one(Compression::None, ready(chunked(nar.clone(), 50_000))),
             )
             .inflight;
         assert!(inflight.outcome().await.is_ok());
@@ -468,8 +488,7 @@ async fn eviction_after_commits_keeps_the_store_bounded() {
     let last = fetcher
         .fetch_or_join(
             expected_for(&nars[3]),
-            Compression::None,
-            ready(chunked(nars[3].clone(), 50_000)),
+            one(Compression::None, ready(chunked(nars[3].clone(), 50_000))),
         )
         .inflight;
     assert!(last.outcome().await.is_ok());
@@ -513,7 +532,7 @@ async fn a_100_mib_incompressible_nar_streams_in_bounded_chunks() {
 
     let (_dir, store, fetcher) = setup(None);
     let inflight = fetcher
-        .fetch_or_join(expected, Compression::Zstd, ready(source))
+        .fetch_or_join(expected, one(Compression::Zstd, ready(source)))
         .inflight;
     let mut body = Box::pin(Arc::clone(&inflight).body());
     let (mut len, mut largest, mut hasher) = (0, 0, Sha256::new());
@@ -528,4 +547,184 @@ async fn a_100_mib_incompressible_nar_streams_in_bounded_chunks() {
     assert!(NarHash::from_digest(hasher.finalize().into()) == expected.nar_hash);
     assert!(inflight.outcome().await.is_ok());
     assert_eq!(store.total_size(), SIZE as u64);
+}
+
+/// A source that yields `head` at once, then fails with `error` when `gate` opens: an
+/// upstream that stalls (and whose stall timeout fires when the test says) or resets.
+fn failing_after(head: Vec<u8>, gate: Arc<Notify>, error: &str) -> Source {
+    let error = error.to_owned();
+    let fail = stream::once(async move {
+        gate.notified().await;
+        Err(error)
+    });
+    let head = (!head.is_empty()).then(|| Ok(Bytes::from(head)));
+    stream::iter(head).chain(fail).boxed()
+}
+
+fn source(label: &str, compression: Compression, open: Source) -> FetchSource<String> {
+    FetchSource {
+        label: label.into(),
+        compression,
+        open: ready(open).boxed(),
+    }
+}
+
+#[tokio::test]
+async fn a_client_that_received_nothing_is_served_by_the_next_source_when_one_stalls() {
+    let (dir, store, fetcher) = setup(None);
+    let nar = generated_nar(500_000, 31);
+    let gate = Arc::new(Notify::new());
+    let sources = vec![
+        source(
+            "stalling",
+            Compression::None,
+            failing_after(Vec::new(), Arc::clone(&gate), "no byte for 30 s"),
+        ),
+        source("healthy", Compression::None, chunked(nar.clone(), 40_000)),
+    ];
+    let inflight = fetcher.fetch_or_join(expected_for(&nar), sources).inflight;
+    let body = tokio::spawn(drain(Arc::clone(&inflight)));
+    // The body is waiting on the stalled source; the stall timeout fires.
+    tokio::task::yield_now().await;
+    gate.notify_one();
+    let (bytes, err) = body.await.expect("body task");
+    assert!(err.is_none(), "{err:?}");
+    assert!(
+        bytes == nar,
+        "the client got the NAR from the healthy source"
+    );
+
+    let report = inflight.report().await;
+    assert!(report.verdict.is_ok(), "{:?}", report.verdict);
+    let failed: Vec<_> = report.failed.iter().map(|f| f.source.as_str()).collect();
+    assert_eq!(failed, ["stalling"]);
+    assert!(matches!(&report.failed[0].error, NarError::Source(m) if m == "no byte for 30 s"));
+    assert!(store.lookup(&inflight.key()).await.is_some());
+    assert_eq!(temp_files(dir.path()), 0);
+}
+
+#[tokio::test]
+async fn a_client_that_received_bytes_from_a_failed_source_sees_its_transfer_fail() {
+    let (dir, store, fetcher) = setup(None);
+    let nar = generated_nar(500_000, 32);
+    let gate = Arc::new(Notify::new());
+    let sources = vec![
+        source(
+            "resetting",
+            Compression::None,
+            failing_after(
+                nar[..200_000].to_vec(),
+                Arc::clone(&gate),
+                "connection reset",
+            ),
+        ),
+        source("healthy", Compression::None, chunked(nar.clone(), 40_000)),
+    ];
+    let inflight = fetcher.fetch_or_join(expected_for(&nar), sources).inflight;
+    let mut early = Box::pin(Arc::clone(&inflight).body());
+    let first = early.next().await.expect("bytes").expect("bytes");
+    assert!(!first.is_empty() && nar.starts_with(&first));
+    gate.notify_one();
+    let mut received = first.len();
+    let end = loop {
+        match early.next().await {
+            Some(Ok(chunk)) => received += chunk.len(),
+            other => break other,
+        }
+    };
+    assert!(
+        matches!(&end, Some(Err(e)) if e.to_string().contains("connection reset")),
+        "the early client's transfer fails, never spliced: {end:?}"
+    );
+    assert!(
+        received <= 200_000,
+        "only the failed source's bytes were given"
+    );
+    assert!(early.next().await.is_none());
+
+    // The fetch went on with the next source; a client asking again gets the NAR.
+    assert!(inflight.outcome().await.is_ok());
+    let (again, err) = drain(Arc::clone(&inflight)).await;
+    assert!(err.is_none() && again == nar);
+    assert!(store.lookup(&inflight.key()).await.is_some());
+    assert_eq!(temp_files(dir.path()), 0);
+}
+
+#[tokio::test]
+async fn wrong_bytes_from_the_first_source_fall_over_to_the_next_and_later_ones_stay_closed() {
+    let (_dir, store, fetcher) = setup(None);
+    let nar = generated_nar(300_000, 33);
+    let mut tampered = nar.clone();
+    tampered[12_345] ^= 1;
+    let opened = Arc::new(AtomicUsize::new(0));
+    let counted = Arc::clone(&opened);
+    let never_needed = FetchSource {
+        label: "third".into(),
+        compression: Compression::None,
+        open: async move {
+            counted.fetch_add(1, Ordering::SeqCst);
+            Ok::<Source, String>(stream::empty().boxed())
+        }
+        .boxed(),
+    };
+    let sources = vec![
+        source(
+            "tampering",
+            Compression::Zstd,
+            chunked(compress(Compression::Zstd, &tampered), 9000),
+        ),
+        source(
+            "honest",
+            Compression::Xz,
+            chunked(compress(Compression::Xz, &nar), 9000),
+        ),
+        never_needed,
+    ];
+    let inflight = fetcher.fetch_or_join(expected_for(&nar), sources).inflight;
+    let report = inflight.report().await;
+    assert!(report.verdict.is_ok(), "{:?}", report.verdict);
+    assert_eq!(report.failed.len(), 1);
+    assert_eq!(report.failed[0].source, "tampering");
+    assert!(matches!(
+        report.failed[0].error,
+        NarError::HashMismatch { .. }
+    ));
+    assert_eq!(
+        opened.load(Ordering::SeqCst),
+        0,
+        "the third source was never opened"
+    );
+    let (path, _) = store.lookup(&inflight.key()).await.expect("committed");
+    assert!(std::fs::read(path).expect("stored") == nar);
+}
+
+#[tokio::test]
+async fn when_every_source_fails_every_client_fails_and_each_failure_is_reported() {
+    let (dir, store, fetcher) = setup(None);
+    let nar = generated_nar(100_000, 34);
+    let sources = vec![
+        source(
+            "short",
+            Compression::None,
+            chunked(nar[..50_000].to_vec(), 9000),
+        ),
+        source(
+            "refusing",
+            Compression::None,
+            stream::iter([Err("HTTP 503".to_owned())]).boxed(),
+        ),
+    ];
+    let inflight = fetcher.fetch_or_join(expected_for(&nar), sources).inflight;
+    let (_, err) = drain(Arc::clone(&inflight)).await;
+    assert!(err.is_some());
+    let report = inflight.report().await;
+    assert!(matches!(&report.verdict, Err(NarError::Source(m)) if m == "HTTP 503"));
+    let failed: Vec<_> = report.failed.iter().map(|f| f.source.as_str()).collect();
+    assert_eq!(failed, ["short", "refusing"]);
+    assert!(matches!(
+        report.failed[0].error,
+        NarError::SizeMismatch { .. }
+    ));
+    assert!(store.lookup(&inflight.key()).await.is_none());
+    assert_eq!(temp_files(dir.path()), 0);
 }
