@@ -27,6 +27,7 @@ use crate::app::App;
 use crate::config::UpstreamConfig;
 use crate::db::{DbError, Event, EventKind};
 use crate::limits::NAR_READ_CHUNK;
+use crate::metrics::UpstreamKind;
 use crate::nar::{Compression, Expected, FetchReport, FetchSource, NarError};
 use crate::outbox::PendingWrite;
 use crate::record;
@@ -66,7 +67,7 @@ pub async fn open(
     key: NarKey,
     known: Option<Arc<NarEntry>>,
 ) -> Result<NarBody, DeliveryError> {
-    if let Some(body) = from_store(app, key).await {
+    if let Some(body) = from_store(app, cache, key).await {
         return Ok(body);
     }
     let entry = match known {
@@ -107,10 +108,10 @@ pub async fn probe(
 }
 
 /// Warm: the local store holds only verified bytes.
-async fn from_store(app: &App, key: NarKey) -> Option<NarBody> {
+async fn from_store(app: &App, cache: &ServedCache, key: NarKey) -> Option<NarBody> {
     match app.fetcher.store().open_nar(&key).await {
         Ok(Some((file, size))) => {
-            app.metrics.nar_local.inc();
+            app.metrics.nar_request(cache.name(), true);
             let stream = tokio_util::io::ReaderStream::with_capacity(file, NAR_READ_CHUNK);
             Some(NarBody {
                 stream: stream.boxed(),
@@ -168,18 +169,27 @@ fn from_upstream(
             }
         };
         // Lazy: polled only if the fetch gets to this source.
-        let client = app.upstream.clone();
+        let (client, app) = (app.upstream.clone(), app.clone());
         let up = picked.upstream;
         sources.push(FetchSource {
             label: up.url.clone(),
             compression: picked.compression,
-            open: async move { client.open_nar(&up, url, nar_size).await }.boxed(),
+            open: async move {
+                let started = std::time::Instant::now();
+                let opened = client.open_nar(&up, url, nar_size).await;
+                let elapsed = started.elapsed();
+                let ok = opened.is_ok();
+                app.metrics
+                    .upstream_answer(&up.url, UpstreamKind::Nar, elapsed, ok);
+                opened
+            }
+            .boxed(),
         });
     }
     if sources.is_empty() {
         return Err(unusable.map_or(DeliveryError::NoSource, DeliveryError::BadNarUrl));
     }
-    app.metrics.nar_upstream.inc();
+    app.metrics.nar_request(cache.name(), false);
     let expected = Expected {
         nar_hash: entry.content.nar_hash,
         nar_size,
@@ -281,7 +291,9 @@ impl FetchOutcome {
         }
         if report.verdict.is_ok() {
             let size = self.entry.content.nar_size;
-            self.app.metrics.nar_bytes_fetched.add(size);
+            if let Some(upstream) = &report.delivered_by {
+                self.app.metrics.nar_fetched(upstream, size);
+            }
             let stored = PendingWrite::NarObject {
                 key: self.key,
                 size,
@@ -297,8 +309,9 @@ impl FetchOutcome {
         let store_path = &self.entry.content.store_path;
         let kind = match e.fault() {
             Fault::Upstream(kind) => {
-                if kind == EventKind::Mismatch {
-                    self.app.metrics.nar_mismatches.inc();
+                match kind {
+                    EventKind::Mismatch => self.app.metrics.nar_mismatch(upstream),
+                    _ => self.app.metrics.upstream_error(upstream, UpstreamKind::Nar),
                 }
                 tracing::warn!(cache = %self.cache.name(), %upstream, %store_path,
                     "NAR from upstream rejected: {e}");

@@ -51,10 +51,13 @@ pub fn observations(
     sources: &[NarSource],
     failures: &[UpstreamFailure],
 ) -> PendingWrite {
+    for a in seen {
+        app.metrics
+            .attestation(cache.name(), a.builder.as_deref(), a.status);
+    }
     let events = failures
         .iter()
         .map(|f| {
-            app.metrics.upstream_failures.inc();
             tracing::warn!(cache = %cache.name(), upstream = %f.upstream, "{}", f.why);
             Event {
                 upstream: Some(f.upstream.clone()),
@@ -77,7 +80,7 @@ pub fn conflict(
     store_path: Option<String>,
     detail: String,
 ) -> PendingWrite {
-    app.metrics.conflicts.inc();
+    app.metrics.conflict(cache.name());
     PendingWrite::Event(Event {
         store_path,
         ..event(cache, EventKind::Conflict, detail)
@@ -100,7 +103,7 @@ pub async fn best_effort(app: &App, write: PendingWrite) {
 }
 
 fn failed(app: &App, write: &PendingWrite, why: &str) {
-    app.metrics.record_failures.inc();
+    app.metrics.record_failure();
     tracing::error!("could not record {}: {why}", write.describe());
 }
 

@@ -557,7 +557,7 @@ fn head_on_a_cold_nar_answers_from_the_decision_without_downloading() {
             Some(hello.nar_size.to_string().as_str())
         );
         assert_eq!(
-            metric(&q, "quorate_nar_upstream_total"),
+            q.metric(r#"quorate_nar_requests_total{cache="main",source="upstream"}"#) as u64,
             0,
             "HEAD started no upstream fetch"
         );
@@ -568,18 +568,11 @@ fn head_on_a_cold_nar_answers_from_the_decision_without_downloading() {
         assert_eq!(got.status, 200);
         assert_eq!(nar_hash_of(got.bytes()), hello.nar_hash);
         assert_eq!(downloads(), 1);
-        assert_eq!(metric(&q, "quorate_nar_upstream_total"), 1);
+        assert_eq!(
+            q.metric(r#"quorate_nar_requests_total{cache="main",source="upstream"}"#) as u64,
+            1
+        );
     });
-}
-
-/// The value of a counter at quorate's `/metrics`.
-fn metric(q: &Quorate, name: &str) -> u64 {
-    let page = http_get(&format!("{}/metrics", q.url())).expect("/metrics answered");
-    page.text()
-        .lines()
-        .find_map(|l| l.strip_prefix(&format!("{name} ")))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or_else(|| panic!("{name} not in /metrics:\n{}", page.text()))
 }
 
 /// Sends `GET path` to the server at `base` and closes the connection before any answer.

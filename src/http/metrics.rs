@@ -1,90 +1,77 @@
-//! `GET /metrics`: the counters in Prometheus' text format.
+//! `GET /metrics`: Prometheus' (OpenMetrics) text exposition of [`crate::metrics`], and the
+//! middleware that counts every answer by route and status.
 
-use std::fmt::Write;
 use std::sync::Arc;
 
-use axum::extract::State;
-use axum::http::StatusCode;
-use axum::response::Response;
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
 
-use super::error::text;
 use crate::app::App;
 
 /// `GET /metrics`.
 pub async fn metrics(State(app): State<Arc<App>>) -> Response {
-    let m = &app.metrics;
-    let mut out = String::new();
-    let counters = [
-        (
-            "narinfo_requests_total",
-            "narinfo requests received",
-            m.narinfo_requests.get(),
-        ),
-        (
-            "decisions_accepted_total",
-            "resolutions that accepted a content",
-            m.narinfo_accepted.get(),
-        ),
-        (
-            "decisions_refused_total",
-            "resolutions refused for a conflict",
-            m.narinfo_refused.get(),
-        ),
-        (
-            "decisions_insufficient_total",
-            "resolutions without enough agreeing builders",
-            m.narinfo_insufficient.get(),
-        ),
-        (
-            "nar_local_total",
-            "NAR requests served from the local store",
-            m.nar_local.get(),
-        ),
-        (
-            "nar_upstream_total",
-            "NAR requests that started or joined an upstream fetch",
-            m.nar_upstream.get(),
-        ),
-        (
-            "nar_fetched_bytes_total",
-            "NAR bytes verified and committed from upstreams",
-            m.nar_bytes_fetched.get(),
-        ),
-        (
-            "nar_mismatches_total",
-            "upstream NARs rejected for wrong hash or size",
-            m.nar_mismatches.get(),
-        ),
-        (
-            "upstream_failures_total",
-            "failed upstream requests",
-            m.upstream_failures.get(),
-        ),
-        (
-            "conflicts_total",
-            "conflicts between trusted builders",
-            m.conflicts.get(),
-        ),
-        (
-            "record_failures_total",
-            "records that could not be written to the database (each is logged)",
-            m.record_failures.get(),
-        ),
-    ];
-    for (name, help, value) in counters {
-        let _ = writeln!(out, "# HELP quorate_{name} {help}");
-        let _ = writeln!(out, "# TYPE quorate_{name} counter");
-        let _ = writeln!(out, "quorate_{name} {value}");
+    let text = app
+        .metrics
+        .encode(app.fetcher.store().total_size(), app.outbox.len());
+    let mut resp = (StatusCode::OK, text).into_response();
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
+    );
+    resp
+}
+
+/// Counts every answer in `quorate_http_requests_total{route, status}`.
+pub async fn count(State(app): State<Arc<App>>, request: Request, next: Next) -> Response {
+    let route = route_of(request.uri().path());
+    let response = next.run(request).await;
+    app.metrics.http_request(route, response.status().as_u16());
+    response
+}
+
+/// A request path's route, from a fixed set (so clients cannot make up label values).
+fn route_of(path: &str) -> &'static str {
+    if path.ends_with(".narinfo") {
+        "narinfo"
+    } else if path.contains("/nar/") {
+        "nar"
+    } else if path.ends_with("/nix-cache-info") {
+        "cache_info"
+    } else if path.contains("/log/") {
+        "log"
+    } else if path.starts_with("/api/") {
+        "api"
+    } else if path == "/metrics" {
+        "metrics"
+    } else if path == "/healthz" || path == "/readyz" {
+        "health"
+    } else if path == "/" || path.starts_with("/ui/") {
+        "ui"
+    } else {
+        "other"
     }
-    let _ = writeln!(
-        out,
-        "# HELP quorate_nar_store_bytes bytes in the local NAR store"
-    );
-    let _ = writeln!(out, "# TYPE quorate_nar_store_bytes gauge");
-    let _ = writeln!(
-        out,
-        "quorate_nar_store_bytes {}",
-        app.fetcher.store().total_size()
-    );
-    text(StatusCode::OK, &out, None)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes_come_from_a_fixed_set() {
+        for (path, route) in [
+            ("/w9yy7v61ipb5rx6i35zq1mvc2iqfmps1.narinfo", "narinfo"),
+            (
+                "/guix/nar/zstd/w9yy7v61ipb5rx6i35zq1mvc2iqfmps1-hello",
+                "nar",
+            ),
+            ("/nix-cache-info", "cache_info"),
+            ("/api/v1/builders", "api"),
+            ("/", "ui"),
+            ("/whatever-a-client-sends", "other"),
+        ] {
+            assert_eq!(route_of(path), route, "{path}");
+        }
+    }
 }

@@ -71,5 +71,9 @@ pub fn router(app: Arc<App>) -> Router {
         };
     }
     r.fallback(|| async { error::text(StatusCode::NOT_FOUND, "not found\n", Some(NEGATIVE_TTL)) })
+        .layer(axum::middleware::from_fn_with_state(
+            app.clone(),
+            metrics::count,
+        ))
         .with_state(app)
 }

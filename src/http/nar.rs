@@ -8,6 +8,7 @@ use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderValue};
 use axum::response::{IntoResponse, Response};
+use futures_util::{StreamExt, TryStreamExt};
 use quorate_core::flavor::{NarEncoding, NarRequest};
 use quorate_core::protocol::nar_hash::NarKey;
 
@@ -74,9 +75,10 @@ async fn respond(
         Err(e) => return e.into_response(),
     };
     let result = match method {
-        Method::Get => delivery::open(app, &cache, key, known)
-            .await
-            .map(|body| nar_response(Some(body.stream), body.size, encoding)),
+        Method::Get => delivery::open(app, &cache, key, known).await.map(|body| {
+            let counted = counted(app.clone(), cache.name().to_owned(), body.stream);
+            nar_response(Some(counted), body.size, encoding)
+        }),
         Method::Head => delivery::probe(app, &cache, key, known)
             .await
             .map(|size| nar_response(None, size, encoding)),
@@ -113,6 +115,13 @@ async fn named(
         sources: agreed.sources.clone(),
     });
     Ok((agreed.content.nar_hash.key(), Some(entry), encoding))
+}
+
+/// `bytes`, each chunk counted in `quorate_nar_served_bytes_total{cache}` as it goes out.
+fn counted(app: Arc<App>, cache: String, bytes: NarStream) -> NarStream {
+    bytes
+        .inspect_ok(move |chunk| app.metrics.nar_served(&cache, chunk.len() as u64))
+        .boxed()
 }
 
 /// A NAR answer: the NAR's bytes (`None` for HEAD) of NarSize `size`, sent as `encoding`.

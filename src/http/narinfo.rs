@@ -48,7 +48,7 @@ async fn narinfo(
                 "malformed store path hash part: expected 32 nix32 characters".into(),
             )
         })?;
-    app.metrics.narinfo_requests.inc();
+    app.metrics.narinfo_request(cache.name());
     match &*resolve(app, cache, &hash_part).await? {
         Resolution::Served { body, .. } => Ok(served(body.clone())),
         Resolution::NotServed { reason } => Err(HttpError::not_found(reason.clone())),

@@ -305,7 +305,14 @@ fn upstreams(page: &mut String, app: &App, cache: &ServedCache) {
 
 fn totals(page: &mut String, app: &App) {
     let m = &app.metrics;
-    let (local, upstream) = (m.nar_local.get(), m.nar_upstream.get());
+    let names = app.caches.iter().map(|c| c.name());
+    let (local, upstream, conflicts) = names.fold((0, 0, 0), |(l, u, c), name| {
+        (
+            l + m.nar_requests(name, true),
+            u + m.nar_requests(name, false),
+            c + m.conflicts(name),
+        )
+    });
     let hit = if local + upstream > 0 {
         format!("{:.0}%", 100.0 * local as f64 / (local + upstream) as f64)
     } else {
@@ -315,21 +322,15 @@ fn totals(page: &mut String, app: &App) {
         page,
         r#"<section class="totals"><h2>This process</h2><table>
 <tr><td>NAR hit ratio (served from the local store)</td><td class="hit-ratio">{hit} ({local} of {total})</td></tr>
-<tr><td>narinfo requests</td><td>{n}</td></tr>
 <tr><td>NAR store</td><td>{store:.1} MiB</td></tr>
-<tr><td>NAR bytes fetched and verified</td><td>{fetched:.1} MiB</td></tr>
-<tr><td>mismatches / conflicts</td><td>{mm} / {cf}</td></tr>
+<tr><td>conflicts since start</td><td>{conflicts}</td></tr>
 <tr><td>records waiting for the database</td><td>{outbox}</td></tr>
 <tr><td>records that could not be written</td><td>{rf}</td></tr>
-</table></section>"#,
+</table><p>More at <a href="/metrics">/metrics</a>.</p></section>"#,
         total = local + upstream,
-        n = m.narinfo_requests.get(),
         store = app.fetcher.store().total_size() as f64 / 1048576.0,
-        fetched = m.nar_bytes_fetched.get() as f64 / 1048576.0,
-        mm = m.nar_mismatches.get(),
-        cf = m.conflicts.get(),
         outbox = app.outbox.len(),
-        rf = m.record_failures.get(),
+        rf = m.record_failures(),
     );
 }
 

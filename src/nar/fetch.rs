@@ -118,6 +118,9 @@ pub struct FetchReport {
     /// Every attempt that failed, in the order they were tried (the last one may have failed
     /// for a reason that is not its source's: see [`NarError::blames_source`]).
     pub failed: Vec<FailedAttempt>,
+    /// The source whose bytes were verified and committed; `None` if the NAR was already in
+    /// the store, or the fetch failed.
+    pub delivered_by: Option<String>,
 }
 
 /// Fetches currently running, by (store key, NarSize). The size is part of the key so that
@@ -234,6 +237,8 @@ struct Progress {
     attempt: u32,
     /// Every attempt that failed so far.
     failed: Vec<FailedAttempt>,
+    /// The source that delivered the verified NAR.
+    delivered_by: Option<String>,
     /// The file the current attempt writes the NAR to; `None` until it exists.
     file: Option<Arc<File>>,
     /// Bytes of NAR in `file` so far (never more than NarSize).
@@ -278,10 +283,12 @@ impl Inflight {
                 Ok(state) => FetchReport {
                     verdict: state.outcome.clone().unwrap_or(Err(NarError::Interrupted)),
                     failed: state.failed.clone(),
+                    delivered_by: state.delivered_by.clone(),
                 },
                 Err(_) => FetchReport {
                     verdict: Err(NarError::Interrupted),
                     failed: Vec::new(),
+                    delivered_by: None,
                 },
             }
         }
@@ -464,7 +471,12 @@ where
     for (n, source) in sources.into_iter().enumerate() {
         let label = source.label;
         let err = match attempt(&store, &inflight, source.compression, source.open).await {
-            Ok(()) => return Ok(()),
+            Ok(()) => {
+                inflight
+                    .progress
+                    .send_modify(|state| state.delivered_by = Some(label));
+                return Ok(());
+            }
             Err(err) => err,
         };
         tracing::warn!(key = %inflight.key, source = %label, %err, "NAR attempt failed");

@@ -116,7 +116,7 @@ impl Decided<'_> {
                 .write(&app.db)
                 .await?;
         }
-        app.metrics.narinfo_accepted.inc();
+        app.metrics.decided(self.cache.name(), Outcome::Accepted);
         Ok(())
     }
 
@@ -140,7 +140,7 @@ impl Decided<'_> {
                 .write(&app.db)
                 .await?;
         }
-        app.metrics.narinfo_refused.inc();
+        app.metrics.decided(self.cache.name(), Outcome::Refused);
         tracing::warn!(cache = %self.cache.name(), hash_part = %self.hash_part,
             "refused: builders disagree: {detail}");
         Ok(Resolution::NotServed {
@@ -165,7 +165,8 @@ impl Decided<'_> {
             let record = self.record(Outcome::Insufficient, content, agreeing, vec![]);
             app.db.record_decision(&record).await?;
         }
-        app.metrics.narinfo_insufficient.inc();
+        app.metrics
+            .decided(self.cache.name(), Outcome::Insufficient);
         let reason = match best {
             Some((_, b)) => format!(
                 "not enough agreeing builders: {} of quorum {}",

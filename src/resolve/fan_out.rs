@@ -10,10 +10,13 @@ use std::sync::Arc;
 use quorate_core::attestation::{Attestation, NarSource, Observation, SigStatus};
 use quorate_core::protocol::store_path::HashPart;
 use quorate_core::quorum::{decide, votes, Decision, Policy, Vote};
+use std::time::Instant;
+
 use tokio::sync::mpsc;
 
 use crate::app::App;
 use crate::clock::now_ms;
+use crate::metrics::UpstreamKind;
 use crate::record::UpstreamFailure;
 use crate::served_cache::ServedCache;
 
@@ -80,6 +83,7 @@ impl FanOut {
             let up = up.clone();
             app.background.spawn(async move {
                 let app = task_app;
+                let started = Instant::now();
                 let answer = match app.upstream.fetch_narinfo(&up, &hash_part).await {
                     Ok(Some(text)) => {
                         match cache.front.observe(&up.url, &hash_part, &text, now_ms()) {
@@ -90,6 +94,9 @@ impl FanOut {
                     Ok(None) => Answer::Missing,
                     Err(e) => Answer::Failed(e.to_string()),
                 };
+                let ok = !matches!(answer, Answer::Failed(_));
+                app.metrics
+                    .upstream_answer(&up.url, UpstreamKind::Narinfo, started.elapsed(), ok);
                 // The receiver may be gone (shutdown); the answer then goes unrecorded.
                 let _ = tx.send((i, answer)).await;
             });

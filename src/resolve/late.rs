@@ -109,6 +109,9 @@ impl Late {
                 policy: self.cache.policy_summary(),
                 decided_at: now_ms(),
             };
+            self.app
+                .metrics
+                .decided(self.cache.name(), Outcome::Withdrawn);
             record::best_effort(&self.app, PendingWrite::Decision(Box::new(record))).await;
         }
         self.cache.forget(&self.hash_part, first_content).await;

@@ -569,6 +569,24 @@ impl Quorate {
         }
     }
 
+    /// The value of one series at `/metrics`, e.g.
+    /// `quorate_nar_requests_total{cache="main",source="store"}`; 0 when it is not there yet
+    /// (a labelled series appears with its first count).
+    pub fn metric(&self, series: &str) -> f64 {
+        let page = http_get(&format!("{}/metrics", self.url)).expect("/metrics answered");
+        assert_eq!(page.status, 200, "{}", page.text());
+        let text = page.text();
+        text.lines()
+            .find_map(|l| {
+                l.strip_prefix(series)?
+                    .strip_prefix(' ')?
+                    .trim()
+                    .parse()
+                    .ok()
+            })
+            .unwrap_or(0.0)
+    }
+
     /// `GET /api/v1/caches/<cache>/paths/<hash part>`: the decision and attestations.
     pub async fn path_record(&self, cache: &str, hash_part: &str) -> serde_json::Value {
         let url = format!("{}/api/v1/caches/{cache}/paths/{hash_part}", self.url);
