@@ -37,7 +37,13 @@ impl Decode for Compression {
             )),
             Compression::Zstd => Box::new(zstd::stream::read::Decoder::with_buffer(source)?),
             Compression::Bzip2 => Box::new(bzip2::bufread::MultiBzDecoder::new(source)),
-            Compression::Brotli => Box::new(brotli::Decompressor::new(source, BROTLI_BUFFER)),
+            Compression::Brotli => Box::new(brotli::Decompressor::new(
+                StandardBrotliWindow {
+                    source,
+                    checked: false,
+                },
+                BROTLI_BUFFER,
+            )),
             Compression::Gzip => Box::new(flate2::bufread::MultiGzDecoder::new(source)),
             Compression::Lzip => Box::new(LimitedLzipReader {
                 source,
@@ -45,6 +51,40 @@ impl Decode for Compression {
                 done: false,
             }),
         })
+    }
+}
+
+/// Refuses "Large Window Brotli" streams, letting standard ones through unchanged.
+///
+/// brotli-decompressor's reader accepts the large-window extension (windows up to 1 GiB,
+/// allocated up front), which libbrotli, and so Nix, only decodes when asked to: 17 bytes of
+/// upstream NAR made quorate allocate 512 MiB (found by fuzz/fuzz_targets/nar_stream.rs).
+/// A standard stream's window is at most 16 MiB. The extension is announced by the stream's
+/// first byte (WBITS bits 1, 000, 001: `0x11` in its low seven bits), so checking that byte
+/// is exactly libbrotli's default.
+struct StandardBrotliWindow<R> {
+    source: R,
+    /// The first byte has been seen (and was not the large-window signature).
+    checked: bool,
+}
+
+impl<R: BufRead> Read for StandardBrotliWindow<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if !self.checked {
+            let first = self.source.fill_buf()?.first().copied();
+            match first {
+                Some(byte) if byte & 0x7f == 0x11 => {
+                    return Err(std::io::Error::new(
+                        std::io::ErrorKind::InvalidData,
+                        "large-window brotli stream (not standard brotli)",
+                    ))
+                }
+                Some(_) => self.checked = true,
+                // Nothing yet: the decoder reports the empty stream.
+                None => {}
+            }
+        }
+        self.source.read(buf)
     }
 }
 
@@ -143,6 +183,38 @@ mod tests {
             .and_then(|mut d| d.read_to_end(&mut out))
             .expect_err("a 512 MiB dictionary must be refused");
         assert!(out.is_empty(), "{err}");
+    }
+
+    #[test]
+    fn a_large_window_brotli_stream_is_refused_before_allocating_its_window() {
+        // Found by fuzz/fuzz_targets/nar_stream.rs: these 17 bytes announce a 512 MiB
+        // large-window brotli stream, which brotli-decompressor allocated up front.
+        let stream = [
+            0x11, 0x1d, 0x3e, 0x04, 0xd4, 0x42, 0x05, 0xd0, 0xec, 0x61, 0x50, 0xed, 0x71, 0x2f,
+            0xc4, 0x1b, 0x05,
+        ];
+        let mut out = Vec::new();
+        let err = Compression::Brotli
+            .decoder(std::io::Cursor::new(stream))
+            .and_then(|mut d| d.read_to_end(&mut out))
+            .expect_err("large-window brotli must be refused");
+        assert!(err.to_string().contains("large-window"), "{err}");
+        assert!(out.is_empty());
+        // Every standard window size still decodes.
+        let nar = generated_nar(20_000, 4);
+        for window in 10..=24 {
+            let mut compressed = Vec::new();
+            {
+                let mut w = brotli::CompressorWriter::new(&mut compressed, 4096, 5, window);
+                std::io::Write::write_all(&mut w, &nar).expect("brotli");
+            }
+            let mut out = Vec::new();
+            Compression::Brotli
+                .decoder(std::io::Cursor::new(compressed))
+                .and_then(|mut d| d.read_to_end(&mut out))
+                .unwrap_or_else(|e| panic!("window {window}: {e}"));
+            assert!(out == nar, "window {window}");
+        }
     }
 
     #[test]

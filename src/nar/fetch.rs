@@ -621,7 +621,7 @@ fn decode_into_store(
     };
     let mut decoder = compression.decoder(reader).map_err(classify)?;
 
-    let (count, actual) = std::thread::scope(|scope| {
+    let (count, digest) = std::thread::scope(|scope| {
         let (full, to_write) = std::sync::mpsc::sync_channel(WRITE_BUFFERS);
         let (recycle, free) = std::sync::mpsc::channel();
         for _ in 0..WRITE_BUFFERS {
@@ -631,7 +631,14 @@ fn decode_into_store(
         let writer = std::thread::Builder::new()
             .name("nar-writer".into())
             .spawn_scoped(scope, || write_behind(&file, inflight, to_write, recycle))?;
-        let decoded = decode_and_hash(&mut *decoder, expected.nar_size, &classify, full, free);
+        let decoded = decode_and_hash(
+            &mut *decoder,
+            expected.nar_size,
+            &classify,
+            // No buffer coming back means the writer failed; its error is reported below.
+            || free.recv().map_err(|_| NarError::Interrupted),
+            move |filled| full.send(filled).map_err(|_| NarError::Interrupted),
+        );
         // `full` is gone with `decode_and_hash`, so the writer drains what is left and ends.
         let written = writer.join().map_err(|_| NarError::Interrupted)?;
         // A write failure also stops the decoder (its buffers stop coming back), so it is
@@ -640,19 +647,7 @@ fn decode_into_store(
         decoded
     })?;
 
-    if count != expected.nar_size {
-        return Err(NarError::SizeMismatch {
-            expected: expected.nar_size,
-            actual: count,
-        });
-    }
-    let actual = NarHash::from_digest(actual);
-    if actual != expected.nar_hash {
-        return Err(NarError::HashMismatch {
-            expected: expected.nar_hash,
-            actual,
-        });
-    }
+    verdict(expected, count, digest)?;
     inflight.progress.send_modify(|state| state.verified = true);
     file.sync_all()?;
     store.commit_blocking(&inflight.key, &temp.path, count)?;
@@ -660,23 +655,69 @@ fn decode_into_store(
     Ok(())
 }
 
+/// Whether `count` decoded bytes hashing to `digest` are the NAR `expected` promises.
+fn verdict(expected: Expected, count: u64, digest: [u8; 32]) -> Result<(), NarError> {
+    if count != expected.nar_size {
+        return Err(NarError::SizeMismatch {
+            expected: expected.nar_size,
+            actual: count,
+        });
+    }
+    let actual = NarHash::from_digest(digest);
+    if actual != expected.nar_hash {
+        return Err(NarError::HashMismatch {
+            expected: expected.nar_hash,
+            actual,
+        });
+    }
+    Ok(())
+}
+
+/// The decode-count-hash-verify step of a fetch on its own, synchronously: reads `decoder`
+/// exactly as a fetch does (through [`decode_and_hash`], so never more than NarSize + 1
+/// bytes), drops the bytes where a fetch writes them to its temp file, and returns the
+/// fetch's verdict: the byte count when hash and size match `expected`.
+///
+/// For the NAR stream fuzz target (`fuzz/fuzz_targets/nar_stream.rs`), which drives it with
+/// decoders from [`Decode`] over hostile compressed bytes; not part of the service's API.
+#[doc(hidden)]
+pub fn check_decoded(decoder: &mut dyn Read, expected: Expected) -> Result<u64, NarError> {
+    let classify = |err: io::Error| NarError::Decompress(err.to_string());
+    // One buffer, handed straight back: no writer thread, no temp file.
+    let spare = std::cell::Cell::new(vec![0; CHUNK]);
+    let (count, digest) = decode_and_hash(
+        decoder,
+        expected.nar_size,
+        &classify,
+        || Ok(spare.take()),
+        |(buffer, _)| {
+            spare.set(buffer);
+            Ok(())
+        },
+    )?;
+    verdict(expected, count, digest)?;
+    Ok(count)
+}
+
 /// Decoded bytes on their way to the writer: a recycled buffer and how much of it is NAR.
 type Filled = (Vec<u8>, usize);
 
 /// Reads the decoder into free buffers, hashing and counting, and hands them on in order.
 /// Returns the byte count and SHA-256, or why it stopped.
+///
+/// `next_buffer` gives a buffer of [`CHUNK`] bytes to decode into and `hand_on` takes it back
+/// filled: through the writer's channels in a fetch, straight back in [`check_decoded`].
 fn decode_and_hash(
     decoder: &mut dyn Read,
     nar_size: u64,
     classify: &dyn Fn(io::Error) -> NarError,
-    full: std::sync::mpsc::SyncSender<Filled>,
-    free: std::sync::mpsc::Receiver<Vec<u8>>,
+    mut next_buffer: impl FnMut() -> Result<Vec<u8>, NarError>,
+    mut hand_on: impl FnMut(Filled) -> Result<(), NarError>,
 ) -> Result<(u64, [u8; 32]), NarError> {
     let mut hasher = Sha256::new();
     let mut count: u64 = 0;
     loop {
-        // No buffer coming back means the writer failed; the caller reports its error.
-        let mut buffer = free.recv().map_err(|_| NarError::Interrupted)?;
+        let mut buffer = next_buffer()?;
         // Ask for at most one byte past NarSize: enough to know it lies, and where a
         // decompression bomb stops.
         let room = nar_size.saturating_add(1) - count;
@@ -695,7 +736,7 @@ fn decode_and_hash(
             return Err(NarError::TooLarge { expected: nar_size });
         }
         hasher.update(&buffer[..n]);
-        full.send((buffer, n)).map_err(|_| NarError::Interrupted)?;
+        hand_on((buffer, n))?;
     }
 }
 

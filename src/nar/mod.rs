@@ -36,6 +36,8 @@ use quorate_core::protocol::nar_hash::NarHash;
 
 pub use compression::{Compression, Decode};
 pub use encode::zstd_encode;
+#[doc(hidden)]
+pub use fetch::check_decoded;
 pub use fetch::{Expected, FailedAttempt, Fetch, FetchReport, FetchSource, Inflight, NarFetcher};
 pub use store::NarStore;
 

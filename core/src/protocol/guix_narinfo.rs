@@ -21,7 +21,7 @@
 //! - The **signed part** is the text before the first `Signature:` (its final `\n` included);
 //!   the signature is over its SHA-256. `URL`/`Compression`/`FileSize` groups may come before
 //!   the signature (older `guix publish`, signed) or after it (unsigned: they only say where
-//!   to download, and the NAR is hashed anyway).
+//!   to download, and the NAR is hashed anyway), but one group never straddles it.
 //! - The `Signature` value is `1;<host>;<base64>`; the base64 decodes to the advanced
 //!   s-expression of a [`GuixSignature`]. The host is informational and not signed.
 //! - References are basenames, space-separated, in the order Guix compares them; with none the
@@ -468,7 +468,7 @@ impl Fields {
                 }
                 return Ok(());
             }
-            "Compression" | "FileSize" => return self.take_url_detail(line, key, value),
+            "Compression" | "FileSize" => return self.take_url_detail(line, signed, key, value),
             _ => return Ok(()), // unknown fields are ignored, as Guix does
         };
         if !signed {
@@ -483,6 +483,7 @@ impl Fields {
     fn take_url_detail(
         &mut self,
         line: usize,
+        signed: bool,
         key: &str,
         value: &str,
     ) -> Result<(), GuixNarInfoError> {
@@ -491,6 +492,10 @@ impl Fields {
         } else {
             "FileSize"
         };
+        // A group is signed or not as a whole: an unsigned line cannot amend a signed URL.
+        if !signed && !self.urls.is_empty() && self.urls.len() == self.signed_urls {
+            return Err(GuixNarInfoError::OutsideSignedPart { line, field });
+        }
         let group = self
             .urls
             .last_mut()
@@ -974,6 +979,34 @@ mod tests {
                 matches!(err, GuixNarInfoError::OutsideSignedPart { .. }),
                 "{err}"
             );
+        }
+    }
+
+    #[test]
+    fn a_url_group_cannot_straddle_the_signature() {
+        // Found by fuzz/fuzz_targets/guix_narinfo.rs: `Compression`/`FileSize` after the
+        // signature amended the signed URL group before it, and printing the narinfo lost them.
+        let text = vector("generated.narinfo");
+        let at = text.find("Signature:").expect("signed");
+        let (signed, signature) = text[..].split_at(at);
+        let signature_line = signature.lines().next().expect("Signature line");
+        for (extra, field) in [
+            ("Compression: zstd\n", "Compression"),
+            ("FileSize: 73413\n", "FileSize"),
+        ] {
+            let straddling = format!("{signed}URL: nar/x\n{signature_line}\n{extra}");
+            assert_eq!(
+                GuixNarInfo::parse(&straddling),
+                Err(GuixNarInfoError::OutsideSignedPart { line: 8, field }),
+                "{straddling}"
+            );
+            // A group wholly on either side is fine.
+            let signed_group = format!("{signed}URL: nar/x\n{extra}{signature_line}\n");
+            let parsed = GuixNarInfo::parse(&signed_group).expect("a signed group");
+            assert_eq!(GuixNarInfo::parse(&parsed.to_string()), Ok(parsed));
+            let unsigned_group = format!("{signed}{signature_line}\nURL: nar/x\n{extra}");
+            let parsed = GuixNarInfo::parse(&unsigned_group).expect("an unsigned group");
+            assert_eq!(GuixNarInfo::parse(&parsed.to_string()), Ok(parsed));
         }
     }
 

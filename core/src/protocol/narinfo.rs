@@ -147,6 +147,15 @@ impl NixNarInfo {
             }
         })?;
 
+        // A carriage return ends a line only as part of CRLF. One anywhere else would stay in
+        // a value (nix_narinfo keeps it) although some readers break lines there: what quorate
+        // records and what it renders (which must turn it into a space) would differ.
+        if let Some(index) = text.lines().position(|line| line.contains('\r')) {
+            return Err(NarInfoError::Malformed {
+                reason: format!("carriage return inside line {}", index + 1),
+            });
+        }
+
         // The same line rules as nix_narinfo, which has already rejected duplicates of every
         // known single-valued field, so `first` below is also the only one.
         let fields: Vec<Field<'_>> = text
@@ -709,6 +718,28 @@ mod tests {
 
     #[test]
     fn crlf_line_endings_parse_like_lf() {
+        assert_eq!(parse(&CURL.replace('\n', "\r\n")), parse(CURL));
+    }
+
+    #[test]
+    fn a_narinfo_with_a_carriage_return_inside_a_line_is_an_error_not_a_rewritten_value() {
+        // Found by fuzz/fuzz_targets/nix_narinfo.rs: a lone CR stayed in a `Sig:` value, and
+        // the narinfo quorate rendered from it no longer parsed back to what it had recorded.
+        let sig = parse(HELLO).sigs[0].clone();
+        let (name, payload) = sig.split_once(':').expect("name:payload");
+        let inside = HELLO.replace(
+            &sig,
+            &format!("{name}:{}\r{}", &payload[..20], &payload[20..]),
+        );
+        for text in [
+            inside,
+            HELLO.replace(".nar.xz\n", ".nar.xz\rSig: forged:AAAA\n"),
+            format!("{HELLO}System: x86_64-linux\r"),
+            format!("{HELLO}System: x86_64-linux\r\r\n"),
+        ] {
+            let message = parse_err(&text);
+            assert!(message.contains("carriage return inside line"), "{message}");
+        }
         assert_eq!(parse(&CURL.replace('\n', "\r\n")), parse(CURL));
     }
 

@@ -728,3 +728,41 @@ async fn when_every_source_fails_every_client_fails_and_each_failure_is_reported
     assert!(store.lookup(&inflight.key()).await.is_none());
     assert_eq!(temp_files(dir.path()), 0);
 }
+
+#[test]
+fn check_decoded_gives_the_fetch_verdicts_without_a_store() {
+    use crate::nar::{check_decoded, Decode};
+    let nar = generated_nar(300_000, 17);
+    let decode = |compression: Compression, data: Vec<u8>, expected: Expected| {
+        let mut decoder = compression.decoder(io::Cursor::new(data)).expect("decoder");
+        check_decoded(&mut decoder, expected)
+    };
+    for compression in Compression::ALL {
+        let compressed = compress(compression, &nar);
+        assert_eq!(
+            decode(compression, compressed.clone(), expected_for(&nar)).ok(),
+            Some(nar.len() as u64),
+            "{compression}"
+        );
+        let outcome = decode(compression, compressed, flipped_hash(&nar));
+        assert!(
+            matches!(outcome, Err(NarError::HashMismatch { .. })),
+            "{compression}: {outcome:?}"
+        );
+    }
+    let short = expected_for(&nar[..1000]);
+    assert!(matches!(
+        decode(Compression::None, nar.clone(), short),
+        Err(NarError::TooLarge { expected: 1000 })
+    ));
+    let long = expected_for(&[nar.as_slice(), b"x"].concat());
+    assert!(matches!(
+        decode(Compression::None, nar.clone(), long),
+        Err(NarError::SizeMismatch { actual, .. }) if actual == nar.len() as u64
+    ));
+    let corrupt = compress(Compression::Xz, &nar)[..1000].to_vec();
+    assert!(matches!(
+        decode(Compression::Xz, corrupt, expected_for(&nar)),
+        Err(NarError::Decompress(_))
+    ));
+}
