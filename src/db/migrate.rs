@@ -27,12 +27,20 @@ struct Migration {
 }
 
 /// Every migration, in order. Append; never edit or renumber a released one.
-const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "initial",
-    sqlite: include_str!("../../migrations/sqlite/0001_initial.sql"),
-    postgres: include_str!("../../migrations/postgres/0001_initial.sql"),
-}];
+const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "initial",
+        sqlite: include_str!("../../migrations/sqlite/0001_initial.sql"),
+        postgres: include_str!("../../migrations/postgres/0001_initial.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "leases",
+        sqlite: include_str!("../../migrations/sqlite/0002_leases.sql"),
+        postgres: include_str!("../../migrations/postgres/0002_leases.sql"),
+    },
+];
 
 const CREATE_SCHEMA_MIGRATIONS_SQLITE: &str = "\
 CREATE TABLE IF NOT EXISTS schema_migrations (\

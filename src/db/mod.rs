@@ -12,6 +12,7 @@
 //! - `nar_objects`: the local NAR store's index ([`NarObject`]); rows go on eviction.
 //! - `events`: mismatches, conflicts, upstream failures ([`Event`], [`EventKind`]).
 //! - `seen`: upstreams, builders and keys seen.
+//! - `leases`: which replica of a replica set does fleet-wide work ([`Lease`]).
 //! - `reports`: what an operator asks (builder agreement, conflicts, recent decisions).
 //!
 //! Timestamps are `BIGINT` Unix milliseconds. Sizes are `u64` in Rust and `BIGINT` in SQL;
@@ -49,6 +50,7 @@ mod columns;
 mod decisions;
 mod error;
 mod events;
+mod leases;
 mod migrate;
 mod nar_objects;
 mod reports;
@@ -59,6 +61,7 @@ mod tests;
 pub use decisions::{DecisionRecord, Outcome};
 pub use error::DbError;
 pub use events::{Event, EventKind, UnknownEventKind};
+pub use leases::Lease;
 pub use nar_objects::NarObject;
 pub use reports::{Agreement, BuilderRecord, ConflictRecord, UnknownKey};
 pub use seen::BuilderKey;

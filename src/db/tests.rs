@@ -133,6 +133,7 @@ on_both_backends!(
     nar_sources_upsert_per_upstream_and_url,
     upstreams_and_builder_keys_are_recorded_once,
     reports_count_agreement_and_list_conflicts,
+    a_lease_has_one_holder_until_it_expires,
 );
 
 const HASH_PART: &str = "p4pclmv1gyja5kzc26npqpia1qqxrf0l";
@@ -953,4 +954,58 @@ async fn reports_count_agreement_and_list_conflicts(fx: &Fixture) {
         .await
         .unwrap();
     assert_eq!(anywhere.len(), 3);
+}
+
+async fn a_lease_has_one_holder_until_it_expires(fx: &Fixture) {
+    let db = fx.connect().await;
+    let name = "nar:0000000000000000000000000000000000000000000000000000";
+    assert!(db
+        .take_lease(name, "http://a", "ta", 1_000, 2_000)
+        .await
+        .unwrap());
+    assert!(
+        !db.take_lease(name, "http://b", "tb", 1_500, 2_500)
+            .await
+            .unwrap(),
+        "held until it expires"
+    );
+    assert_eq!(
+        db.lease(name).await.unwrap().map(|l| l.owner),
+        Some("http://a".into())
+    );
+    assert!(db.renew_lease(name, "ta", 3_000).await.unwrap());
+    assert!(
+        !db.take_lease(name, "http://b", "tb", 2_500, 3_500)
+            .await
+            .unwrap(),
+        "renewed"
+    );
+    // The holder died: once expired, another replica takes over, and the old holder's
+    // token renews and releases nothing.
+    assert!(db
+        .take_lease(name, "http://b", "tb", 3_001, 4_000)
+        .await
+        .unwrap());
+    assert!(!db.renew_lease(name, "ta", 9_000).await.unwrap());
+    db.release_lease(name, "ta").await.unwrap();
+    assert_eq!(
+        db.lease(name).await.unwrap().map(|l| l.owner),
+        Some("http://b".into())
+    );
+    db.release_lease(name, "tb").await.unwrap();
+    assert_eq!(db.lease(name).await.unwrap(), None);
+    assert!(
+        db.take_lease(name, "http://c", "tc", 0, 1).await.unwrap(),
+        "free again"
+    );
+    // Two replicas racing for a free lease: exactly one wins.
+    let other = "evict";
+    let (x, y) = tokio::join!(
+        db.take_lease(other, "http://x", "tx", 0, 10_000),
+        db.take_lease(other, "http://y", "ty", 0, 10_000)
+    );
+    assert!(
+        x.unwrap() ^ y.unwrap(),
+        "exactly one of two racers takes it"
+    );
 }
