@@ -94,3 +94,13 @@ pub const LZIP_MEM_LIMIT_KIB: u32 = 256 * 1024;
 /// background work (NAR fetches, late-answer recording) may take to drain, before the
 /// process exits anyway.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+
+/// How long a client has, from connecting or from the end of its previous answer, to send a
+/// complete request head. hyper runs one timer for both waits, so this is at once the
+/// header-read timeout (slow or silent clients) and the keep-alive idle timeout.
+pub const REQUEST_HEAD_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How long an answer may make no progress because the client stopped reading it (its
+/// receive window stays shut) before the connection is closed. nginx's `send_timeout` is the
+/// same idea, with the same default.
+pub const CLIENT_WRITE_STALL_TIMEOUT: Duration = Duration::from_secs(60);

@@ -1,21 +1,215 @@
-//! The listener and client connections, as an unlucky operator meets them: a port already
-//! taken. A real `quorate serve` process.
+//! Client connections, as an attacker and an unlucky operator meet them: keep-alive
+//! connections left idle, a client that stops reading its NAR, a port already taken, and
+//! HTTP/2 spoken to a server that serves HTTP/1.1 only. A real `quorate serve` process
+//! throughout, talked to over raw sockets where a client library would hide what happens.
 //!
 //! These stories are about the listener and the connections, below everything that touches
 //! the database, so they run on SQLite only. No test asserts on time; the bounds below are
-//! hang guards.
+//! hang guards, generous beside quorate's own timeouts (30 s for a request head, 60 s for a
+//! stalled answer).
 
 mod common;
 
+use std::io::{ErrorKind, Read, Write};
+use std::net::TcpStream;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{fixtures, scratch_dir};
+use common::procfs;
+use common::{block_on, fixtures, scratch_dir, Backend, CacheSpec, Quorate, UpstreamServer};
 
 const CACHE: &str = "main";
 
-/// How long any one wait below may take before the test fails.
+/// How long any one wait below may take before the test fails: beyond quorate's longest
+/// connection timeout (60 s), with room for a busy machine.
 const HANG_GUARD: Duration = Duration::from_secs(180);
+
+/// A Nix cache trusting fixture builder `builder` through its upstream `up`, quorum 1.
+fn one_builder_cache(builder: &str, up: &UpstreamServer) -> CacheSpec {
+    CacheSpec::nix(CACHE)
+        .builder(
+            &builder.to_lowercase(),
+            &[&fixtures().builder(builder).public_key],
+        )
+        .upstream(up.url())
+}
+
+/// Whether the peer has closed `stream` (EOF or reset), waiting at most until `deadline`.
+/// Bytes still arriving are read and dropped.
+fn closed_by_peer(stream: &mut TcpStream, deadline: Instant) -> bool {
+    let mut buf = [0u8; 64 * 1024];
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return false;
+        }
+        stream
+            .set_read_timeout(Some(left))
+            .expect("setting a read timeout");
+        match stream.read(&mut buf) {
+            Ok(0) => return true,
+            Ok(_) => continue,
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                return false
+            }
+            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+            Err(_) => return true, // reset
+        }
+    }
+}
+
+/// Reads an HTTP/1.1 response head from `stream`; returns it and the body bytes read past it.
+fn read_head(stream: &mut TcpStream) -> (String, Vec<u8>) {
+    stream
+        .set_read_timeout(Some(HANG_GUARD))
+        .expect("setting a read timeout");
+    let mut got = Vec::new();
+    let mut buf = [0u8; 16 * 1024];
+    loop {
+        if let Some(end) = got.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&got[..end]).into_owned();
+            return (head, got[end + 4..].to_vec());
+        }
+        let n = stream.read(&mut buf).expect("reading a response head");
+        assert!(
+            n > 0,
+            "connection closed before a response head: {:?}",
+            String::from_utf8_lossy(&got)
+        );
+        got.extend_from_slice(&buf[..n]);
+    }
+}
+
+fn content_length(head: &str) -> u64 {
+    head.lines()
+        .find_map(|l| {
+            let (name, value) = l.split_once(':')?;
+            name.eq_ignore_ascii_case("content-length")
+                .then(|| value.trim().parse().ok())?
+        })
+        .unwrap_or_else(|| panic!("no Content-Length in {head:?}"))
+}
+
+/// A keep-alive connection whose client got its answer and then says nothing more is closed
+/// by quorate (the keep-alive idle timeout), instead of holding a descriptor for ever.
+#[test]
+fn an_idle_keep_alive_connection_is_closed_by_quorate() {
+    let fx = fixtures();
+    let a = UpstreamServer::serve(&fx.builder("A").cache_dir);
+    let q = Quorate::start(Backend::Sqlite, vec![one_builder_cache("A", &a)]);
+
+    let mut stream = TcpStream::connect(q.addr()).expect("connecting to quorate");
+    stream
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: quorate\r\n\r\n")
+        .expect("sending a request");
+    let (head, mut body) = read_head(&mut stream);
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    let len = content_length(&head) as usize;
+    while body.len() < len {
+        let mut buf = [0u8; 1024];
+        let n = stream.read(&mut buf).expect("reading the body");
+        assert!(n > 0, "connection closed mid-body");
+        body.extend_from_slice(&buf[..n]);
+    }
+    assert!(
+        !head.to_ascii_lowercase().contains("connection: close"),
+        "the connection is kept alive after the answer: {head}"
+    );
+
+    assert!(
+        closed_by_peer(&mut stream, Instant::now() + HANG_GUARD),
+        "quorate kept an idle keep-alive connection open\nquorate log:\n{}",
+        q.log()
+    );
+}
+
+/// A client that asks for a large NAR and then stops reading (its receive window stays shut)
+/// is disconnected: its answer breaks off, and quorate no longer holds the socket. Before,
+/// quorate waited for it for ever.
+#[test]
+fn a_client_that_stops_reading_its_nar_is_disconnected() {
+    let fx = fixtures();
+    let c = UpstreamServer::serve(&fx.builder("C").cache_dir);
+    let q = Quorate::start(Backend::Sqlite, vec![one_builder_cache("C", &c)]);
+    let big = &fx.paths.big;
+    let narinfo = q.narinfo(big);
+    assert_eq!(narinfo.status, 200, "{}", narinfo.summary());
+    let nar_url = narinfo
+        .text()
+        .lines()
+        .find_map(|l| l.strip_prefix("URL: ").map(str::to_owned))
+        .expect("quorate's narinfo has a URL");
+
+    let mut stream = TcpStream::connect(q.addr()).expect("connecting to quorate");
+    let local_port = stream.local_addr().expect("local address").port();
+    write!(stream, "GET /{nar_url} HTTP/1.1\r\nHost: quorate\r\n\r\n").expect("sending");
+    let (head, first) = read_head(&mut stream);
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    let len = content_length(&head);
+    assert_eq!(len, big.nar_size);
+
+    // Stop reading. quorate fills the socket buffers, then must give up on this client.
+    let pid = q.pid();
+    let port = q.addr().port();
+    assert!(
+        procfs::client_ports(pid, port).contains(&local_port),
+        "quorate holds the connection while it sends"
+    );
+    let deadline = Instant::now() + HANG_GUARD;
+    while procfs::client_ports(pid, port).contains(&local_port) {
+        assert!(
+            Instant::now() < deadline,
+            "quorate still holds a connection whose client stopped reading\nquorate log:\n{}",
+            q.log()
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+
+    // What the socket buffers held arrives; then the answer ends, short of its length.
+    let mut received = first.len() as u64;
+    let mut buf = vec![0u8; 256 * 1024];
+    stream
+        .set_read_timeout(Some(HANG_GUARD))
+        .expect("setting a read timeout");
+    loop {
+        match stream.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => received += n as u64,
+        }
+    }
+    assert!(
+        received < len,
+        "the stalled answer was cut off: {received} of {len} bytes arrived"
+    );
+}
+
+/// Nix and Guix speak HTTP/1.1; quorate serves nothing else. A client that opens with
+/// HTTP/2 (prior knowledge, "h2c") gets no HTTP/2 answer, while HTTP/1.1 is answered.
+#[test]
+fn prior_knowledge_http2_is_refused_and_http1_answered() {
+    let fx = fixtures();
+    let a = UpstreamServer::serve(&fx.builder("A").cache_dir);
+    let q = Quorate::start(Backend::Sqlite, vec![one_builder_cache("A", &a)]);
+    let url = format!("{}/healthz", q.url());
+    block_on(async {
+        let h2 = reqwest::Client::builder()
+            .http2_prior_knowledge()
+            .no_proxy()
+            .timeout(Duration::from_secs(60))
+            .build()
+            .expect("building an HTTP/2 client");
+        let answer = h2.get(&url).send().await;
+        assert!(
+            answer.is_err(),
+            "an HTTP/2 request was answered: {:?}",
+            answer.map(|r| (r.version(), r.status()))
+        );
+        let h1 = common::http_get_async(&url, Duration::from_secs(60))
+            .await
+            .expect("HTTP/1.1 is answered");
+        assert_eq!(h1.status, 200);
+    });
+}
 
 /// Started on a port another process holds, quorate fails at once with one sentence naming
 /// the address, and exits 1 before it creates its state directory, database or keys.
