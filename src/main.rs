@@ -184,6 +184,7 @@ fn serve(cfg: Config) -> anyhow::Result<()> {
         let listener = tokio::net::TcpListener::bind(addr)
             .await
             .with_context(|| format!("cannot listen on {addr}"))?;
+        quorate::serve::raise_open_file_limit();
         let app = App::start(cfg).await?;
         for c in &app.caches {
             let mount = if c.config.mount.is_empty() {

@@ -1,7 +1,8 @@
-//! Client connections, as an attacker and an unlucky operator meet them: keep-alive
-//! connections left idle, a client that stops reading its NAR, a port already taken, and
-//! HTTP/2 spoken to a server that serves HTTP/1.1 only. A real `quorate serve` process
-//! throughout, talked to over raw sockets where a client library would hide what happens.
+//! Client connections, as an attacker and an unlucky operator meet them: connections that
+//! never speak, keep-alive connections left idle, a client that stops reading its NAR, more
+//! connections than the process has file descriptors, a port already taken, and HTTP/2 spoken
+//! to a server that serves HTTP/1.1 only. A real `quorate serve` process throughout, talked to
+//! over raw sockets where a client library would hide what happens.
 //!
 //! These stories are about the listener and the connections, below everything that touches
 //! the database, so they run on SQLite only. No test asserts on time; the bounds below are
@@ -88,6 +89,100 @@ fn content_length(head: &str) -> u64 {
                 .then(|| value.trim().parse().ok())?
         })
         .unwrap_or_else(|| panic!("no Content-Length in {head:?}"))
+}
+
+/// `GET url` on a new connection (no pool), within 10 s: the status and body, or why not.
+async fn fresh_get(url: &str) -> Result<(u16, String), String> {
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .pool_max_idle_per_host(0)
+        .timeout(Duration::from_secs(10))
+        .build()
+        .map_err(|e| e.to_string())?;
+    let response = client.get(url).send().await.map_err(|e| e.to_string())?;
+    let status = response.status().as_u16();
+    let body = response.text().await.map_err(|e| e.to_string())?;
+    Ok((status, body))
+}
+
+/// Under a low open-file limit (systemd's default is 1024; here 256), more connections than
+/// there are file descriptors, none of which ever sends a byte: a normal client is still
+/// answered, every silent connection is closed, and quorate says that it refused some.
+/// Before quorate limited and timed out connections, it ran out of descriptors, could accept
+/// nobody, and kept the silent ones open for ever.
+#[test]
+fn silent_connections_beyond_the_open_file_limit_neither_lock_clients_out_nor_stay_open() {
+    const SILENT: usize = 300;
+    let fx = fixtures();
+    let a = UpstreamServer::serve(&fx.builder("A").cache_dir);
+    let q = Quorate::start_under(
+        Backend::Sqlite,
+        vec![one_builder_cache("A", &a)],
+        &["prlimit", "--nofile=256:256", "--"],
+    );
+    assert_eq!(procfs::open_file_limit(q.pid()), (256, 256));
+
+    // The kernel completes every handshake (backlog), whether or not quorate accepts.
+    let mut silent: Vec<TcpStream> = (0..SILENT)
+        .map(|i| {
+            TcpStream::connect(q.addr())
+                .unwrap_or_else(|e| panic!("silent connection {i} to {}: {e}", q.addr()))
+        })
+        .collect();
+
+    // A new client (a connection of its own, as Nix opens), which retries a connection that
+    // breaks, as Nix does: it must get its answer.
+    let url = format!("{}{}", q.substituter(), fx.paths.hello.narinfo_path());
+    let deadline = Instant::now() + HANG_GUARD;
+    let mut failures = Vec::new();
+    let answer = loop {
+        match block_on(fresh_get(&url)) {
+            Ok(answer) => break answer,
+            Err(e) => failures.push(e),
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no answer to a normal client while {SILENT} silent connections are open; \
+             attempts: {failures:#?}\nquorate log:\n{}",
+            q.log()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(answer.0, 200, "{answer:?}");
+    common::report(&format!(
+        "the normal client was answered after {} failed attempt(s)",
+        failures.len()
+    ));
+
+    let deadline = Instant::now() + HANG_GUARD;
+    let still_open = silent
+        .iter_mut()
+        .map(|s| closed_by_peer(s, deadline))
+        .filter(|closed| !closed)
+        .count();
+    assert_eq!(
+        still_open,
+        0,
+        "silent connections quorate never closed\nquorate log:\n{}",
+        q.log()
+    );
+    assert!(
+        q.log().contains("connection limit"),
+        "refusals at the connection limit are logged:\n{}",
+        q.log()
+    );
+
+    // Nothing is left behind: no client socket stays open in quorate.
+    let port = q.addr().port();
+    let deadline = Instant::now() + HANG_GUARD;
+    while procfs::open_fds(q.pid(), port, &[]).clients > 0 {
+        assert!(
+            Instant::now() < deadline,
+            "quorate still holds client sockets: {:?}",
+            procfs::open_fds(q.pid(), port, &[])
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
 }
 
 /// A keep-alive connection whose client got its answer and then says nothing more is closed
@@ -209,6 +304,29 @@ fn prior_knowledge_http2_is_refused_and_http1_answered() {
             .expect("HTTP/1.1 is answered");
         assert_eq!(h1.status, 200);
     });
+}
+
+/// Started with a soft open-file limit below the hard one (systemd's default: 1024 soft,
+/// 524288 hard), quorate raises the soft limit to the hard one and says so.
+#[test]
+fn quorate_raises_its_open_file_limit_to_the_hard_limit() {
+    let fx = fixtures();
+    let a = UpstreamServer::serve(&fx.builder("A").cache_dir);
+    let (_, own_hard) = procfs::open_file_limit(std::process::id());
+    let hard = own_hard.min(4096);
+    let limit = format!("--nofile=256:{hard}");
+    let q = Quorate::start_under(
+        Backend::Sqlite,
+        vec![one_builder_cache("A", &a)],
+        &["prlimit", &limit, "--"],
+    );
+    assert_eq!(procfs::open_file_limit(q.pid()), (hard, hard));
+    assert!(
+        q.log()
+            .contains(&format!("open-file limit raised from 256 to {hard}")),
+        "the raise is logged:\n{}",
+        q.log()
+    );
 }
 
 /// Started on a port another process holds, quorate fails at once with one sentence naming
