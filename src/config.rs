@@ -87,6 +87,7 @@ struct RawConfig {
     max_cache_size: Option<String>,
     upstream_timeout: Option<String>,
     upstream_idle_timeout: Option<String>,
+    max_connections: Option<i64>,
     #[serde(default)]
     cache: Vec<RawCache>,
 }
@@ -146,6 +147,11 @@ pub struct Config {
     pub upstream_timeout: Duration,
     /// How long an upstream body (NAR, log) may go without a byte before it is abandoned.
     pub upstream_idle_timeout: Duration,
+    /// Client connections open at once; `None`: [`DEFAULT_MAX_CONNECTIONS`]. Either way at
+    /// most what the open-file limit allows (`serve`).
+    ///
+    /// [`DEFAULT_MAX_CONNECTIONS`]: crate::limits::DEFAULT_MAX_CONNECTIONS
+    pub max_connections: Option<usize>,
     /// The served caches.
     pub caches: Vec<CacheConfig>,
 }
@@ -324,6 +330,15 @@ impl Config {
             .map(|s| parse_duration(s).map_err(|m| invalid("upstream_idle_timeout", m)))
             .transpose()?
             .unwrap_or(DEFAULT_UPSTREAM_IDLE_TIMEOUT);
+        let max_connections = raw
+            .max_connections
+            .map(|n| {
+                usize::try_from(n)
+                    .ok()
+                    .filter(|&n| n >= 1)
+                    .ok_or_else(|| invalid("max_connections", "must be at least 1"))
+            })
+            .transpose()?;
         if raw.cache.is_empty() {
             return Err(invalid("cache", "at least one [[cache]] is required"));
         }
@@ -341,6 +356,7 @@ impl Config {
             max_cache_size,
             upstream_timeout,
             upstream_idle_timeout,
+            max_connections,
             caches,
         })
     }
@@ -789,6 +805,19 @@ mod tests {
         let text = MINIMAL.replace("quorum = 1", "quourm = 1");
         let err = load(&text).unwrap_err().to_string();
         assert!(err.contains("quourm"), "{err}");
+    }
+
+    #[test]
+    fn max_connections_is_optional_and_at_least_one() {
+        assert_eq!(load(MINIMAL).unwrap().max_connections, None);
+        let c = load(&format!("max_connections = 500\n{MINIMAL}")).unwrap();
+        assert_eq!(c.max_connections, Some(500));
+        for bad in ["0", "-1"] {
+            let err = load(&format!("max_connections = {bad}\n{MINIMAL}"))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("max_connections"), "{err}");
+        }
     }
 
     #[test]

@@ -94,3 +94,36 @@ pub const LZIP_MEM_LIMIT_KIB: u32 = 256 * 1024;
 /// background work (NAR fetches, late-answer recording) may take to drain, before the
 /// process exits anyway.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+
+/// How long a client has, from connecting or from the end of its previous answer, to send a
+/// complete request head. hyper runs one timer for both waits, so this is at once the
+/// header-read timeout (slow or silent clients) and the keep-alive idle timeout.
+pub const REQUEST_HEAD_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How long an answer may make no progress because the client stopped reading it (its
+/// receive window stays shut) before the connection is closed. nginx's `send_timeout` is the
+/// same idea, with the same default.
+pub const CLIENT_WRITE_STALL_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Client connections open at once when the config does not say (`max_connections`), if
+/// the open-file limit allows that many. Each idle HTTP/1.1 connection costs some 10-20 KiB;
+/// 4096 of them stay well inside a small machine's memory.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 4096;
+
+/// File descriptors kept back from client connections: the database pool, the listener, the
+/// runtime's own, log files, NAR fetches' temp files.
+pub const FD_RESERVE: u64 = 64;
+
+/// File descriptors budgeted per client connection: its socket, the NAR file it may be
+/// reading, and room for the upstream sockets its cold request fans out to. The connection
+/// limit is at most `(open-file limit - FD_RESERVE) / FDS_PER_CONNECTION`.
+pub const FDS_PER_CONNECTION: u64 = 3;
+
+/// At the connection limit, a connection with no request in progress for this long may be
+/// closed to admit a new one. Not shorter: a client that has just connected, or just had its
+/// answer handed to the socket, is not idle yet.
+pub const IDLE_BEFORE_CLOSABLE: Duration = Duration::from_secs(1);
+
+/// At most one warning this often about connections refused or closed at the limit, or
+/// about failing `accept` calls; each says how many happened since the last one.
+pub const CONNECTION_WARNING_INTERVAL: Duration = Duration::from_secs(10);

@@ -179,6 +179,12 @@ fn serve(cfg: Config) -> anyhow::Result<()> {
         .context("starting the async runtime")?;
     rt.block_on(async move {
         let addr = cfg.listen;
+        // Bound before any start-up work: a port already taken is reported at once, before
+        // the state directory, the database or a key is touched.
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("cannot listen on {addr}"))?;
+        quorate::serve::raise_open_file_limit();
         let app = App::start(cfg).await?;
         for c in &app.caches {
             let mount = if c.config.mount.is_empty() {
@@ -193,9 +199,6 @@ fn serve(cfg: Config) -> anyhow::Result<()> {
                 c.front.public_key_text().trim()
             );
         }
-        let listener = tokio::net::TcpListener::bind(addr)
-            .await
-            .with_context(|| format!("cannot listen on {addr}"))?;
         tracing::info!("listening on http://{}", listener.local_addr()?);
         quorate::serve::serve(app, listener).await?;
         Ok(())

@@ -109,6 +109,8 @@ pub struct Metrics {
     record_failures: Counter,
     nar_store_bytes: Gauge,
     outbox_records: Gauge,
+    connections_refused: Counter,
+    idle_connections_closed: Counter,
 }
 
 impl Default for Metrics {
@@ -136,6 +138,8 @@ impl Metrics {
             record_failures: Counter::default(),
             nar_store_bytes: Gauge::default(),
             outbox_records: Gauge::default(),
+            connections_refused: Counter::default(),
+            idle_connections_closed: Counter::default(),
             registry: Registry::default(),
         };
         let r = &mut registry;
@@ -208,6 +212,16 @@ impl Metrics {
             "outbox_records",
             "records waiting for the database",
             m.outbox_records.clone(),
+        );
+        r.register(
+            "connections_refused",
+            "client connections refused at the connection limit, every open one busy",
+            m.connections_refused.clone(),
+        );
+        r.register(
+            "idle_connections_closed",
+            "idle client connections closed at the connection limit to admit new ones",
+            m.idle_connections_closed.clone(),
         );
         Metrics { registry, ..m }
     }
@@ -321,6 +335,26 @@ impl Metrics {
     /// Records that could not be written, so far.
     pub fn record_failures(&self) -> u64 {
         self.record_failures.get()
+    }
+
+    /// A client connection refused at the connection limit (every open one was busy).
+    pub fn connection_refused(&self) {
+        self.connections_refused.inc();
+    }
+
+    /// Client connections refused at the limit so far.
+    pub fn connections_refused(&self) -> u64 {
+        self.connections_refused.get()
+    }
+
+    /// An idle client connection closed at the connection limit to admit a new one.
+    pub fn idle_connection_closed(&self) {
+        self.idle_connections_closed.inc();
+    }
+
+    /// Idle client connections closed at the limit so far.
+    pub fn idle_connections_closed(&self) -> u64 {
+        self.idle_connections_closed.get()
     }
 
     /// Conflicts recorded in `cache` so far.

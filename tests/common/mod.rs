@@ -13,6 +13,7 @@
 //!   lengths, redirects), honest for every path it is not told to attack.
 //! - [`nix_client`]: the Nix client substituting from one URL into a fresh chroot store.
 //! - [`records`]: quorate's database read back (attestations, decisions, events).
+//! - [`procfs`]: a process under `/proc`: memory, file descriptors by kind, open-file limit.
 //! - [`guix`]: the Guix side: the libgcrypt oracle (Guile scripts), a world of builders and
 //!   guix-publish-style upstreams, narinfos read the way Guix reads them.
 //!
@@ -28,6 +29,7 @@ pub mod guix;
 pub mod hostile;
 pub mod http;
 pub mod nix_client;
+pub mod procfs;
 pub mod quorate;
 pub mod records;
 pub mod upstream;

@@ -235,6 +235,8 @@ pub struct Quorate {
     state_dir: PathBuf,
     log_path: PathBuf,
     caches: Vec<CacheSpec>,
+    /// The command `quorate serve` runs through (empty: none), kept for restarts.
+    wrapper: Vec<String>,
     /// Owns the config, keys, state and log; deleted on drop (unless QUORATE_TEST_KEEP=1).
     dir: tempfile::TempDir,
 }
@@ -263,12 +265,24 @@ impl Quorate {
 
     /// [`Quorate::start`] with its state where `placement` says.
     pub fn start_placed(backend: Backend, caches: Vec<CacheSpec>, placement: Placement) -> Quorate {
-        block_on(Quorate::start_placed_async(backend, caches, placement))
+        block_on(Quorate::start_placed_async(backend, caches, placement, &[]))
     }
 
     /// [`Quorate::start`], from async code.
     pub async fn start_async(backend: Backend, caches: Vec<CacheSpec>) -> Quorate {
-        Quorate::start_placed_async(backend, caches, Placement::default()).await
+        Quorate::start_placed_async(backend, caches, Placement::default(), &[]).await
+    }
+
+    /// [`Quorate::start`], with `quorate serve` run through the command `wrapper` (e.g.
+    /// `["prlimit", "--nofile=256:256", "--"]`), which must exec it: the process id stays
+    /// quorate's.
+    pub fn start_under(backend: Backend, caches: Vec<CacheSpec>, wrapper: &[&str]) -> Quorate {
+        block_on(Quorate::start_placed_async(
+            backend,
+            caches,
+            Placement::default(),
+            wrapper,
+        ))
     }
 
     /// [`Quorate::start`] with top-level config keys besides `listen`, `state_dir` and
@@ -285,18 +299,19 @@ impl Quorate {
                 .collect(),
             ..Placement::default()
         };
-        block_on(Quorate::start_placed_async(backend, caches, placement))
+        block_on(Quorate::start_placed_async(backend, caches, placement, &[]))
     }
 
     async fn start_placed_async(
         backend: Backend,
         caches: Vec<CacheSpec>,
         placement: Placement,
+        wrapper: &[&str],
     ) -> Quorate {
         // A port picked here may be taken by someone else before quorate binds it: retry.
         let mut attempt = 1;
         loop {
-            match Quorate::try_start(backend, &caches, &placement).await {
+            match Quorate::try_start(backend, &caches, &placement, wrapper).await {
                 Ok(q) => return q,
                 Err(log) if attempt < 3 && log.contains("in use") => attempt += 1,
                 Err(log) => panic!("quorate serve did not become healthy.\n{log}"),
@@ -313,7 +328,7 @@ impl Quorate {
             .append(true)
             .open(&self.log_path)
             .expect("reopening quorate.log");
-        self.child = spawn_serve(&self.config_path, log);
+        self.child = spawn_serve(&self.config_path, log, &self.wrapper);
         block_on(self.wait_healthy())
             .unwrap_or_else(|log| panic!("quorate did not come back after kill -9:\n{log}"));
     }
@@ -322,6 +337,7 @@ impl Quorate {
         backend: Backend,
         caches: &[CacheSpec],
         placement: &Placement,
+        wrapper: &[&str],
     ) -> Result<Quorate, String> {
         let dir = scratch_dir("quorate");
         let state_dir = placement
@@ -360,7 +376,8 @@ impl Quorate {
         );
         std::fs::write(&config_path, &config).expect("writing quorate.toml");
         let log = File::create(&log_path).expect("creating quorate.log");
-        let child = spawn_serve(&config_path, log);
+        let wrapper: Vec<String> = wrapper.iter().map(|w| w.to_string()).collect();
+        let child = spawn_serve(&config_path, log, &wrapper);
         let mut q = Quorate {
             child,
             url: format!("http://127.0.0.1:{port}"),
@@ -371,6 +388,7 @@ impl Quorate {
             state_dir,
             log_path,
             caches: caches.to_vec(),
+            wrapper,
             dir,
         };
         match q.wait_healthy().await {
@@ -405,6 +423,13 @@ impl Quorate {
     /// Base URL, `http://127.0.0.1:PORT`.
     pub fn url(&self) -> &str {
         &self.url
+    }
+
+    /// The address quorate listens on, `127.0.0.1:PORT`.
+    pub fn addr(&self) -> std::net::SocketAddr {
+        let addr = self.url.trim_start_matches("http://");
+        addr.parse()
+            .unwrap_or_else(|e| panic!("quorate's address {addr}: {e}"))
     }
 
     fn spec(&self, name: &str) -> &CacheSpec {
@@ -619,9 +644,19 @@ impl Drop for Quorate {
     }
 }
 
-/// `quorate serve --config CONFIG`, its output appended to `log`.
-fn spawn_serve(config_path: &Path, log: File) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_quorate"))
+/// `quorate serve --config CONFIG`, through the command `wrapper` if any (which must exec it),
+/// its output appended to `log`.
+fn spawn_serve(config_path: &Path, log: File, wrapper: &[String]) -> Child {
+    let quorate = env!("CARGO_BIN_EXE_quorate");
+    let mut command = match wrapper.split_first() {
+        Some((program, args)) => {
+            let mut c = Command::new(program);
+            c.args(args).arg(quorate);
+            c
+        }
+        None => Command::new(quorate),
+    };
+    command
         .arg("serve")
         .arg("--config")
         .arg(config_path)
