@@ -88,8 +88,28 @@ struct RawConfig {
     upstream_timeout: Option<String>,
     upstream_idle_timeout: Option<String>,
     max_connections: Option<i64>,
+    nar_store: Option<RawNarStore>,
+    replica: Option<RawReplica>,
     #[serde(default)]
     cache: Vec<RawCache>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawNarStore {
+    url: String,
+    endpoint: Option<String>,
+    region: Option<String>,
+    path_style: Option<bool>,
+    access_key_id: Option<String>,
+    secret_access_key_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawReplica {
+    advertise_url: String,
+    secret_file: PathBuf,
 }
 
 #[derive(Debug, Deserialize)]
@@ -152,8 +172,61 @@ pub struct Config {
     ///
     /// [`DEFAULT_MAX_CONNECTIONS`]: crate::limits::DEFAULT_MAX_CONNECTIONS
     pub max_connections: Option<usize>,
+    /// Where verified NARs are kept.
+    pub nar_store: NarStoreConfig,
+    /// This process's place in a replica set, if it is in one.
+    pub replica: Option<ReplicaConfig>,
     /// The served caches.
     pub caches: Vec<CacheConfig>,
+}
+
+/// Where verified NARs are kept (`[nar_store]`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum NarStoreConfig {
+    /// A local directory (`file://...`; the default, `<state_dir>/nars`).
+    Directory(PathBuf),
+    /// An S3-compatible bucket (`s3://bucket/prefix`).
+    S3(S3Config),
+}
+
+/// An S3-compatible object store for NARs.
+#[derive(Clone, PartialEq, Eq)]
+pub struct S3Config {
+    /// The bucket.
+    pub bucket: String,
+    /// Key prefix inside the bucket, without leading or trailing `/` (may be empty).
+    pub prefix: String,
+    /// The S3 endpoint for a self-hosted store; `None` for AWS.
+    pub endpoint: Option<String>,
+    /// The region (self-hosted stores accept anything agreed with their config).
+    pub region: Option<String>,
+    /// Path-style addressing (`endpoint/bucket/key`), what self-hosted stores expect.
+    pub path_style: bool,
+    /// The access key id; `None`: from `AWS_ACCESS_KEY_ID`.
+    pub access_key_id: Option<String>,
+    /// A file holding the secret access key; `None`: from `AWS_SECRET_ACCESS_KEY`.
+    pub secret_access_key_file: Option<PathBuf>,
+}
+
+impl std::fmt::Debug for S3Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("S3Config")
+            .field("bucket", &self.bucket)
+            .field("prefix", &self.prefix)
+            .field("endpoint", &self.endpoint)
+            .field("region", &self.region)
+            .field("path_style", &self.path_style)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A member of a replica set (`[replica]`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReplicaConfig {
+    /// How the other replicas reach this one (its base URL, without trailing `/`).
+    pub advertise_url: String,
+    /// The file holding the secret every replica shares (authenticates internal routes).
+    pub secret_file: PathBuf,
 }
 
 /// One served substitute endpoint (DESIGN §2 "cache").
@@ -349,6 +422,14 @@ impl Config {
             .map(|(i, rc)| CacheConfig::from_raw(rc, i, base, &state_dir))
             .collect::<Result<Vec<_>, _>>()?;
         check_names_and_mounts(&caches)?;
+        let nar_store = match raw.nar_store {
+            Some(raw) => nar_store_from_raw(raw, base)?,
+            None => NarStoreConfig::Directory(state_dir.join("nars")),
+        };
+        let replica = raw
+            .replica
+            .map(|r| replica_from_raw(r, base, &database_url, &nar_store))
+            .transpose()?;
         Ok(Config {
             listen,
             state_dir,
@@ -357,9 +438,125 @@ impl Config {
             upstream_timeout,
             upstream_idle_timeout,
             max_connections,
+            nar_store,
+            replica,
             caches,
         })
     }
+}
+
+/// `[nar_store]`: `file://<path>` or `s3://<bucket>[/<prefix>]` with its S3 settings.
+fn nar_store_from_raw(raw: RawNarStore, base: &Path) -> Result<NarStoreConfig, ConfigError> {
+    let s3_only = [
+        ("endpoint", raw.endpoint.is_some()),
+        ("region", raw.region.is_some()),
+        ("path_style", raw.path_style.is_some()),
+        ("access_key_id", raw.access_key_id.is_some()),
+        (
+            "secret_access_key_file",
+            raw.secret_access_key_file.is_some(),
+        ),
+    ];
+    if let Some(path) = raw.url.strip_prefix("file://") {
+        if let Some((key, _)) = s3_only.iter().find(|(_, set)| *set) {
+            return Err(invalid(
+                format!("nar_store.{key}"),
+                "only means something for an s3:// store",
+            ));
+        }
+        if path.is_empty() {
+            return Err(invalid("nar_store.url", "file:// needs a directory"));
+        }
+        return Ok(NarStoreConfig::Directory(base.join(path)));
+    }
+    let Some(rest) = raw.url.strip_prefix("s3://") else {
+        return Err(invalid(
+            "nar_store.url",
+            format!(
+                "`{}` is neither file://<dir> nor s3://<bucket>[/<prefix>]",
+                raw.url
+            ),
+        ));
+    };
+    let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+    let name_ok = |s: &str| {
+        !s.is_empty()
+            && s.chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-._".contains(c))
+    };
+    if !name_ok(bucket) {
+        return Err(invalid(
+            "nar_store.url",
+            format!("`{bucket}` is not a bucket name"),
+        ));
+    }
+    let prefix = prefix.trim_matches('/');
+    if !prefix.is_empty()
+        && !prefix
+            .split('/')
+            .all(|seg| name_ok(seg) && seg != "." && seg != "..")
+    {
+        return Err(invalid(
+            "nar_store.url",
+            format!("`{prefix}` is not a key prefix of letters, digits, '-', '.', '_' and '/'"),
+        ));
+    }
+    let endpoint = raw
+        .endpoint
+        .map(|e| {
+            let e = e.trim_end_matches('/').to_owned();
+            if e.starts_with("http://") || e.starts_with("https://") {
+                Ok(e)
+            } else {
+                Err(invalid(
+                    "nar_store.endpoint",
+                    format!("`{e}` is not an http(s) URL"),
+                ))
+            }
+        })
+        .transpose()?;
+    Ok(NarStoreConfig::S3(S3Config {
+        bucket: bucket.to_owned(),
+        prefix: prefix.to_owned(),
+        path_style: raw.path_style.unwrap_or(endpoint.is_some()),
+        endpoint,
+        region: raw.region,
+        access_key_id: raw.access_key_id,
+        secret_access_key_file: raw.secret_access_key_file.map(|f| base.join(f)),
+    }))
+}
+
+/// `[replica]`: only on PostgreSQL and an object store, which the replicas share.
+fn replica_from_raw(
+    raw: RawReplica,
+    base: &Path,
+    database_url: &str,
+    nar_store: &NarStoreConfig,
+) -> Result<ReplicaConfig, ConfigError> {
+    if database_url.starts_with("sqlite:") {
+        return Err(invalid(
+            "replica",
+            "a replica set shares one PostgreSQL database: set database_url = \"postgres://...\" \
+             (SQLite is for a single process)",
+        ));
+    }
+    if !matches!(nar_store, NarStoreConfig::S3(_)) {
+        return Err(invalid(
+            "replica",
+            "a replica set keeps its NARs in one object store: set [nar_store] url = \"s3://...\"",
+        ));
+    }
+    let url = raw.advertise_url.trim_end_matches('/').to_owned();
+    if !(url.starts_with("http://") || url.starts_with("https://")) || url.len() < 8 {
+        return Err(invalid(
+            "replica.advertise_url",
+            format!("`{}` is not an http(s) URL", raw.advertise_url),
+        ));
+    }
+    Ok(ReplicaConfig {
+        advertise_url: url,
+        secret_file: base.join(raw.secret_file),
+    })
 }
 
 /// `database_url` as given (an SQLite or PostgreSQL URL), or SQLite in `state_dir`.
@@ -866,6 +1063,68 @@ mod tests {
             &format!("keys = [\"{NIXOS_KEY}\", \"{relabelled}\"]"),
         );
         assert!(load(&text).is_err());
+    }
+
+    #[test]
+    fn nar_stores_are_a_directory_by_default_or_a_bucket() {
+        let c = load(MINIMAL).unwrap();
+        assert_eq!(
+            c.nar_store,
+            NarStoreConfig::Directory(PathBuf::from("/etc/quorate/quorate-state/nars"))
+        );
+        let s3 = format!(
+            "[nar_store]\nurl = \"s3://nars/fleet/a\"\nendpoint = \"http://127.0.0.1:3900/\"\n\
+             region = \"garage\"\naccess_key_id = \"GK1\"\nsecret_access_key_file = \"s3.secret\"\n{MINIMAL}"
+        );
+        let NarStoreConfig::S3(s) = load(&s3).unwrap().nar_store else {
+            panic!("an s3 store");
+        };
+        assert_eq!((s.bucket.as_str(), s.prefix.as_str()), ("nars", "fleet/a"));
+        assert_eq!(s.endpoint.as_deref(), Some("http://127.0.0.1:3900"));
+        assert!(s.path_style, "path-style by default with an endpoint");
+        assert_eq!(
+            s.secret_access_key_file,
+            Some(PathBuf::from("/etc/quorate/s3.secret"))
+        );
+        assert!(!format!("{s:?}").contains("GK1"), "no credentials in Debug");
+        for (bad, key) in [
+            ("url = \"ftp://x\"", "nar_store.url"),
+            ("url = \"s3://\"", "nar_store.url"),
+            ("url = \"s3://b/../x\"", "nar_store.url"),
+            (
+                "url = \"file:///srv/nars\"\nendpoint = \"http://x\"",
+                "nar_store.endpoint",
+            ),
+            (
+                "url = \"s3://b\"\nendpoint = \"ftp://x\"",
+                "nar_store.endpoint",
+            ),
+            ("url = \"s3://b\"\nbucket = \"typo\"", "bucket"),
+        ] {
+            let err = load(&format!("[nar_store]\n{bad}\n{MINIMAL}"))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(key), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn a_replica_set_needs_postgresql_and_an_object_store() {
+        let replica = "[replica]\nadvertise_url = \"http://10.0.0.2:8080/\"\nsecret_file = \"replica.secret\"\n";
+        let s3 = "[nar_store]\nurl = \"s3://nars\"\n";
+        let err = load(&format!("{replica}{s3}{MINIMAL}"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("PostgreSQL"), "{err}");
+        let pg = "database_url = \"postgres://q@db/q\"\n";
+        let err = load(&format!("{pg}{replica}{MINIMAL}"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("object store"), "{err}");
+        let c = load(&format!("{pg}{replica}{s3}{MINIMAL}")).unwrap();
+        let r = c.replica.expect("a replica");
+        assert_eq!(r.advertise_url, "http://10.0.0.2:8080");
+        assert_eq!(r.secret_file, PathBuf::from("/etc/quorate/replica.secret"));
     }
 
     #[test]
