@@ -2,13 +2,15 @@
 //! directory, database (migrated), NAR store, upstream client, and per cache its signing key
 //! and hot caches.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use crate::config::Config;
+use crate::config::NarStoreConfig;
 use crate::db::{Db, DbError};
 use crate::keys::{self, KeyFileError};
 use crate::metrics::Metrics;
-use crate::nar::{NarFetcher, NarStore};
+use crate::nar::{NarFetcher, NarStorage, NarStore, ObjectError, ObjectNars};
 use crate::outbox::Outbox;
 use crate::served_cache::ServedCache;
 use crate::tasks::Background;
@@ -34,6 +36,9 @@ pub enum StartError {
     /// The upstream client could not be built.
     #[error("{0}")]
     Upstream(#[from] UpstreamError),
+    /// The object store for NARs could not be set up.
+    #[error(transparent)]
+    Objects(#[from] ObjectError),
 }
 
 /// Everything the routes and background tasks need.
@@ -66,12 +71,12 @@ impl App {
             config.state_dir.display()
         )))?;
         let db = Db::connect(&config.database_url).await?;
-        let store = open_store(&config)
-            .await
-            .map_err(io("opening the NAR store".into()))?;
-        reconcile(&db, &store).await?;
+        let storage = open_storage(&config).await?;
+        if let Some(store) = storage.local() {
+            reconcile(&db, store).await?;
+        }
         let background = Background::new();
-        let fetcher = NarFetcher::new(Arc::new(store), background.tracker());
+        let fetcher = NarFetcher::new(storage, background.tracker());
         let upstream = UpstreamClient::new(config.upstream_timeout, config.upstream_idle_timeout)?;
         let mut caches = Vec::new();
         for c in &config.caches {
@@ -100,10 +105,42 @@ impl App {
     }
 }
 
-/// Opens the NAR store on a blocking thread: it scans the directory, which for a large
-/// store must not stall the async runtime.
-async fn open_store(config: &Config) -> std::io::Result<NarStore> {
-    let (root, max) = (config.state_dir.join("nars"), config.max_cache_size);
+/// Where verified NARs live, as `[nar_store]` says: a local directory, or a bucket with a
+/// local spool for the fetches in progress.
+async fn open_storage(config: &Config) -> Result<NarStorage, StartError> {
+    let io = |what: String| move |source| StartError::Io { what, source };
+    match &config.nar_store {
+        NarStoreConfig::Directory(dir) => {
+            let store = open_directory(dir.clone(), config.max_cache_size)
+                .await
+                .map_err(io(format!("opening the NAR store {}", dir.display())))?;
+            Ok(NarStorage::Local(Arc::new(store)))
+        }
+        NarStoreConfig::S3(s3) => {
+            let secret = s3
+                .secret_access_key_file
+                .as_ref()
+                .map(|f| {
+                    std::fs::read_to_string(f)
+                        .map_err(io(format!("reading the S3 secret key {}", f.display())))
+                })
+                .transpose()?;
+            let objects = ObjectNars::new(s3, secret)?;
+            // The spool only ever holds fetches in progress: no size bound.
+            let spool = open_directory(config.state_dir.join("spool"), None)
+                .await
+                .map_err(io("opening the NAR spool".into()))?;
+            Ok(NarStorage::Objects {
+                spool: Arc::new(spool),
+                objects: Arc::new(objects),
+            })
+        }
+    }
+}
+
+/// Opens a local NAR directory on a blocking thread: it scans the directory, which for a
+/// large store must not stall the async runtime.
+async fn open_directory(root: PathBuf, max: Option<u64>) -> std::io::Result<NarStore> {
     tokio::task::spawn_blocking(move || NarStore::open(root, max))
         .await
         .map_err(std::io::Error::other)?

@@ -1,7 +1,7 @@
 //! NAR delivery: the bytes of an accepted NAR for a client, only ever verified ones.
 //!
 //! ```text
-//! local store hit ─► stream the file (it holds only verified bytes)
+//! stored ─► stream the file or object (all, or a `Range`: storage holds only verified bytes)
 //! miss ─► what the NAR must be (memory, else the database's accepted decision)
 //!      ─► every upstream that offers it at a URL it may send quorate to, ranked (not known
 //!         bad for it, priority, health)
@@ -15,6 +15,7 @@
 //! `nar::fetch`), so a client gets the verified NAR or a failed transfer.
 
 use std::io;
+use std::ops::Range;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -26,9 +27,8 @@ use quorate_core::protocol::nar_hash::NarKey;
 use crate::app::App;
 use crate::config::UpstreamConfig;
 use crate::db::{DbError, Event, EventKind};
-use crate::limits::NAR_READ_CHUNK;
 use crate::metrics::UpstreamKind;
-use crate::nar::{Compression, Expected, FetchReport, FetchSource, NarError};
+use crate::nar::{ByteRange, Compression, Expected, FetchReport, FetchSource, NarError, Opened};
 use crate::outbox::PendingWrite;
 use crate::record;
 use crate::served_cache::{NarEntry, ServedCache};
@@ -36,10 +36,13 @@ use crate::upstream::{UpstreamClient, UpstreamError};
 
 /// A NAR on its way to a client.
 pub struct NarBody {
-    /// The NAR's bytes; ends in an error rather than complete a wrong NAR.
+    /// The NAR's bytes (those of `range`); ends in an error rather than complete a wrong NAR.
     pub stream: BoxStream<'static, io::Result<Bytes>>,
-    /// NarSize: the body's length when complete.
+    /// NarSize: the whole NAR's length.
     pub size: u64,
+    /// The part of the NAR `stream` holds, when a range was asked for and served (only
+    /// stored NARs serve ranges; a NAR still being fetched is sent whole).
+    pub range: Option<Range<u64>>,
 }
 
 /// Why no NAR can be delivered.
@@ -57,17 +60,28 @@ pub enum DeliveryError {
     /// The database could not say what the NAR must be (503).
     #[error("database: {0}")]
     Database(#[from] DbError),
+    /// The NAR storage (the bucket) could not be read (503).
+    #[error("NAR storage: {0}")]
+    Storage(io::Error),
+    /// The range asked for selects none of the stored NAR's `size` bytes (416).
+    #[error("the range asked for is outside the NAR's {size} bytes")]
+    RangeNotSatisfiable {
+        /// The NAR's size.
+        size: u64,
+    },
 }
 
-/// The verified bytes of NAR `key` in `cache`. `known` is its entry when the caller already
-/// has it (a route that resolved the store path); otherwise it is looked up.
+/// The verified bytes of NAR `key` in `cache` (those of `range`, when stored). `known` is
+/// its entry when the caller already has it (a route that resolved the store path);
+/// otherwise it is looked up.
 pub async fn open(
     app: &Arc<App>,
     cache: &Arc<ServedCache>,
     key: NarKey,
     known: Option<Arc<NarEntry>>,
+    range: Option<ByteRange>,
 ) -> Result<NarBody, DeliveryError> {
-    if let Some(body) = from_store(app, cache, key).await {
+    if let Some(body) = from_store(app, cache, key, range).await? {
         return Ok(body);
     }
     let entry = match known {
@@ -88,7 +102,13 @@ pub async fn probe(
     key: NarKey,
     known: Option<Arc<NarEntry>>,
 ) -> Result<u64, DeliveryError> {
-    if let Some((_, size)) = app.fetcher.store().lookup(&key).await {
+    if let Some(size) = app
+        .fetcher
+        .storage()
+        .size_of(&key)
+        .await
+        .map_err(DeliveryError::Storage)?
+    {
         return Ok(size);
     }
     let entry = match known {
@@ -107,23 +127,28 @@ pub async fn probe(
     Err(unusable.map_or(DeliveryError::NoSource, DeliveryError::BadNarUrl))
 }
 
-/// Warm: the local store holds only verified bytes.
-async fn from_store(app: &App, cache: &ServedCache, key: NarKey) -> Option<NarBody> {
-    match app.fetcher.store().open_nar(&key).await {
-        Ok(Some((file, size))) => {
-            app.metrics.nar_request(cache.name(), true);
-            let stream = tokio_util::io::ReaderStream::with_capacity(file, NAR_READ_CHUNK);
-            Some(NarBody {
-                stream: stream.boxed(),
-                size,
-            })
+/// Warm: the storage holds only verified bytes. A storage that cannot be read is an
+/// error (503), not a reason to fetch: the fetch could not be stored either.
+async fn from_store(
+    app: &App,
+    cache: &ServedCache,
+    key: NarKey,
+    range: Option<ByteRange>,
+) -> Result<Option<NarBody>, DeliveryError> {
+    let read = match app.fetcher.storage().open(&key, range).await {
+        Ok(Opened::Read(read)) => read,
+        Ok(Opened::Missing) => return Ok(None),
+        Ok(Opened::Unsatisfiable { size }) => {
+            return Err(DeliveryError::RangeNotSatisfiable { size })
         }
-        Ok(None) => None,
-        Err(e) => {
-            tracing::warn!(%key, "reading local NAR: {e}");
-            None
-        }
-    }
+        Err(e) => return Err(DeliveryError::Storage(e)),
+    };
+    app.metrics.nar_request(cache.name(), true);
+    Ok(Some(NarBody {
+        stream: read.stream,
+        size: read.size,
+        range: range.map(|_| read.range),
+    }))
 }
 
 /// What is known about NAR `key`: memory first, then the database's accepted decision.
@@ -208,6 +233,7 @@ fn from_upstream(
     Ok(NarBody {
         stream: fetch.inflight.body().boxed(),
         size: nar_size,
+        range: None,
     })
 }
 

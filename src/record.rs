@@ -109,7 +109,7 @@ fn failed(app: &App, write: &PendingWrite, why: &str) {
 
 /// Forgets, in the database, the NAR objects the store evicted since last time.
 pub async fn evictions(app: &App) {
-    for gone in app.fetcher.store().take_evicted() {
+    for gone in app.fetcher.storage().spool().take_evicted() {
         best_effort(app, PendingWrite::Evicted(gone)).await;
     }
 }
@@ -120,7 +120,7 @@ pub async fn follow_evictions(app: Arc<App>) {
     let shutdown = app.background.shutdown_signal();
     loop {
         tokio::select! {
-            () = app.fetcher.store().evicted() => evictions(&app).await,
+            () = app.fetcher.storage().spool().evicted() => evictions(&app).await,
             () = shutdown.cancelled() => return,
         }
     }

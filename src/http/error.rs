@@ -9,6 +9,8 @@
 //! | no positive decision, unknown file                | 404    | the reason, `max-age`  |
 //! | malformed hash part, NAR name, query              | 400    | what is malformed      |
 //! | database or rendering failure (`ResolveError`...) | 503    | "try again"; cause logged |
+//! | NAR storage (the bucket) unreadable               | 503    | "try again"; cause logged |
+//! | `Range` outside a stored NAR                      | 416    | `Content-Range: */size` |
 //! | upstream advertised an unusable NAR URL           | 502    | a sentence; URL logged |
 
 use std::sync::Arc;
@@ -41,6 +43,11 @@ pub enum HttpError {
         public: &'static str,
         /// What the log says.
         cause: String,
+    },
+    /// 416: the `Range` asked for selects none of a stored NAR's `size` bytes.
+    RangeNotSatisfiable {
+        /// The NAR's size, for `Content-Range: bytes */size`.
+        size: u64,
     },
     /// 502: an upstream gave quorate something unusable; `cause` is logged.
     BadGateway {
@@ -78,6 +85,17 @@ impl IntoResponse for HttpError {
                     None,
                 )
             }
+            HttpError::RangeNotSatisfiable { size } => {
+                let mut resp = text(
+                    StatusCode::RANGE_NOT_SATISFIABLE,
+                    "range not satisfiable\n",
+                    None,
+                );
+                if let Ok(v) = HeaderValue::from_str(&format!("bytes */{size}")) {
+                    resp.headers_mut().insert(header::CONTENT_RANGE, v);
+                }
+                resp
+            }
             HttpError::BadGateway { public, cause } => {
                 tracing::warn!("{cause}");
                 text(StatusCode::BAD_GATEWAY, &format!("{public}\n"), None)
@@ -110,6 +128,11 @@ impl From<DeliveryError> for HttpError {
                 public: "temporarily unavailable, try again",
                 cause: format!("database: {cause}"),
             },
+            DeliveryError::Storage(cause) => HttpError::Unavailable {
+                public: "NAR storage temporarily unavailable, try again",
+                cause: format!("NAR storage: {cause}"),
+            },
+            DeliveryError::RangeNotSatisfiable { size } => HttpError::RangeNotSatisfiable { size },
         }
     }
 }

@@ -14,7 +14,7 @@ use crate::app::App;
 pub async fn metrics(State(app): State<Arc<App>>) -> Response {
     let text = app
         .metrics
-        .encode(app.fetcher.store().total_size(), app.outbox.len());
+        .encode(app.fetcher.storage().local_size(), app.outbox.len());
     let mut resp = (StatusCode::OK, text).into_response();
     resp.headers_mut().insert(
         header::CONTENT_TYPE,

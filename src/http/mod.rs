@@ -18,7 +18,7 @@ mod ui;
 use std::sync::Arc;
 
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use axum::routing::get;
 use axum::Router;
 
@@ -48,14 +48,18 @@ pub fn router(app: Arc<App>) -> Router {
             )
             .route(
                 "/nar/{file}",
-                get(move |s: State<Arc<App>>, p: Path<String>| nar::nar(s, idx, p))
-                    .head(move |s: State<Arc<App>>, p: Path<String>| nar::nar_head(s, idx, p)),
+                get(move |s: State<Arc<App>>, p: Path<String>, h: HeaderMap| {
+                    nar::nar(s, idx, p, h)
+                })
+                .head(move |s: State<Arc<App>>, p: Path<String>| nar::nar_head(s, idx, p)),
             )
             .route(
                 "/nar/{compression}/{file}",
-                get(move |s: State<Arc<App>>, p: Path<(String, String)>| {
-                    nar::nar_compressed(s, idx, p)
-                })
+                get(
+                    move |s: State<Arc<App>>, p: Path<(String, String)>, h: HeaderMap| {
+                        nar::nar_compressed(s, idx, p, h)
+                    },
+                )
                 .head(move |s: State<Arc<App>>, p: Path<(String, String)>| {
                     nar::nar_compressed_head(s, idx, p)
                 }),

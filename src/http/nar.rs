@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use axum::body::Body;
 use axum::extract::{Path, State};
-use axum::http::{header, HeaderValue};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use futures_util::{StreamExt, TryStreamExt};
 use quorate_core::flavor::{NarEncoding, NarRequest};
@@ -15,13 +15,18 @@ use quorate_core::protocol::nar_hash::NarKey;
 use super::error::HttpError;
 use crate::app::App;
 use crate::delivery;
-use crate::nar::zstd_encode;
+use crate::nar::{zstd_encode, ByteRange};
 use crate::resolve::resolve;
 use crate::served_cache::{NarEntry, Resolution, ServedCache};
 
-/// `GET <mount>/nar/<file>`.
-pub async fn nar(State(app): State<Arc<App>>, idx: usize, Path(file): Path<String>) -> Response {
-    respond(&app, idx, None, &file, Method::Get).await
+/// `GET <mount>/nar/<file>`; a stored NAR answers a single `Range` with 206.
+pub async fn nar(
+    State(app): State<Arc<App>>,
+    idx: usize,
+    Path(file): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    respond(&app, idx, None, &file, Method::Get(range(&headers))).await
 }
 
 /// `GET <mount>/nar/<compression>/<file>`.
@@ -29,8 +34,21 @@ pub async fn nar_compressed(
     State(app): State<Arc<App>>,
     idx: usize,
     Path((compression, file)): Path<(String, String)>,
+    headers: HeaderMap,
 ) -> Response {
-    respond(&app, idx, Some(&compression), &file, Method::Get).await
+    respond(
+        &app,
+        idx,
+        Some(&compression),
+        &file,
+        Method::Get(range(&headers)),
+    )
+    .await
+}
+
+/// The single byte range a request asks for, if any (others are ignored: the whole NAR).
+fn range(headers: &HeaderMap) -> Option<ByteRange> {
+    ByteRange::parse(headers.get(header::RANGE)?.to_str().ok()?)
 }
 
 /// `HEAD <mount>/nar/<file>`: answered from what is known, never by downloading the NAR
@@ -55,10 +73,10 @@ pub async fn nar_compressed_head(
 /// A NAR's bytes as they stream.
 type NarStream = futures_util::stream::BoxStream<'static, std::io::Result<bytes::Bytes>>;
 
-/// GET delivers the bytes; HEAD only says whether and how long.
+/// GET delivers the bytes (all, or a range); HEAD only says whether and how long.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Method {
-    Get,
+    Get(Option<ByteRange>),
     Head,
 }
 
@@ -75,10 +93,19 @@ async fn respond(
         Err(e) => return e.into_response(),
     };
     let result = match method {
-        Method::Get => delivery::open(app, &cache, key, known).await.map(|body| {
-            let counted = counted(app.clone(), cache.name().to_owned(), body.stream);
-            nar_response(Some(counted), body.size, encoding)
-        }),
+        Method::Get(range) => {
+            // Ranges are of the NAR itself: a NAR sent compressed is sent whole.
+            let range = range.filter(|_| encoding == NarEncoding::Identity);
+            delivery::open(app, &cache, key, known, range)
+                .await
+                .map(|body| {
+                    let counted = counted(app.clone(), cache.name().to_owned(), body.stream);
+                    match body.range {
+                        Some(part) => partial_response(counted, part, body.size),
+                        None => nar_response(Some(counted), body.size, encoding),
+                    }
+                })
+        }
         Method::Head => delivery::probe(app, &cache, key, known)
             .await
             .map(|size| nar_response(None, size, encoding)),
@@ -122,6 +149,26 @@ fn counted(app: Arc<App>, cache: String, bytes: NarStream) -> NarStream {
     bytes
         .inspect_ok(move |chunk| app.metrics.nar_served(&cache, chunk.len() as u64))
         .boxed()
+}
+
+/// A 206 answer: bytes `part` of a `size`-byte NAR.
+fn partial_response(bytes: NarStream, part: std::ops::Range<u64>, size: u64) -> Response {
+    let mut resp = Response::new(Body::from_stream(bytes));
+    *resp.status_mut() = StatusCode::PARTIAL_CONTENT;
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/x-nix-nar"),
+    );
+    h.insert(
+        header::CONTENT_LENGTH,
+        HeaderValue::from(part.end - part.start),
+    );
+    let content_range = format!("bytes {}-{}/{size}", part.start, part.end.saturating_sub(1));
+    if let Ok(v) = HeaderValue::from_str(&content_range) {
+        h.insert(header::CONTENT_RANGE, v);
+    }
+    resp
 }
 
 /// A NAR answer: the NAR's bytes (`None` for HEAD) of NarSize `size`, sent as `encoding`.

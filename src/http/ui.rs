@@ -328,7 +328,7 @@ fn totals(page: &mut String, app: &App) {
 <tr><td>records that could not be written</td><td>{rf}</td></tr>
 </table><p>More at <a href="/metrics">/metrics</a>.</p></section>"#,
         total = local + upstream,
-        store = app.fetcher.store().total_size() as f64 / 1048576.0,
+        store = app.fetcher.storage().local_size() as f64 / 1048576.0,
         outbox = app.outbox.len(),
         rf = m.record_failures(),
     );

@@ -52,6 +52,7 @@ use quorate_core::protocol::nar_hash::{NarHash, NarKey};
 use tokio_util::task::TaskTracker;
 
 use super::compression::{Compression, Decode};
+use super::storage::NarStorage;
 use super::{NarError, NarStore};
 
 #[cfg(test)]
@@ -135,8 +136,8 @@ fn lock(registry: &Registry) -> MutexGuard<'_, HashMap<(NarKey, u64), Arc<Inflig
 
 /// Starts verified fetches into a [`NarStore`], one per NAR however many clients ask.
 pub struct NarFetcher {
-    /// Where verified NARs go, and where a fetch looks first.
-    store: Arc<NarStore>,
+    /// Where verified NARs go (and where a fetch looks first, when that is local).
+    storage: NarStorage,
     /// Fetches in progress, so that concurrent callers share one.
     inflight: Registry,
     /// Where fetch tasks run: the service drains it on shutdown, so a fetch in flight
@@ -155,17 +156,17 @@ pub struct Fetch {
 
 impl NarFetcher {
     /// A fetcher that commits into `store` and runs its fetches on `tasks`.
-    pub fn new(store: Arc<NarStore>, tasks: TaskTracker) -> Self {
+    pub fn new(storage: NarStorage, tasks: TaskTracker) -> Self {
         NarFetcher {
-            store,
+            storage,
             inflight: Registry::default(),
             tasks,
         }
     }
 
-    /// The store this fetcher commits into.
-    pub fn store(&self) -> &Arc<NarStore> {
-        &self.store
+    /// Where this fetcher commits verified NARs.
+    pub fn storage(&self) -> &NarStorage {
+        &self.storage
     }
 
     /// Joins the running fetch of this NAR, or starts one trying `sources` in turn.
@@ -206,9 +207,9 @@ impl NarFetcher {
             inflight: Arc::clone(&inflight),
             done: false,
         };
-        let store = Arc::clone(&self.store);
+        let storage = self.storage.clone();
         self.tasks.spawn(async move {
-            let outcome = fetch(store, Arc::clone(&finish.inflight), sources).await;
+            let outcome = fetch(storage, Arc::clone(&finish.inflight), sources).await;
             finish.finish(outcome);
         });
         Fetch {
@@ -441,36 +442,39 @@ impl Drop for Finish {
 /// source in turn until one delivers the verified NAR or fails for a reason that is not its
 /// own.
 async fn fetch<E>(
-    store: Arc<NarStore>,
+    storage: NarStorage,
     inflight: Arc<Inflight>,
     sources: Vec<FetchSource<E>>,
 ) -> Result<(), NarError>
 where
     E: std::fmt::Display + Send + 'static,
 {
-    // The NAR may have been committed between the caller's store lookup and this fetch.
-    let warm = {
-        let (store, key) = (Arc::clone(&store), inflight.key);
-        tokio::task::spawn_blocking(move || store.open_nar_blocking(&key)).await
-    };
-    match warm {
-        Ok(Ok(Some((file, size)))) if size == inflight.expected.nar_size => {
-            inflight.progress.send_modify(|state| {
-                state.file = Some(Arc::new(file));
-                state.written = size;
-                state.verified = true;
-            });
-            return Ok(());
+    // The NAR may have been committed between the caller's store lookup and this fetch
+    // (local directory only: bodies tail a file, and a bucket's object is not one).
+    if let Some(store) = storage.local() {
+        let warm = {
+            let (store, key) = (Arc::clone(store), inflight.key);
+            tokio::task::spawn_blocking(move || store.open_nar_blocking(&key)).await
+        };
+        match warm {
+            Ok(Ok(Some((file, size)))) if size == inflight.expected.nar_size => {
+                inflight.progress.send_modify(|state| {
+                    state.file = Some(Arc::new(file));
+                    state.written = size;
+                    state.verified = true;
+                });
+                return Ok(());
+            }
+            Ok(Err(err)) => tracing::warn!(key = %inflight.key, %err, "cannot open stored NAR"),
+            _ => {}
         }
-        Ok(Err(err)) => tracing::warn!(key = %inflight.key, %err, "cannot open stored NAR"),
-        _ => {}
     }
 
     let mut last = NarError::Source("no upstream offers this NAR".into());
     let count = sources.len();
     for (n, source) in sources.into_iter().enumerate() {
         let label = source.label;
-        let err = match attempt(&store, &inflight, source.compression, source.open).await {
+        let err = match attempt(&storage, &inflight, source.compression, source.open).await {
             Ok(()) => {
                 inflight
                     .progress
@@ -503,10 +507,10 @@ where
     Err(last)
 }
 
-/// One attempt: `source`'s bytes, decoded, hashed and written to a fresh temp file, then
-/// committed if right.
+/// One attempt: `source`'s bytes, decoded, hashed and written to a fresh temp file in the
+/// spool, then committed to the storage if right.
 async fn attempt<E>(
-    store: &Arc<NarStore>,
+    storage: &NarStorage,
     inflight: &Arc<Inflight>,
     compression: Compression,
     source: BoxFuture<'static, Result<BoxStream<'static, Result<Bytes, E>>, E>>,
@@ -516,9 +520,9 @@ where
 {
     let (chunks, upstream) = mpsc::channel(CHANNEL_CHUNKS / BATCH_CHUNKS);
     let mut decode = {
-        let (store, inflight) = (Arc::clone(store), Arc::clone(inflight));
+        let (spool, inflight) = (Arc::clone(storage.spool()), Arc::clone(inflight));
         tokio::task::spawn_blocking(move || {
-            decode_into_store(&store, &inflight, compression, upstream)
+            decode_into_spool(&spool, &inflight, compression, upstream)
         })
     };
     let pump = pump(source, chunks);
@@ -530,7 +534,12 @@ where
     };
     // Leaving drops the pump and with it the upstream stream: once the decoder has stopped
     // (done, or refused more bytes), the download stops too.
-    decoded.unwrap_or(Err(NarError::Interrupted))
+    let mut temp = decoded.unwrap_or(Err(NarError::Interrupted))?;
+    // Verified and fsynced: the bodies have every byte already; now make it visible.
+    temp.committed = storage
+        .commit(&inflight.key, &temp.path, inflight.expected.nar_size)
+        .await?;
+    Ok(())
 }
 
 /// Compressed chunks on their way to the decoder, in upstream order, or the upstream's
@@ -585,20 +594,21 @@ where
     }
 }
 
-/// The blocking half: decompress, count, hash and write; then commit or clean up.
+/// The blocking half: decompress, count, hash and write into a spool file; the verified,
+/// fsynced file is handed back for the caller to commit (dropped, it is deleted).
 ///
 /// Decoding and hashing run on this thread, appending to the temp file on a second one
 /// (write-behind through a few recycled buffers): page-cache writes cost about as much as
 /// SHA-256, and DESIGN §10 wants a cold NAR bound by decompression and hashing alone.
-fn decode_into_store(
-    store: &NarStore,
+fn decode_into_spool(
+    spool: &NarStore,
     inflight: &Inflight,
     compression: Compression,
     upstream: mpsc::Receiver<Batch>,
-) -> Result<(), NarError> {
+) -> Result<TempFile, NarError> {
     let expected = inflight.expected;
-    let (path, file) = store.create_temp(&inflight.key)?;
-    let mut temp = TempFile {
+    let (path, file) = spool.create_temp(&inflight.key)?;
+    let temp = TempFile {
         path,
         committed: false,
     };
@@ -650,9 +660,7 @@ fn decode_into_store(
     verdict(expected, count, digest)?;
     inflight.progress.send_modify(|state| state.verified = true);
     file.sync_all()?;
-    store.commit_blocking(&inflight.key, &temp.path, count)?;
-    temp.committed = true;
-    Ok(())
+    Ok(temp)
 }
 
 /// Whether `count` decoded bytes hashing to `digest` are the NAR `expected` promises.

@@ -25,6 +25,8 @@
 mod compression;
 mod encode;
 mod fetch;
+mod objects;
+mod storage;
 mod store;
 
 #[cfg(test)]
@@ -39,6 +41,8 @@ pub use encode::zstd_encode;
 #[doc(hidden)]
 pub use fetch::check_decoded;
 pub use fetch::{Expected, FailedAttempt, Fetch, FetchReport, FetchSource, Inflight, NarFetcher};
+pub use objects::{ObjectError, ObjectNars};
+pub use storage::{ByteRange, NarRead, NarStorage, Opened};
 pub use store::NarStore;
 
 /// Why a NAR could not be fetched, verified or stored. Clone, so that every client of one

@@ -15,7 +15,7 @@ use tokio::sync::Notify;
 
 use super::{FetchSource, Inflight, NarFetcher, BATCH_CHUNKS, CHANNEL_CHUNKS, CHUNK};
 use crate::nar::test_nar::{chunked, compress, expected_for, generated_nar, Prng};
-use crate::nar::{Compression, Expected, NarError, NarStore};
+use crate::nar::{Compression, Expected, NarError, NarStorage, NarStore};
 use quorate_core::protocol::nar_hash::NarHash;
 
 type Source = BoxStream<'static, Result<Bytes, String>>;
@@ -35,7 +35,10 @@ where
 fn setup(max_size: Option<u64>) -> (tempfile::TempDir, Arc<NarStore>, NarFetcher) {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = Arc::new(NarStore::open(dir.path().to_owned(), max_size).expect("store"));
-    let fetcher = NarFetcher::new(Arc::clone(&store), tokio_util::task::TaskTracker::new());
+    let fetcher = NarFetcher::new(
+        NarStorage::Local(Arc::clone(&store)),
+        tokio_util::task::TaskTracker::new(),
+    );
     (dir, store, fetcher)
 }
 
