@@ -19,12 +19,24 @@
 #     openFirewall = true;
 #   };
 #
+# A member of a replica set (README "Scale-out"): every replica has the same settings, one
+# shared PostgreSQL in settings.database_url, NARs in one S3 bucket, and its own advertiseUrl:
+#   services.quorate = {
+#     settings.database_url = "postgres://quorate@db.lan/quorate";
+#     narStore = {
+#       url = "s3://quorate/nar-store"; endpoint = "https://s3.lan"; region = "garage";
+#       accessKeyId = "GK..."; secretAccessKeyFile = "/var/keys/quorate-s3.secret";
+#     };
+#     replica = { advertiseUrl = "http://cache-1.lan:8080"; secretFile = "/var/keys/quorate-replica.secret"; };
+#   };
+#
 # `settings` is quorate's TOML config (DESIGN §7, README "Configuration reference") written as
 # Nix: every key is reachable, unknown keys are refused by quorate itself when the rendered file
 # is checked at build time (`quorate check-config`, as attic's module does).
 #
-# Secrets never enter the world-readable Nix store: signing keys are given as paths on the
-# target machine and handed to the unit with systemd's LoadCredential=. quorate does not
+# Secrets never enter the world-readable Nix store: signing keys, the S3 secret key and the
+# replica secret are given as paths on the target machine and handed to the unit with
+# systemd's LoadCredential=. quorate does not
 # expand environment variables in its config, so the rendered file cannot say
 # `$CREDENTIALS_DIRECTORY/...`. It names the fixed path instead: for a system service systemd
 # always places credentials in /run/credentials/<unit name>/, i.e.
@@ -140,6 +152,33 @@ let
   };
 
   credentialName = cache: "signing-key-${cache}";
+  s3SecretCredential = "s3-secret-access-key";
+  replicaSecretCredential = "replica-secret";
+
+  # [nar_store] from the narStore options (null: the section is left out, NARs stay in
+  # state_dir as today). Unset options are left out (quorate's defaults).
+  narStoreSection = lib.optionalAttrs (cfg.narStore.url != null) {
+    nar_store = {
+      inherit (cfg.narStore) url endpoint region;
+      path_style = cfg.narStore.pathStyle;
+      access_key_id = cfg.narStore.accessKeyId;
+      secret_access_key_file =
+        if cfg.narStore.secretAccessKeyFile != null then
+          "${credentialsDir}/${s3SecretCredential}"
+        else
+          null;
+    };
+  };
+
+  # [replica] from the replica options.
+  replicaSection = lib.optionalAttrs (cfg.replica.advertiseUrl != null) {
+    replica = {
+      advertise_url = cfg.replica.advertiseUrl;
+      secret_file = "${credentialsDir}/${replicaSecretCredential}";
+    };
+  };
+
+  isPostgres = url: url != null && (lib.hasPrefix "postgres://" url || lib.hasPrefix "postgresql://" url);
 
   # cache name -> secret key path on the target machine.
   signingKeys =
@@ -160,9 +199,12 @@ let
     else
       v;
 
-  # The config as written: each cache with a key in signingKeys reads it from its credential.
+  # The config as written: each cache with a key in signingKeys reads it from its credential;
+  # [nar_store] and [replica] from their options, secrets from their credentials.
   renderedSettings = dropNulls (
     cfg.settings
+    // narStoreSection
+    // replicaSection
     // {
       cache = map (
         c:
@@ -270,6 +312,75 @@ in
       description = "Secret signing key per cache name, passed like `signingKeyFile`.";
     };
 
+    narStore = {
+      url = mkOption {
+        type = types.nullOr (types.strMatching "(s3|file)://.+");
+        default = null;
+        example = "s3://quorate/nar-store";
+        description = ''
+          Where NARs are kept (`[nar_store] url`): `s3://bucket/prefix` for an S3-compatible
+          object store shared by a replica set, or `file:///path`. null: the local directory
+          `state_dir/nars`, as a single quorate keeps them.
+        '';
+      };
+      endpoint = mkOption {
+        type = types.nullOr types.str;
+        default = null;
+        example = "http://127.0.0.1:3900";
+        description = "S3 endpoint of a self-hosted store (Garage, MinIO, Ceph); null for AWS.";
+      };
+      region = mkOption {
+        type = types.nullOr types.str;
+        default = null;
+        example = "garage";
+        description = "S3 region to sign for (Garage: its `s3_region`).";
+      };
+      pathStyle = mkOption {
+        type = types.nullOr types.bool;
+        default = null;
+        description = "Path-style addressing (`endpoint/bucket/key`); null: quorate's default (on when `endpoint` is set).";
+      };
+      accessKeyId = mkOption {
+        type = types.nullOr types.str;
+        default = null;
+        example = "GK31c2f218a2e44f485b94239e";
+        description = "S3 access key id (not a secret); null: quorate reads `AWS_ACCESS_KEY_ID`.";
+      };
+      secretAccessKeyFile = mkOption {
+        type = types.nullOr types.path;
+        default = null;
+        example = "/var/keys/quorate-s3.secret";
+        description = ''
+          A file holding the S3 secret access key: an absolute path on the target machine,
+          outside the Nix store, passed with LoadCredential like the signing keys. null:
+          quorate reads `AWS_SECRET_ACCESS_KEY`.
+        '';
+      };
+    };
+
+    replica = {
+      advertiseUrl = mkOption {
+        type = types.nullOr types.str;
+        default = null;
+        example = "http://cache-1.lan:8080";
+        description = ''
+          Makes this quorate a member of a replica set (`[replica] advertise_url`): how the
+          other replicas reach this one (its listen address as they see it). The set shares
+          settings.database_url (PostgreSQL) and narStore.
+        '';
+      };
+      secretFile = mkOption {
+        type = types.nullOr types.path;
+        default = null;
+        example = "/var/keys/quorate-replica.secret";
+        description = ''
+          The replica set's shared secret (the same file content on every replica), which
+          authenticates the replicas' internal route: a path on the target machine, outside
+          the Nix store, passed with LoadCredential.
+        '';
+      };
+    };
+
     database.createLocally = mkOption {
       type = types.bool;
       default = false;
@@ -297,6 +408,12 @@ in
       ++ lib.optionals (cfg.signingKeyFile != null) (
         secretAssertion "services.quorate.signingKeyFile" cfg.signingKeyFile
       )
+      ++ lib.optionals (cfg.narStore.secretAccessKeyFile != null) (
+        secretAssertion "services.quorate.narStore.secretAccessKeyFile" cfg.narStore.secretAccessKeyFile
+      )
+      ++ lib.optionals (cfg.replica.secretFile != null) (
+        secretAssertion "services.quorate.replica.secretFile" cfg.replica.secretFile
+      )
       ++ lib.concatMap (
         c:
         lib.optionals (c ? signing_key_file && c.signing_key_file != null) (
@@ -322,6 +439,26 @@ in
               lib.filter (n: !(lib.elem n cacheNames)) (lib.attrNames cfg.signingKeyFiles)
             )
           }, which is not a cache in services.quorate.settings.cache (${lib.concatStringsSep ", " cacheNames}).";
+        }
+        {
+          assertion = (cfg.replica.advertiseUrl == null) == (cfg.replica.secretFile == null);
+          message = "services.quorate.replica needs both advertiseUrl and secretFile (a replica set's members authenticate each other with the shared secret).";
+        }
+        {
+          assertion = cfg.replica.advertiseUrl == null || isPostgres cfg.settings.database_url;
+          message = "services.quorate.replica: a replica set shares one PostgreSQL database; set services.quorate.settings.database_url to a postgres:// URL (quorate refuses SQLite for a replica set).";
+        }
+        {
+          assertion = !(cfg.settings ? nar_store && cfg.narStore.url != null);
+          message = "services.quorate: [nar_store] is set both in settings.nar_store and in narStore; use narStore (it keeps the secret key out of the store).";
+        }
+        {
+          assertion = !(cfg.settings ? replica && cfg.replica.advertiseUrl != null);
+          message = "services.quorate: [replica] is set both in settings.replica and in replica; use replica (it keeps the secret out of the store).";
+        }
+        {
+          assertion = cfg.narStore.url != null || lib.all (v: v == null) (lib.attrValues (removeAttrs cfg.narStore [ "url" ]));
+          message = "services.quorate.narStore: endpoint, region, pathStyle and the credentials need narStore.url.";
         }
         {
           assertion = !cfg.database.createLocally || cfg.settings.database_url == localDatabaseUrl;
@@ -381,9 +518,14 @@ in
         StateDirectory = "quorate";
         StateDirectoryMode = "0700";
         WorkingDirectory = stateDir;
-        LoadCredential = lib.mapAttrsToList (
-          cache: path: "${credentialName cache}:${toString path}"
-        ) signingKeys;
+        LoadCredential =
+          lib.mapAttrsToList (cache: path: "${credentialName cache}:${toString path}") signingKeys
+          ++ lib.optional (
+            cfg.narStore.url != null && cfg.narStore.secretAccessKeyFile != null
+          ) "${s3SecretCredential}:${toString cfg.narStore.secretAccessKeyFile}"
+          ++ lib.optional (
+            cfg.replica.advertiseUrl != null && cfg.replica.secretFile != null
+          ) "${replicaSecretCredential}:${toString cfg.replica.secretFile}";
         # A state_dir outside the StateDirectory must be made writable explicitly.
         ReadWritePaths = lib.optionals (
           cfg.settings.state_dir != stateDir && !(lib.hasPrefix "${stateDir}/" cfg.settings.state_dir)

@@ -9,18 +9,23 @@
 # What it does, in order:
 #  1. installs what the tests drive and is missing (Debian packages: nix-bin, postgresql,
 #     guile-3.0, guile-gcrypt, curl, openssl, which builds the large Nix fixture, and
-#     docker-compose, which validates docker-compose.yml in tests/deploy.rs, and chromium,
-#     which loads the status page in tests/operate.rs).
+#     docker-compose, which validates docker-compose.yml in tests/deploy.rs, chromium,
+#     which loads the status page in tests/operate.rs, and nginx, the load balancer in front
+#     of the replica sets of tests/fleet.rs).
 #     As root: `apt-get update` once, then a non-interactive install. Not root: names the
 #     missing packages and exits non-zero.
 #  2. starts a throwaway PostgreSQL (scripts/test-postgres.sh) and exports its URL as
 #     QUORATE_TEST_POSTGRES_URL, unless that variable is already set (your own server);
 #     it is stopped on exit, whatever happens.
-#  3. runs `cargo test --all-targets` (or the selection above); cargo's output is untouched.
-#  4. prints how long each step took. Nothing here asserts on time.
+#  3. makes a Garage binary (the S3 server of tests/fleet.rs) available and exports its path
+#     as QUORATE_TEST_GARAGE: scripts/garage.sh, which uses ~/.cache/quorate/bin/garage-2.5.0
+#     or builds it there once (cargo install; about 10 minutes on 2 cores, timed below).
+#  4. runs `cargo test --all-targets` (or the selection above); cargo's output is untouched.
+#  5. prints how long each step took. Nothing here asserts on time.
 #
 # Env: QUORATE_TEST_POSTGRES_URL (use this server instead of starting one),
 #      QUORATE_TEST_SKIP_POSTGRES=1 (run the PostgreSQL variants of tests as skipped),
+#      QUORATE_TEST_GARAGE (use this Garage binary instead of the cached one),
 #      BIG_MB (size of the large Nix fixture path, default 100).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -46,11 +51,12 @@ have() {
     openssl) [[ -x /usr/bin/openssl ]] ;; # at this path: Nix builds see only /usr, /bin, /lib
     docker-compose) command -v docker-compose >/dev/null ;;
     chromium) command -v chromium >/dev/null || command -v chromium-browser >/dev/null ;;
+    nginx) command -v nginx >/dev/null || [[ -x /usr/sbin/nginx ]] ;;
   esac
 }
 t=$EPOCHREALTIME
 missing=()
-for p in nix-bin postgresql guile-3.0 guile-gcrypt curl openssl docker-compose chromium; do have "$p" || missing+=("$p"); done
+for p in nix-bin postgresql guile-3.0 guile-gcrypt curl openssl docker-compose chromium nginx; do have "$p" || missing+=("$p"); done
 if ((${#missing[@]})); then
   if [[ $(id -u) -ne 0 ]]; then
     say "missing system packages: ${missing[*]}"
@@ -93,7 +99,13 @@ else
   timings+=("postgres start $(since "$t")s")
 fi
 
-# ---- 3. cargo test --------------------------------------------------------------------
+# ---- 3. Garage -------------------------------------------------------------------------
+t=$EPOCHREALTIME
+QUORATE_TEST_GARAGE=$(scripts/garage.sh) || { say "no Garage binary (scripts/garage.sh failed)"; exit 1; }
+export QUORATE_TEST_GARAGE
+timings+=("garage $(since "$t")s ($QUORATE_TEST_GARAGE)")
+
+# ---- 4. cargo test --------------------------------------------------------------------
 # A first argument naming an integration test file (tests/NAME.rs) selects that binary;
 # an argument that selects targets itself replaces --all-targets.
 args=("$@")

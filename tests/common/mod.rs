@@ -16,6 +16,11 @@
 //! - [`procfs`]: a process under `/proc`: memory, file descriptors by kind, open-file limit.
 //! - [`guix`]: the Guix side: the libgcrypt oracle (Guile scripts), a world of builders and
 //!   guix-publish-style upstreams, narinfos read the way Guix reads them.
+//! - [`garage`]: a real single-node Garage (S3) with one bucket, stopped and started at will;
+//!   [`s3`]: the signed S3 requests that look into it (objects, incomplete uploads).
+//! - [`fleet`]: a replica set: N quorates sharing one PostgreSQL database, one signing key,
+//!   and (issue 9) one `[nar_store]` bucket and a `[replica]` secret.
+//! - [`lb`]: nginx round-robin in front of a replica set, skipping a dead replica.
 //!
 //! The Nix stories are plain `#[test]` functions: the Nix client is a blocking subprocess, so
 //! the HTTP servers and database checks run on one shared background runtime, never on the
@@ -25,13 +30,17 @@
 
 pub mod adversary;
 pub mod fixtures;
+pub mod fleet;
+pub mod garage;
 pub mod guix;
 pub mod hostile;
 pub mod http;
+pub mod lb;
 pub mod nix_client;
 pub mod procfs;
 pub mod quorate;
 pub mod records;
+pub mod s3;
 pub mod upstream;
 
 use std::future::Future;
@@ -54,6 +63,8 @@ pub use quorate::{
 };
 #[allow(unused_imports)]
 pub use upstream::{Behavior, UpstreamServer};
+#[allow(unused_imports)]
+pub use {fleet::ReplicaSet, garage::Garage, lb::Balancer};
 
 /// The runtime the in-process upstreams and the database checks run on. Multi-threaded, so a
 /// server keeps answering while a test thread blocks on a Nix subprocess or on `block_on`.

@@ -237,6 +237,8 @@ pub struct Quorate {
     caches: Vec<CacheSpec>,
     /// The command `quorate serve` runs through (empty: none), kept for restarts.
     wrapper: Vec<String>,
+    /// Extra environment of `quorate serve`, kept for restarts.
+    env: Vec<(String, String)>,
     /// Owns the config, keys, state and log; deleted on drop (unless QUORATE_TEST_KEEP=1).
     dir: tempfile::TempDir,
 }
@@ -254,6 +256,18 @@ pub struct Placement {
     pub database_url: Option<String>,
     /// Other top-level config keys, as (key, TOML string value).
     pub settings: Vec<(String, String)>,
+    /// Config tables written after the top-level keys, as (name, table): e.g. `nar_store`
+    /// with [`super::garage::Garage::nar_store`] (DESIGN §11).
+    pub sections: Vec<(String, toml::Table)>,
+    /// `[replica]` with this `secret_file`, and `advertise_url` = this quorate's own URL
+    /// (known once its port is picked). `None`: no `[replica]` section.
+    pub replica_secret_file: Option<PathBuf>,
+    /// The prefix (`….sec`, `….pub`) of an existing test key to sign with, so that several
+    /// quorates (a replica set) sign alike. `None`: a fresh key from `quorate keygen`.
+    pub test_key: Option<PathBuf>,
+    /// Environment variables for `quorate serve` (e.g. `AWS_ACCESS_KEY_ID`), kept for
+    /// restarts.
+    pub env: Vec<(String, String)>,
 }
 
 impl Quorate {
@@ -302,7 +316,8 @@ impl Quorate {
         block_on(Quorate::start_placed_async(backend, caches, placement, &[]))
     }
 
-    async fn start_placed_async(
+    /// [`Quorate::start_placed`] with a `wrapper` command, from async code.
+    pub async fn start_placed_async(
         backend: Backend,
         caches: Vec<CacheSpec>,
         placement: Placement,
@@ -322,15 +337,33 @@ impl Quorate {
     /// Kills quorate with SIGKILL (no chance to clean up, as in a crash or an OOM kill) and
     /// starts it again on the same config, port, state and database.
     pub fn kill_and_restart(&mut self) {
+        self.kill();
+        self.restart();
+    }
+
+    /// Kills quorate with SIGKILL and waits for it to be gone; [`Quorate::restart`] brings it
+    /// back. (A replica that dies mid-download, as in a crash or an OOM kill.)
+    pub fn kill(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+
+    /// Whether the process still runs (it was not killed and did not exit).
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// Starts quorate again on the same config, port, state, database and environment, after
+    /// [`Quorate::kill`] or [`Quorate::terminate`]; returns once `/healthz` answers.
+    pub fn restart(&mut self) {
+        assert!(!self.is_running(), "quorate is still running");
         let log = std::fs::OpenOptions::new()
             .append(true)
             .open(&self.log_path)
             .expect("reopening quorate.log");
-        self.child = spawn_serve(&self.config_path, log, &self.wrapper);
+        self.child = spawn_serve(&self.config_path, log, &self.wrapper, &self.env);
         block_on(self.wait_healthy())
-            .unwrap_or_else(|log| panic!("quorate did not come back after kill -9:\n{log}"));
+            .unwrap_or_else(|log| panic!("quorate did not come back:\n{log}"));
     }
 
     async fn try_start(
@@ -348,8 +381,14 @@ impl Quorate {
             .iter()
             .any(|c| c.signing_key == SigningKey::Test)
             .then(|| {
-                let prefix = dir.path().join("keys").join(QUORATE_KEY_NAME);
-                keygen(&prefix);
+                let prefix = match &placement.test_key {
+                    Some(shared) => shared.clone(),
+                    None => {
+                        let prefix = dir.path().join("keys").join(QUORATE_KEY_NAME);
+                        keygen(&prefix);
+                        prefix
+                    }
+                };
                 let public_key = read_trimmed(&prefix.with_extension("pub"));
                 (prefix, public_key)
             });
@@ -363,6 +402,17 @@ impl Quorate {
         let log_path = dir.path().join("quorate.log");
         let config_path = dir.path().join("quorate.toml");
         let port = free_port();
+        let url = format!("http://127.0.0.1:{port}");
+        let mut sections = placement.sections.clone();
+        if let Some(secret_file) = &placement.replica_secret_file {
+            let mut replica = toml::Table::new();
+            replica.insert("advertise_url".into(), url.clone().into());
+            replica.insert(
+                "secret_file".into(),
+                secret_file.display().to_string().into(),
+            );
+            sections.push(("replica".into(), replica));
+        }
         let config = render_config(
             port,
             &state_dir,
@@ -373,14 +423,16 @@ impl Quorate {
                 .map(|(prefix, _)| prefix.with_extension("sec")),
             caches,
             &placement.settings,
+            &sections,
         );
         std::fs::write(&config_path, &config).expect("writing quorate.toml");
         let log = File::create(&log_path).expect("creating quorate.log");
         let wrapper: Vec<String> = wrapper.iter().map(|w| w.to_string()).collect();
-        let child = spawn_serve(&config_path, log, &wrapper);
+        let env = placement.env.clone();
+        let child = spawn_serve(&config_path, log, &wrapper, &env);
         let mut q = Quorate {
             child,
-            url: format!("http://127.0.0.1:{port}"),
+            url,
             backend,
             database_url,
             test_key,
@@ -389,6 +441,7 @@ impl Quorate {
             log_path,
             caches: caches.to_vec(),
             wrapper,
+            env,
             dir,
         };
         match q.wait_healthy().await {
@@ -645,8 +698,8 @@ impl Drop for Quorate {
 }
 
 /// `quorate serve --config CONFIG`, through the command `wrapper` if any (which must exec it),
-/// its output appended to `log`.
-fn spawn_serve(config_path: &Path, log: File, wrapper: &[String]) -> Child {
+/// with `env` added to the environment, its output appended to `log`.
+fn spawn_serve(config_path: &Path, log: File, wrapper: &[String], env: &[(String, String)]) -> Child {
     let quorate = env!("CARGO_BIN_EXE_quorate");
     let mut command = match wrapper.split_first() {
         Some((program, args)) => {
@@ -664,6 +717,7 @@ fn spawn_serve(config_path: &Path, log: File, wrapper: &[String]) -> Child {
             "QUORATE_LOG",
             std::env::var("QUORATE_LOG").unwrap_or_else(|_| "info,quorate=debug".into()),
         )
+        .envs(env.iter().map(|(k, v)| (k, v)))
         .stdin(Stdio::null())
         .stdout(log.try_clone().expect("cloning the log handle"))
         .stderr(log)
@@ -672,18 +726,16 @@ fn spawn_serve(config_path: &Path, log: File, wrapper: &[String]) -> Child {
 }
 
 /// `quorate keygen --flavor nix --name quorate-test-1 --out PREFIX`.
-fn keygen(prefix: &Path) {
+pub fn keygen(prefix: &Path) {
+    keygen_flavor(prefix, "nix", QUORATE_KEY_NAME);
+}
+
+/// `quorate keygen --flavor FLAVOR --name NAME --out PREFIX`.
+pub fn keygen_flavor(prefix: &Path, flavor: &str, name: &str) {
     std::fs::create_dir_all(prefix.parent().expect("key prefix has a parent"))
         .expect("creating the key directory");
     let out = Command::new(env!("CARGO_BIN_EXE_quorate"))
-        .args([
-            "keygen",
-            "--flavor",
-            "nix",
-            "--name",
-            QUORATE_KEY_NAME,
-            "--out",
-        ])
+        .args(["keygen", "--flavor", flavor, "--name", name, "--out"])
         .arg(prefix)
         .stdin(Stdio::null())
         .output()
@@ -705,7 +757,7 @@ fn read_trimmed(path: &Path) -> String {
 }
 
 /// A port nobody listens on right now.
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
@@ -725,6 +777,7 @@ fn render_config(
     test_key_file: Option<PathBuf>,
     caches: &[CacheSpec],
     settings: &[(String, String)],
+    sections: &[(String, toml::Table)],
 ) -> String {
     let mut t = String::new();
     let _ = writeln!(t, "# written by tests/common/quorate.rs");
@@ -735,6 +788,12 @@ fn render_config(
     let _ = writeln!(t, "state_dir = {}", q(&state_dir.display().to_string()));
     if backend == Backend::Postgres {
         let _ = writeln!(t, "database_url = {}", q(database_url));
+    }
+    for (name, table) in sections {
+        let mut wrapped = toml::Table::new();
+        wrapped.insert(name.clone(), toml::Value::Table(table.clone()));
+        let text = toml::to_string(&wrapped).expect("rendering a config section");
+        let _ = write!(t, "\n{text}");
     }
     for c in caches {
         let _ = writeln!(t, "\n[[cache]]");
@@ -780,7 +839,7 @@ fn render_config(
 }
 
 /// Creates a fresh database on the test PostgreSQL server and returns its URL.
-async fn fresh_postgres_database() -> String {
+pub async fn fresh_postgres_database() -> String {
     let admin = std::env::var("QUORATE_TEST_POSTGRES_URL").unwrap_or_else(|_| {
         panic!(
             "QUORATE_TEST_POSTGRES_URL is not set: run the tests with scripts/test.sh (it starts \
