@@ -8,6 +8,7 @@ use std::sync::Arc;
 use crate::config::Config;
 use crate::config::NarStoreConfig;
 use crate::db::{Db, DbError};
+use crate::fleet::Fleet;
 use crate::keys::{self, KeyFileError};
 use crate::metrics::Metrics;
 use crate::nar::{NarFetcher, NarStorage, NarStore, ObjectError, ObjectNars};
@@ -39,6 +40,14 @@ pub enum StartError {
     /// The object store for NARs could not be set up.
     #[error(transparent)]
     Objects(#[from] ObjectError),
+    /// The replica set's secret file is missing, unreadable or empty.
+    #[error("[replica] secret_file {path}: {reason}")]
+    ReplicaSecret {
+        /// The file.
+        path: String,
+        /// What is wrong with it.
+        reason: String,
+    },
 }
 
 /// Everything the routes and background tasks need.
@@ -59,6 +68,8 @@ pub struct App {
     pub outbox: Outbox,
     /// Tracked background work and the shutdown signal.
     pub background: Background,
+    /// This replica's place in its replica set (`[replica]`); `None` for a lone process.
+    pub fleet: Option<Fleet>,
 }
 
 impl App {
@@ -78,6 +89,17 @@ impl App {
         let background = Background::new();
         let fetcher = NarFetcher::new(storage, background.tracker());
         let upstream = UpstreamClient::new(config.upstream_timeout, config.upstream_idle_timeout)?;
+        let fleet = match &config.replica {
+            Some(replica) => {
+                let secret = read_secret(&replica.secret_file)?;
+                let fleet = Fleet::new(replica, &secret, config.upstream_idle_timeout);
+                Some(fleet.map_err(|e| StartError::ReplicaSecret {
+                    path: replica.secret_file.display().to_string(),
+                    reason: format!("building the client for the other replicas: {e}"),
+                })?)
+            }
+            None => None,
+        };
         let mut caches = Vec::new();
         for c in &config.caches {
             let signer = keys::load_or_generate(c)?;
@@ -101,8 +123,25 @@ impl App {
             metrics: Metrics::default(),
             outbox: Outbox::default(),
             background,
+            fleet,
         }))
     }
+}
+
+/// The replica set's shared secret: the first line of `path`, which must not be empty.
+fn read_secret(path: &std::path::Path) -> Result<String, StartError> {
+    let error = |reason: String| StartError::ReplicaSecret {
+        path: path.display().to_string(),
+        reason,
+    };
+    let text = std::fs::read_to_string(path).map_err(|e| error(e.to_string()))?;
+    let secret = text.lines().next().unwrap_or("").trim().to_owned();
+    if secret.len() < 16 {
+        return Err(error(
+            "the secret must be at least 16 characters (e.g. `openssl rand -hex 32`)".into(),
+        ));
+    }
+    Ok(secret)
 }
 
 /// Where verified NARs live, as `[nar_store]` says: a local directory, or a bucket with a

@@ -6,7 +6,8 @@
 //!      ─► every upstream that offers it at a URL it may send quorate to, ranked (not known
 //!         bad for it, priority, health)
 //!      ─► join or start the single-flight verified fetch (crate::nar), which tries them in
-//!         turn; stream its body
+//!         turn; stream its body (in a replica set, the set first decides who downloads:
+//!         crate::fleet)
 //!      ─► the caller that started the fetch records its report in the background: the NAR
 //!         object, and each source that failed (bad for this NAR, with an event)
 //! ```
@@ -27,8 +28,11 @@ use quorate_core::protocol::nar_hash::NarKey;
 use crate::app::App;
 use crate::config::UpstreamConfig;
 use crate::db::{DbError, Event, EventKind};
+use crate::fleet::{Claim, ClaimError};
 use crate::metrics::UpstreamKind;
-use crate::nar::{ByteRange, Compression, Expected, FetchReport, FetchSource, NarError, Opened};
+use crate::nar::{
+    ByteRange, Compression, Expected, FetchReport, FetchSource, Inflight, NarError, Opened,
+};
 use crate::outbox::PendingWrite;
 use crate::record;
 use crate::served_cache::{NarEntry, ServedCache};
@@ -60,6 +64,9 @@ pub enum DeliveryError {
     /// The database could not say what the NAR must be (503).
     #[error("database: {0}")]
     Database(#[from] DbError),
+    /// Another replica has been fetching it for too long (503).
+    #[error("another replica is still fetching this NAR")]
+    Busy,
     /// The NAR storage (the bucket) could not be read (503).
     #[error("NAR storage: {0}")]
     Storage(io::Error),
@@ -90,7 +97,7 @@ pub async fn open(
             .await?
             .ok_or(DeliveryError::NotAccepted)?,
     };
-    from_upstream(app, cache, key, &entry)
+    from_upstream(app, cache, key, &entry).await
 }
 
 /// What a `HEAD` of NAR `key` is told, without fetching anything: its size (NarSize), when
@@ -144,6 +151,16 @@ async fn from_store(
         Err(e) => return Err(DeliveryError::Storage(e)),
     };
     app.metrics.nar_request(cache.name(), true);
+    if app.fetcher.storage().objects().is_some() {
+        // The bucket keeps no access times: the database does, for eviction (the local
+        // directory tracks its own).
+        let db = app.db.clone();
+        app.background.spawn(async move {
+            if let Err(e) = db.touch_nar_object(&key.hash()).await {
+                tracing::debug!(%key, "recording a NAR's last access: {e}");
+            }
+        });
+    }
     Ok(Some(NarBody {
         stream: read.stream,
         size: read.size,
@@ -174,13 +191,76 @@ async fn entry(
     Ok(Some(entry))
 }
 
-/// Cold: join the fetch of this NAR in flight, or start one from the ranked sources.
-fn from_upstream(
+/// Cold. A lone process joins the fetch of this NAR in flight here, or starts one. A
+/// replica of a set does the same when the fetch is in flight here; otherwise the set
+/// decides who downloads it ([`crate::fleet`]): this replica (holding the lease while it
+/// does), the owner relaying it, or the storage once it holds it.
+async fn from_upstream(
     app: &Arc<App>,
     cache: &Arc<ServedCache>,
     key: NarKey,
     entry: &NarEntry,
 ) -> Result<NarBody, DeliveryError> {
+    let Some(fleet) = &app.fleet else {
+        return fetch_here(app, cache, key, entry).map(|(body, _)| body);
+    };
+    if app.fetcher.running(&key).is_some() {
+        return fetch_here(app, cache, key, entry).map(|(body, _)| body);
+    }
+    let _turn = fleet.serialize(key).await;
+    if app.fetcher.running(&key).is_some() {
+        return fetch_here(app, cache, key, entry).map(|(body, _)| body);
+    }
+    let size = entry.content.nar_size;
+    let claim = fleet.claim(&app.db, app.fetcher.storage(), key, size).await;
+    match claim.map_err(|e| match e {
+        ClaimError::Storage(e) => DeliveryError::Storage(e),
+        ClaimError::Busy => DeliveryError::Busy,
+    })? {
+        Claim::Stored => match from_store(app, cache, key, None).await? {
+            Some(body) => Ok(body),
+            // Evicted between the two looks: fetch it again, here.
+            None => fetch_here(app, cache, key, entry).map(|(body, _)| body),
+        },
+        Claim::Owner(lease) => {
+            let (body, inflight) = fetch_here(app, cache, key, entry)?;
+            app.background.spawn(lease.hold_until(inflight.report()));
+            Ok(body)
+        }
+        Claim::Relay(source) => {
+            let owner = source.label.clone();
+            let expected = Expected {
+                nar_hash: entry.content.nar_hash,
+                nar_size: size,
+            };
+            app.metrics.nar_request(cache.name(), false);
+            let fetch = app.fetcher.relay_or_join(expected, source);
+            if fetch.started {
+                let report = fetch.inflight.report();
+                let store_path = entry.content.store_path.clone();
+                app.background.spawn(async move {
+                    if let Err(e) = report.await.verdict {
+                        tracing::warn!(%store_path, %owner, "relay from the owning replica failed: {e}");
+                    }
+                });
+            }
+            Ok(NarBody {
+                stream: fetch.inflight.body().boxed(),
+                size,
+                range: None,
+            })
+        }
+        Claim::Alone => fetch_here(app, cache, key, entry).map(|(body, _)| body),
+    }
+}
+
+/// Joins the fetch of this NAR in flight here, or starts one from the ranked sources.
+fn fetch_here(
+    app: &Arc<App>,
+    cache: &Arc<ServedCache>,
+    key: NarKey,
+    entry: &NarEntry,
+) -> Result<(NarBody, Arc<Inflight>), DeliveryError> {
     let nar_size = entry.content.nar_size;
     let mut sources = Vec::new();
     let mut unusable = None;
@@ -230,11 +310,13 @@ fn from_upstream(
         app.background
             .spawn(outcome.record(fetch.inflight.report()));
     }
-    Ok(NarBody {
+    let inflight = Arc::clone(&fetch.inflight);
+    let body = NarBody {
         stream: fetch.inflight.body().boxed(),
         size: nar_size,
         range: None,
-    })
+    };
+    Ok((body, inflight))
 }
 
 /// A source a fetch may use.
@@ -323,6 +405,7 @@ impl FetchOutcome {
             let stored = PendingWrite::NarObject {
                 key: self.key,
                 size,
+                location: self.app.fetcher.storage().location(&self.key),
             };
             record::best_effort(&self.app, stored).await;
         }

@@ -7,10 +7,12 @@
 //!
 //! - foundations: [`clock`], [`limits`], [`config`];
 //! - I/O, independent of each other: [`db`] (SQL), [`upstream`] (HTTP client), [`nar`]
-//!   (streaming verification and the content-addressed store);
+//!   (streaming verification and the content-addressed store); then [`fleet`] (one download
+//!   per NAR for a whole replica set: leases in the database, relays between replicas);
 //! - state: [`metrics`], [`outbox`], [`keys`], [`served_cache`], [`tasks`], [`app`];
 //! - the request path: [`record`], [`resolve`] (narinfo → decision), [`delivery`] (NAR
-//!   bytes), [`http`] (routes);
+//!   bytes), [`http`] (routes); [`changes`]: other replicas' decisions leave memory;
+//!   [`evict`]: the bucket's LRU eviction, one replica at a time;
 //! - [`serve`]: listening and clean shutdown; [`challenge`]: the `quorate challenge` report.
 
 pub mod clock;
@@ -20,6 +22,8 @@ pub mod limits;
 pub mod db;
 pub mod nar;
 pub mod upstream;
+
+pub mod fleet;
 
 pub mod app;
 pub mod keys;
@@ -32,6 +36,9 @@ pub mod delivery;
 pub mod http;
 pub mod record;
 pub mod resolve;
+
+pub mod changes;
+pub mod evict;
 
 pub mod serve;
 

@@ -16,7 +16,6 @@ use tokio::sync::Notify;
 
 use crate::db::{Db, DbError, DecisionRecord, Event};
 use crate::limits::OUTBOX_CAPACITY;
-use crate::nar::NarStore;
 
 /// One write to the database that nothing waits for.
 #[derive(Debug, Clone)]
@@ -37,12 +36,14 @@ pub enum PendingWrite {
     Decision(Box<DecisionRecord>),
     /// An event (conflict, mismatch, store failure).
     Event(Event),
-    /// A NAR verified and committed to the local store.
+    /// A NAR verified and committed to the storage.
     NarObject {
         /// Its key.
         key: NarKey,
         /// NarSize.
         size: u64,
+        /// Where it is: a path in the local directory, or `s3://bucket/key`.
+        location: String,
     },
     /// A NAR evicted from the local store.
     Evicted(NarKey),
@@ -71,10 +72,11 @@ impl PendingWrite {
             }
             PendingWrite::Decision(d) => db.record_decision(d).await.map(drop),
             PendingWrite::Event(e) => db.record_event(e).await,
-            PendingWrite::NarObject { key, size } => {
-                db.record_nar_object(&key.hash(), *size, &NarStore::location(key))
-                    .await
-            }
+            PendingWrite::NarObject {
+                key,
+                size,
+                location,
+            } => db.record_nar_object(&key.hash(), *size, location).await,
             PendingWrite::Evicted(key) => db.remove_nar_object(&key.hash()).await,
         }
     }

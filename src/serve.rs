@@ -51,6 +51,8 @@ use tokio_util::task::TaskTracker;
 use tower::ServiceExt as _;
 
 use crate::app::App;
+use crate::changes;
+use crate::evict;
 use crate::limits::{
     CLIENT_WRITE_STALL_TIMEOUT, CONNECTION_WARNING_INTERVAL, DEFAULT_MAX_CONNECTIONS,
     FDS_PER_CONNECTION, FD_RESERVE, IDLE_BEFORE_CLOSABLE, REQUEST_HEAD_TIMEOUT, SHUTDOWN_GRACE,
@@ -76,6 +78,8 @@ pub async fn serve_until(
 ) -> io::Result<()> {
     app.background.spawn(record::follow_evictions(app.clone()));
     app.background.spawn(record::flush_outbox(app.clone()));
+    app.background.spawn(changes::follow_changes(app.clone()));
+    app.background.spawn(evict::evict_objects(app.clone()));
     let open_files = open_file_limit().ok().map(|l| l.soft);
     let limit = connection_limit(app.config.max_connections, open_files);
     match (app.config.max_connections, open_files) {

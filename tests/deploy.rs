@@ -702,7 +702,9 @@ fn compose_json() -> Value {
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .unwrap_or_else(|e| panic!("cannot run python3 ({e}): install docker-compose (it brings python3-yaml)"));
+        .unwrap_or_else(|e| {
+            panic!("cannot run python3 ({e}): install docker-compose (it brings python3-yaml)")
+        });
     use std::io::Write as _;
     child
         .stdin

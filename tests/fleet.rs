@@ -44,10 +44,7 @@ fn the_harness_runs_garage_postgres_and_a_balancer() {
             size: body.len() as u64
         }]
     );
-    assert_eq!(
-        block_on(s3.get(&key)).expect("getting it back"),
-        Some(body)
-    );
+    assert_eq!(block_on(s3.get(&key)).expect("getting it back"), Some(body));
     assert_eq!(block_on(s3.get("smoke/nar/absent")).expect("a GET"), None);
 
     // An upload that is started and not completed is counted until it is aborted.
@@ -58,7 +55,10 @@ fn the_harness_runs_garage_postgres_and_a_balancer() {
         .expect("uploading a part");
     let open = garage.incomplete_uploads("smoke/");
     assert_eq!(open.len(), 1, "{open:?}");
-    assert_eq!((open[0].key.as_str(), open[0].upload_id.as_str()), (partial.as_str(), upload.as_str()));
+    assert_eq!(
+        (open[0].key.as_str(), open[0].upload_id.as_str()),
+        (partial.as_str(), upload.as_str())
+    );
     assert_eq!(garage.objects("smoke/").len(), 1, "a part is not an object");
     block_on(s3.abort_multipart_upload(&partial, &upload)).expect("aborting it");
     assert!(garage.incomplete_uploads("").is_empty());

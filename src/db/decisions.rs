@@ -86,6 +86,13 @@ impl Db {
                 .await?
                 .int("id")?
         });
+        // The other replicas drop their memory answer; a lost notice only delays that until
+        // the answer's memory lifetime ends (the database is the truth either way).
+        let nar = d.content.as_ref().map(|c| c.nar_hash.key());
+        if let Err(e) = self.notify_decision(&d.cache, &d.hash_part, nar).await {
+            tracing::warn!(cache = %d.cache, hash_part = %d.hash_part,
+                "announcing a decision to the other replicas: {e}");
+        }
         Ok(id)
     }
 

@@ -13,6 +13,8 @@
 //! - `events`: mismatches, conflicts, upstream failures ([`Event`], [`EventKind`]).
 //! - `seen`: upstreams, builders and keys seen.
 //! - `leases`: which replica of a replica set does fleet-wide work ([`Lease`]).
+//! - `notify`: PostgreSQL `LISTEN/NOTIFY` of recorded decisions, so that every replica drops
+//!   a changed answer from memory ([`ChangeListener`]).
 //! - `reports`: what an operator asks (builder agreement, conflicts, recent decisions).
 //!
 //! Timestamps are `BIGINT` Unix milliseconds. Sizes are `u64` in Rust and `BIGINT` in SQL;
@@ -53,6 +55,7 @@ mod events;
 mod leases;
 mod migrate;
 mod nar_objects;
+mod notify;
 mod reports;
 mod seen;
 #[cfg(test)]
@@ -63,6 +66,7 @@ pub use error::DbError;
 pub use events::{Event, EventKind, UnknownEventKind};
 pub use leases::Lease;
 pub use nar_objects::NarObject;
+pub use notify::{Change, ChangeListener};
 pub use reports::{Agreement, BuilderRecord, ConflictRecord, UnknownKey};
 pub use seen::BuilderKey;
 
@@ -75,6 +79,9 @@ const MAX_CONNECTIONS: u32 = 10;
 #[derive(Clone, Debug)]
 pub struct Db {
     pool: Pool,
+    /// This process's random id: the origin of the change notices it sends, so that it
+    /// can ignore its own (see `notify`).
+    instance: std::sync::Arc<str>,
 }
 
 /// The backend-specific pool behind a [`Db`].
@@ -97,7 +104,7 @@ impl Db {
                 let result = async {
                     let pool = Pool::Sqlite(connect_sqlite(url).await?);
                     migrate::run(&pool).await?;
-                    Ok(Db { pool })
+                    Ok(Db::with_pool(pool))
                 }
                 .await;
                 match result {
@@ -119,7 +126,14 @@ impl Db {
             });
         };
         migrate::run(&pool).await?;
-        Ok(Db { pool })
+        Ok(Db::with_pool(pool))
+    }
+
+    fn with_pool(pool: Pool) -> Db {
+        Db {
+            pool,
+            instance: random_hex(8).into(),
+        }
     }
 
     /// `"sqlite"` or `"postgres"`.
@@ -298,4 +312,17 @@ fn futures_are_send(
     send(db.upstreams());
     send(db.record_builder_key("", "", ""));
     send(db.builder_keys(""));
+}
+
+/// `n` random bytes as lowercase hex (lease tokens, instance ids); unique, not secret.
+pub fn random_hex(n: usize) -> String {
+    let mut bytes = vec![0u8; n];
+    if getrandom::getrandom(&mut bytes).is_err() {
+        // No OS randomness: the time and pid still make it unique enough for an id.
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        return format!("{:x}{:x}", now.as_nanos(), std::process::id());
+    }
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

@@ -128,6 +128,10 @@ impl From<DeliveryError> for HttpError {
                 public: "temporarily unavailable, try again",
                 cause: format!("database: {cause}"),
             },
+            DeliveryError::Busy => HttpError::Unavailable {
+                public: "another replica is still fetching this NAR, try again",
+                cause: "a NAR owned by another replica took too long".into(),
+            },
             DeliveryError::Storage(cause) => HttpError::Unavailable {
                 public: "NAR storage temporarily unavailable, try again",
                 cause: format!("NAR storage: {cause}"),

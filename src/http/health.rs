@@ -1,5 +1,5 @@
-//! `GET /healthz` (the process answers) and `GET /readyz` (it can decide: the database
-//! answers).
+//! `GET /healthz` (the process answers) and `GET /readyz` (it can decide and deliver: the
+//! database answers, and so does the object store when NARs live in one).
 
 use std::sync::Arc;
 
@@ -17,12 +17,21 @@ pub async fn healthz() -> Response {
 
 /// `GET /readyz`.
 pub async fn readyz(State(app): State<Arc<App>>) -> Response {
-    match app.db.ping().await {
-        Ok(()) => text(StatusCode::OK, "ready\n", None),
-        Err(e) => HttpError::Unavailable {
+    if let Err(e) = app.db.ping().await {
+        return HttpError::Unavailable {
             public: "database not ready",
             cause: format!("readiness check: database: {e}"),
         }
-        .into_response(),
+        .into_response();
     }
+    if let Some(objects) = app.fetcher.storage().objects() {
+        if let Err(e) = objects.ping().await {
+            return HttpError::Unavailable {
+                public: "NAR object store not ready",
+                cause: format!("readiness check: {}: {e}", objects.url()),
+            }
+            .into_response();
+        }
+    }
+    text(StatusCode::OK, "ready\n", None)
 }

@@ -1,5 +1,6 @@
 //! HTTP routes (axum): per cache under its mount, `nix-cache-info`, `<hash>.narinfo`,
-//! `nar/<...>` and `log/<drv>`; globally `/healthz`, `/readyz`, `/metrics` and `/api/v1/...`.
+//! `nar/<...>` and `log/<drv>`; globally `/healthz`, `/readyz`, `/metrics` and `/api/v1/...`;
+//! in a replica set, the internal `/_quorate/replica/...` (the set's secret required).
 //!
 //! Routes only translate: a request into a call of the layer below (resolution, delivery,
 //! the database), its answer or [`HttpError`] into a response. Every answer carries
@@ -13,6 +14,7 @@ mod log;
 mod metrics;
 mod nar;
 mod narinfo;
+mod replica;
 mod ui;
 
 use std::sync::Arc;
@@ -40,6 +42,12 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/api/v1/events", get(api::events))
         .route("/api/v1/builders", get(api::builders))
         .route("/api/v1/conflicts", get(api::conflicts));
+    if app.fleet.is_some() {
+        r = r.route(
+            &format!("{}{{key}}", crate::fleet::RELAY_ROUTE),
+            get(replica::relay),
+        );
+    }
     for (idx, cache) in app.caches.iter().enumerate() {
         let sub = Router::new()
             .route(

@@ -183,6 +183,31 @@ impl NarFetcher {
     where
         E: std::fmt::Display + Send + 'static,
     {
+        self.start(expected, sources, Commit::Store)
+    }
+
+    /// Like [`NarFetcher::fetch_or_join`] for bytes relayed from the replica that fetches
+    /// the NAR for the whole set (`crate::fleet`): verified the same way, streamed to this
+    /// replica's clients, but not stored (the owner stores it).
+    pub fn relay_or_join<E>(&self, expected: Expected, relay: FetchSource<E>) -> Fetch
+    where
+        E: std::fmt::Display + Send + 'static,
+    {
+        self.start(expected, vec![relay], Commit::No)
+    }
+
+    /// The fetch of NAR `key` running here, if any (whatever its NarSize).
+    pub fn running(&self, key: &NarKey) -> Option<Arc<Inflight>> {
+        lock(&self.inflight)
+            .iter()
+            .find(|((k, _), _)| k == key)
+            .map(|(_, inflight)| Arc::clone(inflight))
+    }
+
+    fn start<E>(&self, expected: Expected, sources: Vec<FetchSource<E>>, commit: Commit) -> Fetch
+    where
+        E: std::fmt::Display + Send + 'static,
+    {
         let key = expected.nar_hash.key();
         let inflight = {
             let mut running = lock(&self.inflight);
@@ -198,6 +223,7 @@ impl NarFetcher {
                 key,
                 expected,
                 progress,
+                relayed: commit == Commit::No,
             });
             running.insert(slot, Arc::clone(&inflight));
             inflight
@@ -209,7 +235,7 @@ impl NarFetcher {
         };
         let storage = self.storage.clone();
         self.tasks.spawn(async move {
-            let outcome = fetch(storage, Arc::clone(&finish.inflight), sources).await;
+            let outcome = fetch(storage, Arc::clone(&finish.inflight), sources, commit).await;
             finish.finish(outcome);
         });
         Fetch {
@@ -228,6 +254,17 @@ pub struct Inflight {
     /// Temp file, bytes written so far and, at the end, the verdict. A `watch` because
     /// every body only needs the latest state, however many updates it slept through.
     progress: watch::Sender<Progress>,
+    /// Relayed from another replica (verified, not stored here).
+    relayed: bool,
+}
+
+/// Whether a fetch stores the verified NAR.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Commit {
+    /// Into the storage: a fetch from upstreams.
+    Store,
+    /// Not at all: a relay from the replica that stores it.
+    No,
 }
 
 /// The state a fetch publishes to its bodies.
@@ -260,6 +297,11 @@ impl Inflight {
     /// What the NAR is being verified against.
     pub fn expected(&self) -> Expected {
         self.expected
+    }
+
+    /// Whether its bytes are relayed from another replica (which stores them).
+    pub fn is_relay(&self) -> bool {
+        self.relayed
     }
 
     /// Decompressed bytes written so far, for progress reporting.
@@ -445,6 +487,7 @@ async fn fetch<E>(
     storage: NarStorage,
     inflight: Arc<Inflight>,
     sources: Vec<FetchSource<E>>,
+    commit: Commit,
 ) -> Result<(), NarError>
 where
     E: std::fmt::Display + Send + 'static,
@@ -474,7 +517,8 @@ where
     let count = sources.len();
     for (n, source) in sources.into_iter().enumerate() {
         let label = source.label;
-        let err = match attempt(&storage, &inflight, source.compression, source.open).await {
+        let err = match attempt(&storage, &inflight, source.compression, source.open, commit).await
+        {
             Ok(()) => {
                 inflight
                     .progress
@@ -514,6 +558,7 @@ async fn attempt<E>(
     inflight: &Arc<Inflight>,
     compression: Compression,
     source: BoxFuture<'static, Result<BoxStream<'static, Result<Bytes, E>>, E>>,
+    commit: Commit,
 ) -> Result<(), NarError>
 where
     E: std::fmt::Display + Send + 'static,
@@ -535,6 +580,9 @@ where
     // Leaving drops the pump and with it the upstream stream: once the decoder has stopped
     // (done, or refused more bytes), the download stops too.
     let mut temp = decoded.unwrap_or(Err(NarError::Interrupted))?;
+    if commit == Commit::No {
+        return Ok(());
+    }
     // Verified and fsynced: the bodies have every byte already; now make it visible.
     temp.committed = storage
         .commit(&inflight.key, &temp.path, inflight.expected.nar_size)

@@ -34,6 +34,8 @@ pub const PART_SIZE: usize = 8 << 20;
 const PARTS_IN_FLIGHT: usize = 2;
 /// How long one request to the object store may take before it counts as failed.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long a readiness check waits for the object store.
+const PING_TIMEOUT: Duration = Duration::from_secs(3);
 /// How long connecting to the object store may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -50,6 +52,8 @@ pub struct ObjectNars {
     dir: ObjectPath,
     /// `s3://bucket/prefix`, for logs.
     url: String,
+    /// The bucket's name.
+    bucket: String,
 }
 
 impl std::fmt::Debug for ObjectNars {
@@ -99,12 +103,19 @@ impl ObjectNars {
             store: Arc::new(builder.build()?),
             dir,
             url: format!("s3://{}/{}", config.bucket, config.prefix),
+            bucket: config.bucket.clone(),
         })
     }
 
     /// The object NAR `key` is stored as.
     pub fn path(&self, key: &NarKey) -> ObjectPath {
         self.dir.child(key.to_string())
+    }
+
+    /// NAR `key`'s object as a URL, `s3://bucket/<prefix>/nar/<key>` (what the database
+    /// records as its location).
+    pub fn location(&self, key: &NarKey) -> String {
+        format!("s3://{}/{}", self.bucket, self.path(key))
     }
 
     /// The size of NAR `key`'s object, if the bucket holds it.
@@ -212,11 +223,18 @@ impl ObjectNars {
         }
     }
 
-    /// Whether the bucket answers (`/readyz`): a HEAD of a key that need not exist.
+    /// Whether the bucket answers (`/readyz`) within [`PING_TIMEOUT`]: a HEAD of a key
+    /// that need not exist.
     pub async fn ping(&self) -> Result<(), ObjectError> {
-        match self.store.head(&self.dir.child(".ready")).await {
-            Ok(_) | Err(object_store::Error::NotFound { .. }) => Ok(()),
-            Err(e) => Err(e.into()),
+        let probe = self.dir.child(".ready");
+        let head = self.store.head(&probe);
+        match tokio::time::timeout(PING_TIMEOUT, head).await {
+            Ok(Ok(_) | Err(object_store::Error::NotFound { .. })) => Ok(()),
+            Ok(Err(e)) => Err(e.into()),
+            Err(_) => Err(ObjectError(object_store::Error::Generic {
+                store: "S3",
+                source: format!("no answer within {PING_TIMEOUT:?}").into(),
+            })),
         }
     }
 

@@ -226,6 +226,15 @@ impl NarStorage {
         }
     }
 
+    /// Where NAR `key` is stored, as the database records it: its path in the local
+    /// directory, or its object's URL.
+    pub fn location(&self, key: &NarKey) -> String {
+        match self {
+            NarStorage::Local(_) => NarStore::location(key),
+            NarStorage::Objects { objects, .. } => objects.location(key),
+        }
+    }
+
     /// Bytes of NARs in the local directory (the bucket's size is the database's to say).
     pub fn local_size(&self) -> u64 {
         self.local().map_or(0, |s| s.total_size())

@@ -86,7 +86,10 @@ impl ReplicaSet {
     ) -> ReplicaSet {
         assert!(n >= 1, "a replica set has at least one replica");
         let dir = scratch_dir("replica-set");
-        let test_key = dir.path().join("keys").join(super::quorate::QUORATE_KEY_NAME);
+        let test_key = dir
+            .path()
+            .join("keys")
+            .join(super::quorate::QUORATE_KEY_NAME);
         keygen(&test_key);
         // A key quorate would generate in each state_dir would differ per replica: make it
         // once here instead.

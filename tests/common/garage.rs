@@ -144,11 +144,24 @@ impl Garage {
         garage.spawn();
         garage.wait_for_rpc()?;
         let node_id = garage.cli_ok(&["node", "id", "-q"]);
-        let node_id = node_id.trim().split('@').next().unwrap_or_default().to_owned();
+        let node_id = node_id
+            .trim()
+            .split('@')
+            .next()
+            .unwrap_or_default()
+            .to_owned();
         garage.cli_ok(&["layout", "assign", "-z", "dc1", "-c", "1G", &node_id]);
         garage.cli_ok(&["layout", "apply", "--version", "1"]);
         let (key_id, secret) = (garage.key_id.clone(), garage.secret.clone());
-        garage.cli_ok(&["key", "import", "--yes", "-n", "quorate-test", &key_id, &secret]);
+        garage.cli_ok(&[
+            "key",
+            "import",
+            "--yes",
+            "-n",
+            "quorate-test",
+            &key_id,
+            &secret,
+        ]);
         garage.cli_ok(&["bucket", "create", BUCKET]);
         garage.cli_ok(&[
             "bucket",
@@ -193,7 +206,10 @@ impl Garage {
                 return Ok(());
             }
             if Instant::now() > deadline {
-                return Err(format!("no answer to `garage status` in 60 s\n{}", self.log()));
+                return Err(format!(
+                    "no answer to `garage status` in 60 s\n{}",
+                    self.log()
+                ));
             }
             std::thread::sleep(Duration::from_millis(100));
         }

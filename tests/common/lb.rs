@@ -128,7 +128,10 @@ impl Balancer {
                 return Ok(balancer);
             }
             if Instant::now() > deadline {
-                return Err(format!("nginx did not listen within 30 s\n{}", balancer.logs()));
+                return Err(format!(
+                    "nginx did not listen within 30 s\n{}",
+                    balancer.logs()
+                ));
             }
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -163,7 +166,10 @@ impl Drop for Balancer {
         let _ = self.child.kill();
         let _ = self.child.wait();
         if std::thread::panicking() {
-            eprintln!("===== balancer =====\n{}\n===== end of balancer =====", self.logs());
+            eprintln!(
+                "===== balancer =====\n{}\n===== end of balancer =====",
+                self.logs()
+            );
         }
     }
 }

@@ -416,8 +416,7 @@ impl Quorate {
         let config = render_config(
             port,
             &state_dir,
-            backend,
-            &database_url,
+            (backend == Backend::Postgres).then_some(database_url.as_str()),
             test_key
                 .as_ref()
                 .map(|(prefix, _)| prefix.with_extension("sec")),
@@ -699,7 +698,12 @@ impl Drop for Quorate {
 
 /// `quorate serve --config CONFIG`, through the command `wrapper` if any (which must exec it),
 /// with `env` added to the environment, its output appended to `log`.
-fn spawn_serve(config_path: &Path, log: File, wrapper: &[String], env: &[(String, String)]) -> Child {
+fn spawn_serve(
+    config_path: &Path,
+    log: File,
+    wrapper: &[String],
+    env: &[(String, String)],
+) -> Child {
     let quorate = env!("CARGO_BIN_EXE_quorate");
     let mut command = match wrapper.split_first() {
         Some((program, args)) => {
@@ -769,11 +773,11 @@ fn q(s: &str) -> String {
     toml::Value::String(s.to_owned()).to_string()
 }
 
+/// `database_url`: written when the backend is PostgreSQL (SQLite's is the default).
 fn render_config(
     port: u16,
     state_dir: &Path,
-    backend: Backend,
-    database_url: &str,
+    database_url: Option<&str>,
     test_key_file: Option<PathBuf>,
     caches: &[CacheSpec],
     settings: &[(String, String)],
@@ -786,8 +790,8 @@ fn render_config(
         let _ = writeln!(t, "{key} = {}", q(value));
     }
     let _ = writeln!(t, "state_dir = {}", q(&state_dir.display().to_string()));
-    if backend == Backend::Postgres {
-        let _ = writeln!(t, "database_url = {}", q(database_url));
+    if let Some(url) = database_url {
+        let _ = writeln!(t, "database_url = {}", q(url));
     }
     for (name, table) in sections {
         let mut wrapped = toml::Table::new();

@@ -121,7 +121,8 @@ impl S3Client {
                 break;
             }
             markers = Some((
-                element(&text, "NextKeyMarker").ok_or("a truncated listing without NextKeyMarker")?,
+                element(&text, "NextKeyMarker")
+                    .ok_or("a truncated listing without NextKeyMarker")?,
                 element(&text, "NextUploadIdMarker")
                     .ok_or("a truncated listing without NextUploadIdMarker")?,
             ));
@@ -384,10 +385,7 @@ mod tests {
     /// AWS's published example (the "GET Object" example of the SigV4 documentation).
     #[test]
     fn signing_key_and_encoding_follow_sigv4() {
-        let mut k = hmac(
-            b"AWS4wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
-            b"20130524",
-        );
+        let mut k = hmac(b"AWS4wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY", b"20130524");
         for part in ["us-east-1", "s3", "aws4_request"] {
             k = hmac(&k, part.as_bytes());
         }
