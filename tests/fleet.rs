@@ -12,9 +12,20 @@
 
 mod common;
 
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
 use bytes::Bytes;
+use common::adversary::{equivocating_cache, mismatch_cache};
+use common::fixtures::FixturePath;
 use common::s3::S3Object;
-use common::{block_on, http_get, Balancer, CacheSpec, Garage, ReplicaSet};
+use common::{
+    block_on, fixtures, http_get, nar_hash_of, records, scratch_dir, serve_builders,
+    with_builders, Balancer, Behavior, CacheSpec, Garage, NixClient, ReplicaSet, UpstreamServer,
+};
+use futures_util::StreamExt;
+use quorate_core::protocol::nar_hash::NarHash;
+use sha2::Digest;
 
 const NIXOS_KEY: &str = "cache.nixos.org-1:6NCHdD59X431o0gWypbMrAURkbJ16ZPMQFGspcDShjY=";
 
@@ -172,4 +183,342 @@ fn a_replica_set_on_garage_and_postgres_is_ready_behind_the_balancer() {
     // Nothing was asked for: the bucket holds nothing, and no upload is open.
     assert!(garage.objects("fleet/").is_empty());
     assert!(garage.incomplete_uploads("fleet/").is_empty());
+}
+
+// ------------------------------------------------------------ the set's guarantees (issue 9)
+
+const CACHE: &str = "main";
+
+/// The object key quorate stores NAR `path` under, below `prefix`.
+fn object_key(prefix: &str, path: &FixturePath) -> String {
+    let hash = NarHash::parse(&path.nar_hash).expect("a fixture NarHash");
+    format!("{prefix}/nar/{}", hash.key())
+}
+
+/// The NAR URL of `path` (relative to a cache's base), from a narinfo quorate served.
+fn nar_url_in(narinfo: &str) -> String {
+    narinfo
+        .lines()
+        .find_map(|l| l.strip_prefix("URL: "))
+        .expect("a URL line")
+        .to_owned()
+}
+
+/// Every regular file below `dir` (none if it does not exist).
+fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return out;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            out.extend(files_under(&path));
+        } else {
+            out.push(path);
+        }
+    }
+    out
+}
+
+/// No replica keeps a NAR on its own disk: nothing in its local NAR directory, nothing left
+/// in its spool.
+fn assert_no_local_nars(set: &ReplicaSet) {
+    for r in set.replicas() {
+        for dir in ["nars", "spool"] {
+            let files = files_under(&r.state_dir().join(dir));
+            assert!(
+                files.is_empty(),
+                "replica {} keeps files in {dir}: {files:?}",
+                r.url()
+            );
+        }
+    }
+}
+
+/// A GET whose body is hashed as it streams (a 100 MiB NAR times 50 clients is not kept):
+/// (status, NarHash of the body, its length), or why the body broke off.
+async fn get_hashed(url: &str) -> Result<(u16, String, u64), String> {
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(180))
+        .build()
+        .map_err(|e| e.to_string())?;
+    let response = client.get(url).send().await.map_err(|e| format!("GET {url}: {e}"))?;
+    let status = response.status().as_u16();
+    let mut hasher = sha2::Sha256::new();
+    let mut len = 0u64;
+    let mut body = response.bytes_stream();
+    while let Some(chunk) = body.next().await {
+        let chunk = chunk.map_err(|e| format!("GET {url}: body: {e}"))?;
+        len += chunk.len() as u64;
+        hasher.update(&chunk);
+    }
+    let digest: [u8; 32] = hasher.finalize().into();
+    Ok((status, NarHash::from_digest(digest).to_string(), len))
+}
+
+/// Polls `check` every 200 ms until it holds; a hang guard, not a timing assertion.
+fn eventually(what: &str, within: Duration, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + within;
+    while !check() {
+        assert!(Instant::now() < deadline, "never happened: {what}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// The real Nix client substitutes a closure (app and the hello it references) through the
+/// load balancer in front of two replicas: every NAR lands in the bucket, verified, and
+/// nowhere else (no replica keeps a file of it, no upload is left open), and both replicas
+/// took part.
+#[test]
+fn the_nix_client_substitutes_a_closure_through_the_balancer_and_the_nars_live_only_in_the_bucket()
+{
+    let fx = fixtures();
+    let garage = Garage::start();
+    let ups = serve_builders(&["A", "B", "C"]);
+    let spec = with_builders(CacheSpec::nix(CACHE).quorum(2), &["A", "B", "C"]).upstreams(&ups);
+    let set = ReplicaSet::start(2, vec![spec], &garage, "closure");
+    let lb = Balancer::in_front_of(&set);
+
+    let app = &fx.paths.app;
+    let got = NixClient::new(&lb.url(), &[set.public_key()]).substitute(&[&app.store_path]);
+    got.assert_ok("app and hello through the balancer");
+    assert_eq!(got.read(&fx.paths.hello.store_path, ""), b"hello\n");
+
+    for path in [app, &fx.paths.hello] {
+        let key = object_key("closure", path);
+        eventually(&format!("{key} in the bucket"), Duration::from_secs(30), || {
+            garage.objects("closure/").iter().any(|o| o.key == key)
+        });
+        let object = block_on(garage.s3().get(&key)).expect("a GET").expect("the object");
+        assert_eq!(object.len() as u64, path.nar_size);
+        assert_eq!(nar_hash_of(&object), path.nar_hash, "the bucket holds the verified NAR");
+    }
+    assert!(garage.incomplete_uploads("").is_empty());
+    assert_no_local_nars(&set);
+    let mut answered_by: Vec<String> = lb.requests().into_iter().flat_map(|r| r.replicas).collect();
+    answered_by.sort();
+    answered_by.dedup();
+    assert_eq!(answered_by.len(), 2, "both replicas answered the client: {answered_by:?}");
+}
+
+/// 50 clients ask, at once and through the balancer, for one cold 100 MiB NAR: the set
+/// downloads it once (the replica holding the lease fetches, the other relays its bytes),
+/// every client receives the verified NAR, and the bucket holds it once.
+#[test]
+fn fifty_concurrent_cold_requests_across_the_replicas_cost_one_upstream_download() {
+    let fx = fixtures();
+    let big = &fx.paths.big;
+    let garage = Garage::start();
+    let delay = Behavior::Delay(Duration::from_millis(300));
+    let a = UpstreamServer::serve_with(&fx.builder("A").cache_dir, delay);
+    let c = UpstreamServer::serve_with(&fx.builder("C").cache_dir, delay);
+    let spec = with_builders(CacheSpec::nix(CACHE).quorum(2), &["A", "C"])
+        .upstream(a.url())
+        .upstream(c.url());
+    let set = ReplicaSet::start(2, vec![spec], &garage, "fifty");
+    let lb = Balancer::in_front_of(&set);
+
+    let narinfo = http_get(&format!("{}{}", lb.url(), big.narinfo_path())).expect("narinfo");
+    assert_eq!(narinfo.status, 200, "{}", narinfo.summary());
+    let nar_url = format!("{}/{}", lb.url(), nar_url_in(&narinfo.text()));
+    let answers = block_on(futures_util::future::join_all(
+        (0..50).map(|_| get_hashed(&nar_url)),
+    ));
+    for answer in answers {
+        let (status, hash, len) = answer.expect("every client gets the whole NAR");
+        assert_eq!((status, len), (200, big.nar_size));
+        assert_eq!(hash, big.nar_hash, "every client gets the verified bytes");
+    }
+    assert_eq!(
+        a.nar_requests() + c.nar_requests(),
+        1,
+        "50 concurrent requests across 2 replicas cost one upstream download"
+    );
+    let mut served_by: Vec<String> = lb
+        .requests()
+        .into_iter()
+        .filter(|r| r.uri.contains("/nar/"))
+        .flat_map(|r| r.replicas)
+        .collect();
+    served_by.sort();
+    served_by.dedup();
+    assert_eq!(served_by.len(), 2, "the NAR requests reached both replicas");
+    let key = object_key("fifty", big);
+    eventually("the NAR in the bucket", Duration::from_secs(60), || {
+        garage.objects("fifty/") == [S3Object { key: key.clone(), size: big.nar_size }]
+    });
+    assert!(garage.incomplete_uploads("").is_empty());
+    assert_no_local_nars(&set);
+}
+
+/// The replica that owns an in-flight download is killed with SIGKILL: the client's transfer
+/// breaks off, its retry through the balancer is served by the other replica once the dead
+/// owner's lease has expired, and the bucket holds the whole verified NAR and no partial
+/// object or upload.
+#[test]
+fn when_the_replica_owning_a_download_is_killed_another_takes_over() {
+    let fx = fixtures();
+    let big = &fx.paths.big;
+    let garage = Garage::start();
+    let up = UpstreamServer::serve(&fx.builder("C").cache_dir);
+    let spec = with_builders(CacheSpec::nix(CACHE).quorum(1), &["C"]).upstream(up.url());
+    let mut set = ReplicaSet::start(2, vec![spec], &garage, "kill");
+    let lb = Balancer::in_front_of(&set);
+    let narinfo = http_get(&format!("{}{}", lb.url(), big.narinfo_path())).expect("narinfo");
+    assert_eq!(narinfo.status, 200, "{}", narinfo.summary());
+    let nar_path = nar_url_in(&narinfo.text());
+
+    // The upstream now answers NARs after 4 s: the owner's download stays in flight.
+    up.set_behavior(Behavior::Delay(Duration::from_secs(4)));
+    let owner = set.replica(0).url().to_owned();
+    let first = common::runtime().spawn({
+        let url = format!("{owner}/{nar_path}");
+        async move { get_hashed(&url).await }
+    });
+    let lease = format!("nar:{}", NarHash::parse(&big.nar_hash).unwrap().key());
+    eventually("replica 0 holds the NAR's lease", Duration::from_secs(30), || {
+        records::with_db(set.replica(1), async |db| db.lease(&lease).await.unwrap())
+            .is_some_and(|l| l.owner == owner)
+    });
+    set.replica_mut(0).kill();
+    let first = block_on(first).expect("the first client's task");
+    assert!(
+        !matches!(&first, Ok((200, hash, _)) if *hash == big.nar_hash),
+        "the owner was killed before it could deliver: {first:?}"
+    );
+
+    let retry = block_on(get_hashed(&format!("{}/{nar_path}", lb.url())));
+    let (status, hash, len) = retry.expect("the retry through the balancer");
+    assert_eq!((status, len), (200, big.nar_size));
+    assert_eq!(hash, big.nar_hash);
+    let key = object_key("kill", big);
+    eventually("the whole NAR in the bucket", Duration::from_secs(60), || {
+        garage.objects("kill/") == [S3Object { key: key.clone(), size: big.nar_size }]
+    });
+    assert!(
+        garage.incomplete_uploads("").is_empty(),
+        "no upload left open: {:?}",
+        garage.incomplete_uploads("")
+    );
+}
+
+/// An upstream serves validly signed narinfos but swaps hello's NAR bytes: the client gets
+/// no hello, the bucket never holds anything under hello's NarHash, no replica keeps the
+/// bytes, and the mismatch is recorded against the upstream.
+#[test]
+fn a_tampered_upstream_nar_never_reaches_the_bucket_and_is_recorded() {
+    let fx = fixtures();
+    let dir = scratch_dir("fleet-tamper");
+    let bad = UpstreamServer::serve(mismatch_cache(fx, &dir.path().join("X")));
+    let garage = Garage::start();
+    let spec = with_builders(CacheSpec::nix(CACHE).quorum(1), &["C"]).upstream(bad.url());
+    let set = ReplicaSet::start(2, vec![spec], &garage, "tamper");
+    let lb = Balancer::in_front_of(&set);
+    let hello = &fx.paths.hello;
+    NixClient::new(&lb.url(), &[set.public_key()])
+        .substitute(&[&hello.store_path])
+        .assert_failed("hello whose NAR does not match its NarHash");
+    let event = records::wait_for_event(set.replica(0), CACHE, "mismatch", hello.hash_part());
+    assert_eq!(event.upstream.as_deref(), Some(bad.url()));
+    assert!(garage.objects("tamper/").is_empty(), "{:?}", garage.objects("tamper/"));
+    assert!(garage.incomplete_uploads("").is_empty());
+    assert_no_local_nars(&set);
+}
+
+/// Garage stops: `/readyz` fails on every replica, narinfos of decided paths still answer
+/// (memory and the database), NAR requests fail cleanly with 503 (stored and cold alike);
+/// Garage comes back: ready again and serving NARs, without a restart.
+#[test]
+fn while_the_bucket_is_down_narinfos_answer_and_nars_fail_cleanly_until_it_is_back() {
+    let fx = fixtures();
+    let mut garage = Garage::start();
+    let ups = serve_builders(&["A", "C"]);
+    let spec = with_builders(CacheSpec::nix(CACHE).quorum(2), &["A", "C"]).upstreams(&ups);
+    let set = ReplicaSet::start(2, vec![spec], &garage, "outage");
+    let lb = Balancer::in_front_of(&set);
+    let (hello, app) = (&fx.paths.hello, &fx.paths.app);
+    let narinfo = |path: &FixturePath, base: &str| {
+        http_get(&format!("{base}{}", path.narinfo_path())).expect("narinfo")
+    };
+    let hello_nar = nar_url_in(&narinfo(hello, &lb.url()).text());
+    let app_nar = nar_url_in(&narinfo(app, &lb.url()).text());
+    let stored = http_get(&format!("{}/{hello_nar}", lb.url())).expect("hello's NAR");
+    assert_eq!(stored.status, 200);
+    let key = object_key("outage", hello);
+    eventually("hello in the bucket", Duration::from_secs(30), || {
+        garage.objects("outage/").iter().any(|o| o.key == key)
+    });
+
+    garage.stop();
+    for r in set.replicas() {
+        let ready = http_get(&format!("{}/readyz", r.url())).expect("readyz");
+        assert_eq!(ready.status, 503, "{}", ready.summary());
+        for path in [hello, app] {
+            let answer = narinfo(path, r.url());
+            assert_eq!(answer.status, 200, "a decided path still answers: {}", answer.summary());
+        }
+        for nar in [&hello_nar, &app_nar] {
+            let answer = http_get(&format!("{}/{nar}", r.url()));
+            let answer = answer.expect("a whole answer, not a broken transfer");
+            assert_eq!(answer.status, 503, "{nar}: {}", answer.summary());
+        }
+    }
+
+    garage.start_again();
+    for r in set.replicas() {
+        eventually("ready again", Duration::from_secs(30), || {
+            http_get(&format!("{}/readyz", r.url())).is_ok_and(|a| a.status == 200)
+        });
+        for (nar, path) in [(&hello_nar, hello), (&app_nar, app)] {
+            let answer = http_get(&format!("{}/{nar}", r.url())).expect("the NAR");
+            assert_eq!(answer.status, 200, "{}", answer.summary());
+            assert_eq!(nar_hash_of(answer.bytes()), path.nar_hash);
+        }
+    }
+}
+
+/// Replica 1 decides hello (A and B agree under `majority`) while a slow upstream is still
+/// out; replica 0 serves the recorded decision and keeps it in memory. The slow upstream's
+/// late answer (the evil hello, signed by M and by A's stolen key) is a conflict on replica
+/// 1, which withdraws the decision: replica 0 stops serving hello promptly, told through the
+/// database (its memory answer would otherwise live an hour).
+#[test]
+fn a_conflict_recorded_on_one_replica_withdraws_the_decision_on_the_other() {
+    let fx = fixtures();
+    let dir = scratch_dir("fleet-withdraw");
+    let garage = Garage::start();
+    let mut ups = serve_builders(&["A", "B"]);
+    ups.push(UpstreamServer::serve_with(
+        equivocating_cache(fx, &dir.path().join("E"), "A"),
+        Behavior::Delay(Duration::from_secs(3)),
+    ));
+    let spec = with_builders(
+        CacheSpec::nix(CACHE).quorum(2).on_dissent("majority"),
+        &["A", "B", "M"],
+    )
+    .upstreams(&ups);
+    let set = ReplicaSet::start(2, vec![spec], &garage, "withdraw");
+    let hello = &fx.paths.hello;
+    let url = |i: usize| format!("{}{}", set.replica(i).url(), hello.narinfo_path());
+
+    let decided = http_get(&url(1)).expect("narinfo on replica 1");
+    assert_eq!(decided.status, 200, "{}", decided.summary());
+    let shared = http_get(&url(0)).expect("narinfo on replica 0");
+    assert_eq!(shared.status, 200, "replica 0 serves replica 1's decision");
+    let lines = |a: &common::HttpAnswer| {
+        let mut l: Vec<String> = a.text().lines().map(str::to_owned).collect();
+        l.sort(); // the builders' Sig lines may come in another order
+        l
+    };
+    assert_eq!(lines(&shared), lines(&decided), "the same narinfo");
+    assert_eq!(ups[2].stats(&hello.narinfo_path()).answered, 0, "the slow answer is still out");
+
+    records::wait_for_event(set.replica(1), CACHE, "conflict", hello.hash_part());
+    eventually("replica 0 stops serving hello", Duration::from_secs(20), || {
+        http_get(&url(0)).is_ok_and(|a| a.status == 404)
+    });
+    let latest = records::latest_decision(set.replica(0), CACHE, hello.hash_part());
+    let outcome = latest.expect("a decision").outcome;
+    assert_ne!(outcome.as_str(), "accepted", "the decision in force is no longer accepted");
 }

@@ -125,3 +125,17 @@ pub fn served_sigs(server: &super::UpstreamServer) -> Vec<(String, String)> {
     }
     out
 }
+
+/// An equivocating cache at `dst`: the malicious cache, with the evil hello's narinfo also
+/// signed by builder `stolen`'s key (a stolen key signing a second content for one path).
+/// Heard late under `majority`, it turns an accepted path into a conflict: the stolen key's
+/// builder now backs both contents.
+pub fn equivocating_cache(fx: &Fixtures, dst: &Path, stolen: &str) -> PathBuf {
+    malicious_cache(fx, dst);
+    let hello = &fx.paths.hello;
+    let mut info = read_narinfo(fx, dst, hello);
+    let key = secret_key(&fx.builder(stolen).secret_key_file);
+    info.sigs.push(key.sign(&info.fingerprint()));
+    replace_file(&narinfo_file(dst, hello), info.render().as_bytes());
+    dst.to_path_buf()
+}
