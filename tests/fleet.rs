@@ -20,8 +20,8 @@ use common::adversary::{equivocating_cache, mismatch_cache};
 use common::fixtures::FixturePath;
 use common::s3::S3Object;
 use common::{
-    block_on, fixtures, http_get, nar_hash_of, records, scratch_dir, serve_builders,
-    with_builders, Balancer, Behavior, CacheSpec, Garage, NixClient, ReplicaSet, UpstreamServer,
+    block_on, fixtures, http_get, nar_hash_of, records, scratch_dir, serve_builders, with_builders,
+    Balancer, Behavior, CacheSpec, Garage, NixClient, ReplicaSet, UpstreamServer,
 };
 use futures_util::StreamExt;
 use quorate_core::protocol::nar_hash::NarHash;
@@ -243,7 +243,11 @@ async fn get_hashed(url: &str) -> Result<(u16, String, u64), String> {
         .timeout(Duration::from_secs(180))
         .build()
         .map_err(|e| e.to_string())?;
-    let response = client.get(url).send().await.map_err(|e| format!("GET {url}: {e}"))?;
+    let response = client
+        .get(url)
+        .send()
+        .await
+        .map_err(|e| format!("GET {url}: {e}"))?;
     let status = response.status().as_u16();
     let mut hasher = sha2::Sha256::new();
     let mut len = 0u64;
@@ -287,19 +291,31 @@ fn the_nix_client_substitutes_a_closure_through_the_balancer_and_the_nars_live_o
 
     for path in [app, &fx.paths.hello] {
         let key = object_key("closure", path);
-        eventually(&format!("{key} in the bucket"), Duration::from_secs(30), || {
-            garage.objects("closure/").iter().any(|o| o.key == key)
-        });
-        let object = block_on(garage.s3().get(&key)).expect("a GET").expect("the object");
+        eventually(
+            &format!("{key} in the bucket"),
+            Duration::from_secs(30),
+            || garage.objects("closure/").iter().any(|o| o.key == key),
+        );
+        let object = block_on(garage.s3().get(&key))
+            .expect("a GET")
+            .expect("the object");
         assert_eq!(object.len() as u64, path.nar_size);
-        assert_eq!(nar_hash_of(&object), path.nar_hash, "the bucket holds the verified NAR");
+        assert_eq!(
+            nar_hash_of(&object),
+            path.nar_hash,
+            "the bucket holds the verified NAR"
+        );
     }
     assert!(garage.incomplete_uploads("").is_empty());
     assert_no_local_nars(&set);
     let mut answered_by: Vec<String> = lb.requests().into_iter().flat_map(|r| r.replicas).collect();
     answered_by.sort();
     answered_by.dedup();
-    assert_eq!(answered_by.len(), 2, "both replicas answered the client: {answered_by:?}");
+    assert_eq!(
+        answered_by.len(),
+        2,
+        "both replicas answered the client: {answered_by:?}"
+    );
 }
 
 /// 50 clients ask, at once and through the balancer, for one cold 100 MiB NAR: the set
@@ -346,7 +362,11 @@ fn fifty_concurrent_cold_requests_across_the_replicas_cost_one_upstream_download
     assert_eq!(served_by.len(), 2, "the NAR requests reached both replicas");
     let key = object_key("fifty", big);
     eventually("the NAR in the bucket", Duration::from_secs(60), || {
-        garage.objects("fifty/") == [S3Object { key: key.clone(), size: big.nar_size }]
+        garage.objects("fifty/")
+            == [S3Object {
+                key: key.clone(),
+                size: big.nar_size,
+            }]
     });
     assert!(garage.incomplete_uploads("").is_empty());
     assert_no_local_nars(&set);
@@ -377,10 +397,14 @@ fn when_the_replica_owning_a_download_is_killed_another_takes_over() {
         async move { get_hashed(&url).await }
     });
     let lease = format!("nar:{}", NarHash::parse(&big.nar_hash).unwrap().key());
-    eventually("replica 0 holds the NAR's lease", Duration::from_secs(30), || {
-        records::with_db(set.replica(1), async |db| db.lease(&lease).await.unwrap())
-            .is_some_and(|l| l.owner == owner)
-    });
+    eventually(
+        "replica 0 holds the NAR's lease",
+        Duration::from_secs(30),
+        || {
+            records::with_db(set.replica(1), async |db| db.lease(&lease).await.unwrap())
+                .is_some_and(|l| l.owner == owner)
+        },
+    );
     set.replica_mut(0).kill();
     let first = block_on(first).expect("the first client's task");
     assert!(
@@ -393,9 +417,17 @@ fn when_the_replica_owning_a_download_is_killed_another_takes_over() {
     assert_eq!((status, len), (200, big.nar_size));
     assert_eq!(hash, big.nar_hash);
     let key = object_key("kill", big);
-    eventually("the whole NAR in the bucket", Duration::from_secs(60), || {
-        garage.objects("kill/") == [S3Object { key: key.clone(), size: big.nar_size }]
-    });
+    eventually(
+        "the whole NAR in the bucket",
+        Duration::from_secs(60),
+        || {
+            garage.objects("kill/")
+                == [S3Object {
+                    key: key.clone(),
+                    size: big.nar_size,
+                }]
+        },
+    );
     assert!(
         garage.incomplete_uploads("").is_empty(),
         "no upload left open: {:?}",
@@ -421,7 +453,11 @@ fn a_tampered_upstream_nar_never_reaches_the_bucket_and_is_recorded() {
         .assert_failed("hello whose NAR does not match its NarHash");
     let event = records::wait_for_event(set.replica(0), CACHE, "mismatch", hello.hash_part());
     assert_eq!(event.upstream.as_deref(), Some(bad.url()));
-    assert!(garage.objects("tamper/").is_empty(), "{:?}", garage.objects("tamper/"));
+    assert!(
+        garage.objects("tamper/").is_empty(),
+        "{:?}",
+        garage.objects("tamper/")
+    );
     assert!(garage.incomplete_uploads("").is_empty());
     assert_no_local_nars(&set);
 }
@@ -456,7 +492,12 @@ fn while_the_bucket_is_down_narinfos_answer_and_nars_fail_cleanly_until_it_is_ba
         assert_eq!(ready.status, 503, "{}", ready.summary());
         for path in [hello, app] {
             let answer = narinfo(path, r.url());
-            assert_eq!(answer.status, 200, "a decided path still answers: {}", answer.summary());
+            assert_eq!(
+                answer.status,
+                200,
+                "a decided path still answers: {}",
+                answer.summary()
+            );
         }
         for nar in [&hello_nar, &app_nar] {
             let answer = http_get(&format!("{}/{nar}", r.url()));
@@ -512,13 +553,90 @@ fn a_conflict_recorded_on_one_replica_withdraws_the_decision_on_the_other() {
         l
     };
     assert_eq!(lines(&shared), lines(&decided), "the same narinfo");
-    assert_eq!(ups[2].stats(&hello.narinfo_path()).answered, 0, "the slow answer is still out");
+    assert_eq!(
+        ups[2].stats(&hello.narinfo_path()).answered,
+        0,
+        "the slow answer is still out"
+    );
 
     records::wait_for_event(set.replica(1), CACHE, "conflict", hello.hash_part());
-    eventually("replica 0 stops serving hello", Duration::from_secs(20), || {
-        http_get(&url(0)).is_ok_and(|a| a.status == 404)
-    });
+    eventually(
+        "replica 0 stops serving hello",
+        Duration::from_secs(20),
+        || http_get(&url(0)).is_ok_and(|a| a.status == 404),
+    );
     let latest = records::latest_decision(set.replica(0), CACHE, hello.hash_part());
     let outcome = latest.expect("a decision").outcome;
-    assert_ne!(outcome.as_str(), "accepted", "the decision in force is no longer accepted");
+    assert_ne!(
+        outcome.as_str(),
+        "accepted",
+        "the decision in force is no longer accepted"
+    );
+}
+
+/// `GET` with a `Range` header: (status, Content-Range, body).
+async fn get_range(url: &str, range: &str) -> (u16, Option<String>, Bytes) {
+    let response = reqwest::Client::new()
+        .get(url)
+        .header("Range", range)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("GET {url}: {e}"));
+    let status = response.status().as_u16();
+    let content_range = response
+        .headers()
+        .get("content-range")
+        .map(|v| v.to_str().unwrap().to_owned());
+    let body = response.bytes().await.expect("the body");
+    (status, content_range, body)
+}
+
+/// A stored NAR answers a single `Range` with 206 and exactly those bytes, from the bucket
+/// (streamed from the object store) and from the local directory alike; a range past the
+/// end is 416 with the size. A NAR not stored yet is sent whole (200) whatever the range.
+#[test]
+fn a_stored_nar_answers_ranges_from_the_bucket_and_from_the_local_directory() {
+    let fx = fixtures();
+    let hello = &fx.paths.hello;
+    let garage = Garage::start();
+    let up = UpstreamServer::serve(&fx.builder("C").cache_dir);
+    let spec = || with_builders(CacheSpec::nix(CACHE).quorum(1), &["C"]).upstream(up.url());
+    let set = ReplicaSet::start(1, vec![spec()], &garage, "range");
+    let local = common::Quorate::start(common::Backend::Sqlite, vec![spec()]);
+    for base in [set.replica(0).url(), local.url()] {
+        let narinfo = http_get(&format!("{base}{}", hello.narinfo_path())).expect("narinfo");
+        let nar_url = format!("{base}/{}", nar_url_in(&narinfo.text()));
+        let (status, _, whole) = block_on(get_range(&nar_url, "bytes=10-19"));
+        assert_eq!(status, 200, "{base}: a cold NAR is sent whole");
+        assert_eq!(nar_hash_of(&whole), hello.nar_hash);
+        let size = whole.len();
+        eventually("the NAR stored", Duration::from_secs(30), || {
+            block_on(get_range(&nar_url, "bytes=0-0")).0 == 206
+        });
+        for (range, want) in [
+            ("bytes=10-19", 10..20),
+            ("bytes=100-", 100..size),
+            ("bytes=-5", size - 5..size),
+            ("bytes=0-99999", 0..size),
+        ] {
+            let (status, content_range, body) = block_on(get_range(&nar_url, range));
+            assert_eq!(status, 206, "{base} {range}");
+            let expected = format!("bytes {}-{}/{size}", want.start, want.end - 1);
+            assert_eq!(
+                content_range.as_deref(),
+                Some(expected.as_str()),
+                "{base} {range}"
+            );
+            assert_eq!(body, whole.slice(want), "{base} {range}");
+        }
+        let (status, content_range, _) = block_on(get_range(&nar_url, &format!("bytes={size}-")));
+        assert_eq!(status, 416, "{base}");
+        assert_eq!(content_range, Some(format!("bytes */{size}")));
+        let (status, _, body) = block_on(get_range(&nar_url, "bytes=0-1,5-6"));
+        assert_eq!(
+            (status, body.len()),
+            (200, size),
+            "{base}: several ranges: the whole NAR"
+        );
+    }
 }
