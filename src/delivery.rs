@@ -213,10 +213,12 @@ async fn from_upstream(
     }
     let size = entry.content.nar_size;
     let claim = fleet.claim(&app.db, app.fetcher.storage(), key, size).await;
-    match claim.map_err(|e| match e {
+    let claim = claim.map_err(|e| match e {
         ClaimError::Storage(e) => DeliveryError::Storage(e),
         ClaimError::Busy => DeliveryError::Busy,
-    })? {
+    })?;
+    app.metrics.fleet_claim(claim.role());
+    match claim {
         Claim::Stored => match from_store(app, cache, key, None).await? {
             Some(body) => Ok(body),
             // Evicted between the two looks: fetch it again, here.

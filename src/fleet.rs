@@ -76,6 +76,18 @@ pub enum Claim {
     Alone,
 }
 
+impl Claim {
+    /// Its name, for metrics: `stored`, `owner`, `relay`, `alone`.
+    pub fn role(&self) -> &'static str {
+        match self {
+            Claim::Stored => "stored",
+            Claim::Owner(_) => "owner",
+            Claim::Relay(_) => "relay",
+            Claim::Alone => "alone",
+        }
+    }
+}
+
 /// This replica's place in its set.
 pub struct Fleet {
     /// How the others reach this one (`[replica] advertise_url`): the owner name in leases.

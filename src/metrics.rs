@@ -66,6 +66,12 @@ struct NarLabels {
     source: &'static str,
 }
 
+/// `role`: what a replica of a set did about a cold NAR.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct FleetLabels {
+    role: &'static str,
+}
+
 /// What an upstream was asked for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum UpstreamKind {
@@ -111,6 +117,7 @@ pub struct Metrics {
     outbox_records: Gauge,
     connections_refused: Counter,
     idle_connections_closed: Counter,
+    fleet_claims: Family<FleetLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -140,6 +147,7 @@ impl Metrics {
             outbox_records: Gauge::default(),
             connections_refused: Counter::default(),
             idle_connections_closed: Counter::default(),
+            fleet_claims: Family::default(),
             registry: Registry::default(),
         };
         let r = &mut registry;
@@ -192,6 +200,13 @@ impl Metrics {
             "nar_fetched_bytes",
             "NAR bytes fetched, verified and stored, by the upstream that delivered them",
             m.nar_fetched_bytes.clone(),
+        );
+        r.register(
+            "fleet_claims",
+            "cold NARs in a replica set, by what this replica did: owner (downloaded it), \
+             relay (streamed the owner's bytes), stored (found it stored meanwhile), alone \
+             (no database: fetched without a lease)",
+            m.fleet_claims.clone(),
         );
         r.register(
             "nar_mismatches",
@@ -295,6 +310,12 @@ impl Metrics {
             source: if from_store { "store" } else { "upstream" },
         };
         self.nar_requests.get_or_create(&labels).inc();
+    }
+
+    /// A replica of a set decided what to do about a cold NAR (`owner`, `relay`, `stored`,
+    /// `alone`).
+    pub fn fleet_claim(&self, role: &'static str) {
+        self.fleet_claims.get_or_create(&FleetLabels { role }).inc();
     }
 
     /// NAR requests so far in `cache`, from the store or by a fetch.

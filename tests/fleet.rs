@@ -360,6 +360,15 @@ fn fifty_concurrent_cold_requests_across_the_replicas_cost_one_upstream_download
     served_by.sort();
     served_by.dedup();
     assert_eq!(served_by.len(), 2, "the NAR requests reached both replicas");
+    let claims = |role: &str| -> f64 {
+        let series = format!("quorate_fleet_claims_total{{role=\"{role}\"}}");
+        set.replicas().iter().map(|r| r.metric(&series)).sum()
+    };
+    assert_eq!(claims("owner"), 1.0, "one replica downloaded it");
+    assert!(
+        claims("relay") >= 1.0,
+        "the other relayed the owner's bytes"
+    );
     let key = object_key("fifty", big);
     eventually("the NAR in the bucket", Duration::from_secs(60), || {
         garage.objects("fifty/")
