@@ -649,3 +649,37 @@ fn a_stored_nar_answers_ranges_from_the_bucket_and_from_the_local_directory() {
         );
     }
 }
+
+/// The internal relay route is for the set only: without the set's secret, or with another
+/// one, it answers 401 and relays nothing; with it, a NAR not in flight on that replica is
+/// 404 (the asking replica then looks in the bucket). A lone quorate has no such route.
+#[test]
+fn the_internal_relay_route_wants_the_sets_secret() {
+    let garage = Garage::start();
+    let set = ReplicaSet::start(1, vec![idle_cache()], &garage, "secret");
+    let url = format!(
+        "{}/_quorate/replica/nar/{SOME_NAR_KEY}",
+        set.replica(0).url()
+    );
+    let secret = std::fs::read_to_string(set.secret_file()).expect("the set's secret");
+    let ask = |authorization: Option<String>| {
+        block_on(async {
+            let mut request = reqwest::Client::new().get(&url);
+            if let Some(a) = authorization {
+                request = request.header("Authorization", a);
+            }
+            request.send().await.expect("an answer").status().as_u16()
+        })
+    };
+    assert_eq!(ask(None), 401);
+    assert_eq!(ask(Some("Bearer not-the-secret-at-all".into())), 401);
+    assert_eq!(ask(Some(format!("Bearer {}x", secret.trim()))), 401);
+    assert_eq!(ask(Some(format!("Bearer {}", secret.trim()))), 404);
+
+    let lone = common::Quorate::start(common::Backend::Sqlite, vec![idle_cache()]);
+    let answer = http_get(&format!(
+        "{}/_quorate/replica/nar/{SOME_NAR_KEY}",
+        lone.url()
+    ));
+    assert_eq!(answer.expect("an answer").status, 404);
+}
