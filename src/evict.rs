@@ -1,5 +1,6 @@
 //! Eviction from the object store (DESIGN §11): with NARs in a bucket and `max_cache_size`
-//! set, the least recently served NARs go once the recorded total passes the bound. The
+//! set, the least recently served NARs go once the recorded total passes the bound (checked
+//! every 30 s and after each upload). The
 //! database holds the sizes and access times (every replica touches a NAR it serves); one
 //! replica at a time evicts, holding the `evict` lease. (A local directory evicts itself as
 //! it commits: `crate::nar::NarStore`.)
@@ -11,23 +12,31 @@ use crate::app::App;
 use crate::clock::now_ms;
 use crate::db::random_hex;
 
-/// How often a replica checks whether the bucket is over its bound.
+/// How often a replica checks whether the bucket is over its bound (and after each of its
+/// own uploads, once the upload's record had time to land).
 const EVERY: Duration = Duration::from_secs(30);
+/// How long after an upload the check runs: the NAR's row is written just after it.
+const AFTER_UPLOAD: Duration = Duration::from_secs(1);
 /// How long the eviction lease lasts: longer than one round takes.
 const LEASE_TTL: Duration = Duration::from_secs(120);
 /// NARs looked at per database round trip.
 const BATCH: u32 = 100;
 
-/// Evicts from the bucket every [`EVERY`] until shutdown; returns at once when NARs are
+/// Evicts from the bucket every [`EVERY`] and after uploads until shutdown; returns at once when NARs are
 /// local or unbounded.
 pub async fn evict_objects(app: Arc<App>) {
-    let (Some(_), Some(max)) = (app.fetcher.storage().objects(), app.config.max_cache_size) else {
+    let (Some(objects), Some(max)) = (app.fetcher.storage().objects(), app.config.max_cache_size)
+    else {
         return;
     };
     let shutdown = app.background.shutdown_signal();
     loop {
         tokio::select! {
             () = tokio::time::sleep(EVERY) => {}
+            () = async {
+                objects.uploaded().await;
+                tokio::time::sleep(AFTER_UPLOAD).await;
+            } => {}
             () = shutdown.cancelled() => return,
         }
         match round(&app, max).await {

@@ -683,3 +683,51 @@ fn the_internal_relay_route_wants_the_sets_secret() {
     ));
     assert_eq!(answer.expect("an answer").status, 404);
 }
+
+/// With `max_cache_size` the bucket is bounded: once hello and app together exceed it, the
+/// least recently served (hello) is deleted from the bucket and from the database, the other
+/// stays; asked again, hello is fetched again and served.
+#[test]
+fn the_bucket_is_bounded_and_the_least_recently_served_nar_goes_first() {
+    let fx = fixtures();
+    let (hello, app) = (&fx.paths.hello, &fx.paths.app);
+    assert!(hello.nar_size + app.nar_size > 700 && app.nar_size <= 700);
+    let garage = Garage::start();
+    let up = UpstreamServer::serve(&fx.builder("C").cache_dir);
+    let spec = with_builders(CacheSpec::nix(CACHE).quorum(1), &["C"]).upstream(up.url());
+    let options = common::fleet::ReplicaOptions {
+        settings: vec![("max_cache_size".into(), "700B".into())],
+        ..common::fleet::ReplicaOptions::in_garage(&garage, "evict")
+    };
+    let set = ReplicaSet::start_with(2, vec![spec], options);
+    let base = set.replica(0).url().to_owned();
+    let nar = |path: &FixturePath| {
+        let narinfo = http_get(&format!("{base}{}", path.narinfo_path())).expect("narinfo");
+        let answer = http_get(&format!("{base}/{}", nar_url_in(&narinfo.text()))).expect("NAR");
+        assert_eq!(answer.status, 200, "{}", answer.summary());
+        assert_eq!(nar_hash_of(answer.bytes()), path.nar_hash);
+    };
+    let in_bucket = || -> Vec<String> {
+        let mut keys: Vec<String> = garage
+            .objects("evict/")
+            .into_iter()
+            .map(|o| o.key)
+            .collect();
+        keys.sort();
+        keys
+    };
+    nar(hello);
+    eventually("hello in the bucket", Duration::from_secs(30), || {
+        in_bucket() == [object_key("evict", hello)]
+    });
+    nar(app);
+    eventually("hello evicted, app kept", Duration::from_secs(60), || {
+        in_bucket() == [object_key("evict", app)]
+    });
+    let recorded = records::with_db(set.replica(0), async |db| {
+        db.nar_object_hashes().await.unwrap()
+    });
+    let app_hash = NarHash::parse(&app.nar_hash).unwrap();
+    assert_eq!(recorded, [app_hash], "the database forgot the evicted NAR");
+    nar(hello);
+}

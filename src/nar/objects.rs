@@ -54,6 +54,8 @@ pub struct ObjectNars {
     url: String,
     /// The bucket's name.
     bucket: String,
+    /// Signalled after each upload: the bucket grew (the evictor looks).
+    uploaded: tokio::sync::Notify,
 }
 
 impl std::fmt::Debug for ObjectNars {
@@ -104,6 +106,7 @@ impl ObjectNars {
             dir,
             url: format!("s3://{}/{}", config.bucket, config.prefix),
             bucket: config.bucket.clone(),
+            uploaded: tokio::sync::Notify::new(),
         })
     }
 
@@ -182,6 +185,7 @@ impl ObjectNars {
                 .map_err(|e| io_error(&path, e))?;
             check(Sha256::new_with_prefix(&bytes), bytes.len() as u64)?;
             self.store.put(&path, PutPayload::from(bytes)).await?;
+            self.uploaded.notify_one();
             return Ok(());
         }
         let upload = self.store.put_multipart(&path).await?;
@@ -204,6 +208,7 @@ impl ObjectNars {
         match sent {
             Ok(()) => {
                 writer.finish().await?;
+                self.uploaded.notify_one();
                 Ok(())
             }
             Err(e) => {
@@ -213,6 +218,11 @@ impl ObjectNars {
                 Err(e)
             }
         }
+    }
+
+    /// Resolves after the next upload (or at once if one happened since the last call).
+    pub async fn uploaded(&self) {
+        self.uploaded.notified().await;
     }
 
     /// Deletes NAR `key`'s object (eviction).
