@@ -32,7 +32,8 @@ ON CONFLICT (observation_key) DO UPDATE SET \
     last_seen = CASE WHEN excluded.last_seen > attestations.last_seen \
         THEN excluded.last_seen ELSE attestations.last_seen END";
 
-const ATTESTATION_COLUMNS: &str = "cache, hash_part, store_path, nar_hash, nar_size, refs, \
+pub(super) const ATTESTATION_COLUMNS: &str =
+    "cache, hash_part, store_path, nar_hash, nar_size, refs, \
     deriver, ca, key_name, builder, upstream, signature, status, last_seen";
 
 const UPSERT_NAR_SOURCE: &str = "\
@@ -248,7 +249,7 @@ impl Db {
     }
 }
 
-fn attestation_from_row(row: &impl Columns) -> Result<Attestation, DbError> {
+pub(super) fn attestation_from_row(row: &impl Columns) -> Result<Attestation, DbError> {
     let status = row.text("status")?;
     Ok(Attestation {
         cache: row.text("cache")?,

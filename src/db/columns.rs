@@ -105,6 +105,8 @@ pub(crate) trait Columns {
     fn int(&self, column: &str) -> Result<i64, DbError>;
     /// A nullable integer column.
     fn opt_int(&self, column: &str) -> Result<Option<i64>, DbError>;
+    /// A `NOT NULL` binary column (`BLOB` / `BYTEA`).
+    fn blob(&self, column: &str) -> Result<Vec<u8>, DbError>;
 
     /// A `NOT NULL` text column holding a value's canonical string form (a NarHash, a hash
     /// part, ...); one this build cannot read is a corrupt row, named by `table_column`.
@@ -148,6 +150,9 @@ macro_rules! impl_columns {
                 Ok(self.try_get(column)?)
             }
             fn opt_int(&self, column: &str) -> Result<Option<i64>, DbError> {
+                Ok(self.try_get(column)?)
+            }
+            fn blob(&self, column: &str) -> Result<Vec<u8>, DbError> {
                 Ok(self.try_get(column)?)
             }
         }

@@ -40,6 +40,12 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../../migrations/sqlite/0002_leases.sql"),
         postgres: include_str!("../../migrations/postgres/0002_leases.sql"),
     },
+    Migration {
+        version: 3,
+        name: "tlog",
+        sqlite: include_str!("../../migrations/sqlite/0003_tlog.sql"),
+        postgres: include_str!("../../migrations/postgres/0003_tlog.sql"),
+    },
 ];
 
 const CREATE_SCHEMA_MIGRATIONS_SQLITE: &str = "\

@@ -15,6 +15,8 @@
 //! - `leases`: which replica of a replica set does fleet-wide work ([`Lease`]).
 //! - `notify`: PostgreSQL `LISTEN/NOTIFY` of recorded decisions, so that every replica drops
 //!   a changed answer from memory ([`ChangeListener`]).
+//! - `tlog`: each cache's transparency log (entries, stored Merkle hashes, checkpoints) and
+//!   which rows it holds.
 //! - `reports`: what an operator asks (builder agreement, conflicts, recent decisions).
 //!
 //! Timestamps are `BIGINT` Unix milliseconds. Sizes are `u64` in Rust and `BIGINT` in SQL;
@@ -60,6 +62,7 @@ mod reports;
 mod seen;
 #[cfg(test)]
 mod tests;
+mod tlog;
 
 pub use decisions::{DecisionRecord, Outcome};
 pub use error::DbError;
@@ -69,6 +72,7 @@ pub use nar_objects::NarObject;
 pub use notify::{Change, ChangeListener};
 pub use reports::{Agreement, BuilderRecord, ConflictRecord, UnknownKey};
 pub use seen::BuilderKey;
+pub use tlog::{EntryKind, LogAppend, NewEntry, Unlogged};
 
 use crate::limits::{DB_ACQUIRE_TIMEOUT as ACQUIRE_TIMEOUT, SQLITE_BUSY_TIMEOUT};
 

@@ -1,0 +1,42 @@
+-- quorate schema 3 (SQLite). Keep in step with migrations/postgres/0003_tlog.sql.
+--
+-- The transparency log, one per cache (DESIGN §12): every attestation and decision row is
+-- appended to its cache's Merkle log by one appender at a time (the `tlog:<cache>` lease);
+-- a row's tlog_index is NULL until then. The log itself: its entries, the stored hashes of
+-- its tree (Go tlog's stored-hash numbering: enough to answer any proof and build any tile
+-- without the leaves), and its signed checkpoints.
+ALTER TABLE attestations ADD COLUMN tlog_index INTEGER;
+ALTER TABLE decisions ADD COLUMN tlog_index INTEGER;
+CREATE INDEX attestations_unlogged ON attestations (cache, id) WHERE tlog_index IS NULL;
+CREATE INDEX decisions_unlogged ON decisions (cache, id) WHERE tlog_index IS NULL;
+
+CREATE TABLE tlog_entries (
+    cache TEXT   NOT NULL,
+    idx   INTEGER NOT NULL CHECK (idx >= 0),
+    kind  TEXT   NOT NULL CHECK (kind IN ('attestation', 'decision', 'policy')),
+    body  BLOB   NOT NULL, -- the canonical entry text, as hashed into the leaf
+    PRIMARY KEY (cache, idx)
+) STRICT;
+
+CREATE TABLE tlog_hashes (
+    cache        TEXT   NOT NULL,
+    stored_index INTEGER NOT NULL CHECK (stored_index >= 0),
+    hash         BLOB   NOT NULL,
+    PRIMARY KEY (cache, stored_index)
+) STRICT;
+
+CREATE TABLE tlog_checkpoints (
+    cache     TEXT   NOT NULL,
+    size      INTEGER NOT NULL CHECK (size >= 0),
+    note      TEXT   NOT NULL, -- the signed checkpoint (C2SP signed-note)
+    signed_at INTEGER NOT NULL,
+    PRIMARY KEY (cache, size)
+) STRICT;
+
+-- Policies logged, by the SHA-256 of their entry: a policy is logged when it changes.
+CREATE TABLE tlog_policies (
+    cache      TEXT   NOT NULL,
+    entry_hash TEXT   NOT NULL,
+    tlog_index INTEGER NOT NULL,
+    PRIMARY KEY (cache, entry_hash)
+) STRICT;
