@@ -1,0 +1,12 @@
+//! The transparency log's pure layer (DESIGN §12): RFC 9162 Merkle trees and the C2SP
+//! formats the transparency ecosystem shares (Go sumdb, Sigstore Rekor v2, CT static logs).
+//!
+//! - [`merkle`]: hashes, roots, inclusion and consistency proofs over stored hashes.
+//!
+//! No I/O: the service keeps the stored hashes in its database and hands them in through
+//! [`merkle::HashReader`]; an auditor hands in tiles it mirrored.
+
+pub mod merkle;
+
+#[cfg(test)]
+mod test_support;
