@@ -2,11 +2,13 @@
 //! formats the transparency ecosystem shares (Go sumdb, Sigstore Rekor v2, CT static logs).
 //!
 //! - [`merkle`]: hashes, roots, inclusion and consistency proofs over stored hashes.
+//! - [`note`]: C2SP signed notes and their Ed25519 keys (vkeys).
 //!
 //! No I/O: the service keeps the stored hashes in its database and hands them in through
 //! [`merkle::HashReader`]; an auditor hands in tiles it mirrored.
 
 pub mod merkle;
+pub mod note;
 
 #[cfg(test)]
 mod test_support;
