@@ -3,10 +3,12 @@
 //!
 //! - [`merkle`]: hashes, roots, inclusion and consistency proofs over stored hashes.
 //! - [`note`]: C2SP signed notes and their Ed25519 keys (vkeys).
+//! - [`checkpoint`]: C2SP checkpoints (signed tree heads) and witness cosignatures.
 //!
 //! No I/O: the service keeps the stored hashes in its database and hands them in through
 //! [`merkle::HashReader`]; an auditor hands in tiles it mirrored.
 
+pub mod checkpoint;
 pub mod merkle;
 pub mod note;
 
