@@ -3,6 +3,7 @@
 //!
 //! - [`merkle`]: hashes, roots, inclusion and consistency proofs over stored hashes.
 //! - [`note`]: C2SP signed notes and their Ed25519 keys (vkeys).
+//! - [`tile`]: C2SP tiles and entry bundles: writing them, and checking a mirrored set.
 //! - [`checkpoint`]: C2SP checkpoints (signed tree heads) and witness cosignatures.
 //!
 //! No I/O: the service keeps the stored hashes in its database and hands them in through
@@ -11,6 +12,7 @@
 pub mod checkpoint;
 pub mod merkle;
 pub mod note;
+pub mod tile;
 
 #[cfg(test)]
 mod test_support;
