@@ -5,6 +5,7 @@
 //! - [`note`]: C2SP signed notes and their Ed25519 keys (vkeys).
 //! - [`tile`]: C2SP tiles and entry bundles: writing them, and checking a mirrored set.
 //! - [`checkpoint`]: C2SP checkpoints (signed tree heads) and witness cosignatures.
+//! - [`proof`]: C2SP tlog proofs: an entry's inclusion under a signed checkpoint, as text.
 //!
 //! No I/O: the service keeps the stored hashes in its database and hands them in through
 //! [`merkle::HashReader`]; an auditor hands in tiles it mirrored.
@@ -12,6 +13,7 @@
 pub mod checkpoint;
 pub mod merkle;
 pub mod note;
+pub mod proof;
 pub mod tile;
 
 #[cfg(test)]
