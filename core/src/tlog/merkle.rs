@@ -7,7 +7,7 @@
 //! empty tree  SHA-256("")                    = 47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU=
 //! ```
 //!
-//! A [`Hash`] is written in standard padded base64, as checkpoints, tiles' neighbours and
+//! A [`struct@Hash`] is written in standard padded base64, as checkpoints, tiles' neighbours and
 //! tlog proofs write it.
 //!
 //! The log does not keep its tree in memory. It keeps every *stored hash*: each leaf hash and
@@ -37,14 +37,14 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use sha2::{Digest, Sha256};
 use thiserror::Error;
 
-/// Bytes in a [`Hash`].
+/// Bytes in a [`struct@Hash`].
 pub const HASH_SIZE: usize = 32;
 
 /// A SHA-256 in a Merkle tree: a leaf hash, a node hash or a root. Canonical form: base64.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Hash([u8; HASH_SIZE]);
 
-/// Why a string is not a [`Hash`].
+/// Why a string is not a [`struct@Hash`].
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum HashError {
     /// Not standard padded base64.
