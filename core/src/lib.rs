@@ -10,6 +10,8 @@
 //! - [`quorum`]: the rule that turns attestations into a decision (DESIGN §3).
 //! - [`flavor`]: the Nix and Guix front ends (narinfo → attestations, agreement → quorate's
 //!   signed narinfo), behind one trait.
+//! - [`tlog`]: the transparency log's Merkle trees, tiles, signed notes and checkpoints
+//!   (DESIGN §12).
 //!
 //! Architecture invariant: this crate does no I/O. It has no async runtime, database or HTTP
 //! client in its dependency tree (`cargo tree -p quorate-core` shows it), reads no clock and
@@ -22,3 +24,4 @@ pub mod flavor;
 pub mod limits;
 pub mod protocol;
 pub mod quorum;
+pub mod tlog;
