@@ -16,8 +16,7 @@ use super::decisions::{decision_from_row, DecisionRecord, DECISION_COLUMNS};
 use super::{BeginWrite, Db, DbError};
 
 /// The log's size: that of its latest checkpoint (every append writes one; an index lookup).
-const LOG_SIZE: &str =
-    "SELECT COALESCE(MAX(size), 0) AS n FROM tlog_checkpoints WHERE cache = $1";
+const LOG_SIZE: &str = "SELECT COALESCE(MAX(size), 0) AS n FROM tlog_checkpoints WHERE cache = $1";
 
 /// What an entry logs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

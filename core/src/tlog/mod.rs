@@ -6,11 +6,13 @@
 //! - [`tile`]: C2SP tiles and entry bundles: writing them, and checking a mirrored set.
 //! - [`checkpoint`]: C2SP checkpoints (signed tree heads) and witness cosignatures.
 //! - [`proof`]: C2SP tlog proofs: an entry's inclusion under a signed checkpoint, as text.
+//! - [`entry`]: quorate's entries (`quorate/attestation/v1`, `decision/v1`, `policy/v1`).
 //!
 //! No I/O: the service keeps the stored hashes in its database and hands them in through
 //! [`merkle::HashReader`]; an auditor hands in tiles it mirrored.
 
 pub mod checkpoint;
+pub mod entry;
 pub mod merkle;
 pub mod note;
 pub mod proof;

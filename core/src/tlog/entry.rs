@@ -1,0 +1,285 @@
+//! The log's entries (DESIGN §12): canonical text, one format per kind, each enough to
+//! re-verify a builder signature offline or to replay a decision under its policy.
+//!
+//! ```text
+//! quorate/attestation/v1                      quorate/decision/v1
+//! cache nixos                                 cache nixos
+//! path /nix/store/wa25…-hello-1               hash-part wa25gr1jwvlca76cr58b77168s56r7fz
+//! nar-hash sha256:04zw…dqw                    verdict accepted
+//! nar-size 120                                path /nix/store/wa25…-hello-1
+//! references                                  nar-hash sha256:04zw…dqw
+//! deriver p2is…-hello-1.drv                   nar-size 120
+//! upstream http://127.0.0.1:41234             references
+//! key upstream-A-1                            policy 0
+//! builder a                                   support 1 2
+//! signature upstream-A-1:UhVR…Ag==            dissent
+//! status valid                                decided-at 1764431000000
+//!
+//! quorate/policy/v1
+//! cache nixos
+//! quorum 2
+//! on-dissent refuse
+//! required
+//! builder a upstream-A-1:3Xk…=
+//! builder b upstream-B-1:Qp0…=
+//! ```
+//!
+//! One `key value` per line, in this order, `\n`-terminated; a line whose value is absent is
+//! left out (`deriver`, `ca`, `builder`, a decision's content), a list is space-separated
+//! and may be empty (`references` alone). Values come from upstreams: a `\` or a newline in
+//! one is escaped (`\\`, `\n`), so an entry always has exactly the lines it says. A Nix
+//! signature is over the fingerprint `1;<path>;<nar-hash>;<nar-size>;<references as store
+//! paths>` rebuilt from these lines. An entry is at most [`MAX_ENTRY`] bytes: an attestation
+//! whose references would not fit gives them as `references-sha256 <hex of SHA-256 of the
+//! space-joined list>` instead.
+
+use sha2::{Digest, Sha256};
+
+use crate::attestation::Attestation;
+use crate::protocol::content::Content;
+use crate::quorum::{OnDissent, Policy};
+
+/// The largest entry a tile's entry bundle can hold (a 16-bit length).
+pub const MAX_ENTRY: usize = 65_535;
+
+/// Writes `key value\n` lines.
+struct Lines(String);
+
+impl Lines {
+    fn new(kind: &str) -> Lines {
+        Lines(format!("{kind}\n"))
+    }
+
+    fn line(&mut self, key: &str, value: &str) -> &mut Self {
+        self.0.push_str(key);
+        if !value.is_empty() {
+            self.0.push(' ');
+            for c in value.chars() {
+                match c {
+                    '\\' => self.0.push_str("\\\\"),
+                    '\n' => self.0.push_str("\\n"),
+                    c => self.0.push(c),
+                }
+            }
+        }
+        self.0.push('\n');
+        self
+    }
+
+    fn opt(&mut self, key: &str, value: Option<&str>) -> &mut Self {
+        if let Some(v) = value {
+            self.line(key, v);
+        }
+        self
+    }
+
+    fn content(&mut self, c: &Content, refs_by_hash: bool) -> &mut Self {
+        self.line("path", &c.store_path)
+            .line("nar-hash", &c.nar_hash.to_string())
+            .line("nar-size", &c.nar_size.to_string());
+        let refs = c.references.join(" ");
+        if refs_by_hash {
+            let digest = Sha256::digest(refs.as_bytes());
+            let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+            self.line("references-sha256", &hex)
+        } else {
+            self.line("references", &refs)
+        }
+    }
+
+    fn done(self) -> Vec<u8> {
+        self.0.into_bytes()
+    }
+}
+
+/// A `quorate/attestation/v1` entry for `a`.
+pub fn attestation(a: &Attestation) -> Vec<u8> {
+    let render = |refs_by_hash: bool| {
+        let mut l = Lines::new("quorate/attestation/v1");
+        l.line("cache", &a.cache)
+            .content(&a.content, refs_by_hash)
+            .opt("deriver", a.deriver.as_deref())
+            .opt("ca", a.ca.as_deref())
+            .line("upstream", &a.upstream)
+            .line("key", &a.key_name)
+            .opt("builder", a.builder.as_deref())
+            .line("signature", &a.signature)
+            .line("status", a.status.as_str());
+        l.done()
+    };
+    let full = render(false);
+    if full.len() <= MAX_ENTRY {
+        full
+    } else {
+        render(true)
+    }
+}
+
+/// What a decision entry records.
+pub struct DecisionEntry<'a> {
+    /// The cache.
+    pub cache: &'a str,
+    /// The store path's hash part.
+    pub hash_part: &'a str,
+    /// `accepted`, `refused`, `insufficient` or `withdrawn`.
+    pub verdict: &'a str,
+    /// The content accepted (or withdrawn), if any.
+    pub content: Option<&'a Content>,
+    /// The log index of the policy entry in force.
+    pub policy: u64,
+    /// Log indexes of the attestations backing the content.
+    pub support: &'a [u64],
+    /// Log indexes of valid attestations of trusted builders for other contents.
+    pub dissent: &'a [u64],
+    /// When it was decided, Unix milliseconds.
+    pub decided_at: i64,
+}
+
+/// A `quorate/decision/v1` entry.
+pub fn decision(d: &DecisionEntry<'_>) -> Vec<u8> {
+    let list = |v: &[u64]| v.iter().map(u64::to_string).collect::<Vec<_>>().join(" ");
+    let render = |refs_by_hash: bool| {
+        let mut l = Lines::new("quorate/decision/v1");
+        l.line("cache", d.cache)
+            .line("hash-part", d.hash_part)
+            .line("verdict", d.verdict);
+        if let Some(c) = d.content {
+            l.content(c, refs_by_hash);
+        }
+        l.line("policy", &d.policy.to_string())
+            .line("support", &list(d.support))
+            .line("dissent", &list(d.dissent))
+            .line("decided-at", &d.decided_at.to_string());
+        l.done()
+    };
+    let full = render(false);
+    if full.len() <= MAX_ENTRY {
+        full
+    } else {
+        render(true)
+    }
+}
+
+/// A `quorate/policy/v1` entry: the policy and every builder's keys (`(builder, key text)`,
+/// in config order).
+pub fn policy(cache: &str, p: &Policy, keys: &[(String, String)]) -> Vec<u8> {
+    let mut l = Lines::new("quorate/policy/v1");
+    let on_dissent = match p.on_dissent {
+        OnDissent::Refuse => "refuse",
+        OnDissent::Majority => "majority",
+    };
+    l.line("cache", cache)
+        .line("quorum", &p.quorum.to_string())
+        .line("on-dissent", on_dissent)
+        .line("required", &p.required_builders.join(" "));
+    for (builder, key) in keys {
+        l.line("builder", &format!("{builder} {key}"));
+    }
+    l.done()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::nar_hash::NarHash;
+    use crate::protocol::signature::SigStatus;
+
+    fn content(refs: Vec<String>) -> Content {
+        Content {
+            store_path: "/nix/store/wa25gr1jwvlca76cr58b77168s56r7fz-hello-1".into(),
+            nar_hash: NarHash::parse("sha256:04zwf782yjwnh3q6hz5izfd6jyip8kgw6g6yj43fiqhbyhdd0dqw")
+                .unwrap(),
+            nar_size: 120,
+            references: refs,
+        }
+    }
+
+    fn attested(refs: Vec<String>, signature: &str) -> Attestation {
+        Attestation {
+            cache: "nixos".into(),
+            hash_part: "wa25gr1jwvlca76cr58b77168s56r7fz".parse().unwrap(),
+            content: content(refs),
+            deriver: Some("p2is4vfrfhngnrfzsdiyad85n1hqshbk-hello-1.drv".into()),
+            ca: None,
+            key_name: "upstream-A-1".into(),
+            builder: Some("a".into()),
+            upstream: "http://127.0.0.1:41234".into(),
+            signature: signature.into(),
+            status: SigStatus::Valid,
+            seen_at: 1,
+        }
+    }
+
+    #[test]
+    fn an_attestation_entry_is_its_lines_in_order() {
+        let e = attestation(&attested(vec![], "upstream-A-1:sig=="));
+        assert_eq!(
+            String::from_utf8(e).unwrap(),
+            "quorate/attestation/v1\ncache nixos\n\
+             path /nix/store/wa25gr1jwvlca76cr58b77168s56r7fz-hello-1\n\
+             nar-hash sha256:04zwf782yjwnh3q6hz5izfd6jyip8kgw6g6yj43fiqhbyhdd0dqw\n\
+             nar-size 120\nreferences\nderiver p2is4vfrfhngnrfzsdiyad85n1hqshbk-hello-1.drv\n\
+             upstream http://127.0.0.1:41234\nkey upstream-A-1\nbuilder a\n\
+             signature upstream-A-1:sig==\nstatus valid\n"
+        );
+    }
+
+    #[test]
+    fn a_newline_in_a_value_cannot_forge_a_line() {
+        let e = String::from_utf8(attestation(&attested(vec![], "x\nstatus valid\\"))).unwrap();
+        assert!(e.contains("signature x\\nstatus valid\\\\\n"), "{e}");
+        assert_eq!(e.matches("\nstatus ").count(), 1);
+    }
+
+    #[test]
+    fn huge_references_are_logged_by_their_hash_within_the_entry_limit() {
+        let refs: Vec<String> = (0..3000).map(|i| format!("{i:032}-dep-{i}")).collect();
+        let e = attestation(&attested(refs.clone(), "s"));
+        assert!(e.len() <= MAX_ENTRY);
+        let text = String::from_utf8(e).unwrap();
+        let hex: String = Sha256::digest(refs.join(" ").as_bytes())
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        assert!(text.contains(&format!("references-sha256 {hex}\n")));
+    }
+
+    #[test]
+    fn a_decision_entry_names_its_policy_support_and_dissent() {
+        let c = content(vec!["aaa-dep".into()]);
+        let e = decision(&DecisionEntry {
+            cache: "nixos",
+            hash_part: "wa25gr1jwvlca76cr58b77168s56r7fz",
+            verdict: "accepted",
+            content: Some(&c),
+            policy: 0,
+            support: &[1, 2],
+            dissent: &[],
+            decided_at: 7,
+        });
+        let text = String::from_utf8(e).unwrap();
+        assert!(text.starts_with("quorate/decision/v1\ncache nixos\nhash-part wa25"));
+        assert!(
+            text.ends_with("references aaa-dep\npolicy 0\nsupport 1 2\ndissent\ndecided-at 7\n")
+        );
+    }
+
+    #[test]
+    fn a_policy_entry_lists_every_builder_key() {
+        let p = Policy {
+            quorum: 2,
+            required_builders: vec!["a".into()],
+            on_dissent: OnDissent::Majority,
+            builders: vec!["a".into(), "b".into()],
+        };
+        let keys = [
+            ("a".to_owned(), "ka:x=".to_owned()),
+            ("b".to_owned(), "kb:y=".to_owned()),
+        ];
+        assert_eq!(
+            String::from_utf8(policy("nixos", &p, &keys)).unwrap(),
+            "quorate/policy/v1\ncache nixos\nquorum 2\non-dissent majority\nrequired a\n\
+             builder a ka:x=\nbuilder b kb:y=\n"
+        );
+    }
+}
