@@ -15,6 +15,7 @@ use crate::nar::{NarFetcher, NarStorage, NarStore, ObjectError, ObjectNars};
 use crate::outbox::Outbox;
 use crate::served_cache::ServedCache;
 use crate::tasks::Background;
+use crate::tlog;
 use crate::upstream::{UpstreamClient, UpstreamError};
 
 /// Start-up failure, phrased for the operator.
@@ -112,7 +113,8 @@ impl App {
                         .await?;
                 }
             }
-            caches.push(Arc::new(ServedCache::new(c.clone(), signer)));
+            let log = tlog::load_or_generate(c)?;
+            caches.push(Arc::new(ServedCache::new(c.clone(), signer, log)));
         }
         Ok(Arc::new(App {
             config,

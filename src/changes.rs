@@ -65,6 +65,7 @@ async fn apply(app: &App, change: Change) {
                 served.nars.invalidate(&nar).await;
             }
             served.decisions.invalidate(&hash_part).await;
+            served.log_indexes.invalidate(&hash_part).await;
         }
         Change::Missed => {
             tracing::info!(
@@ -79,5 +80,6 @@ fn forget_everything(app: &App) {
     for served in &app.caches {
         served.decisions.invalidate_all();
         served.nars.invalidate_all();
+        served.log_indexes.invalidate_all();
     }
 }

@@ -54,6 +54,14 @@ pub enum KeyFileError {
         /// Why.
         source: SignerError,
     },
+    /// A transparency log key file is unusable.
+    #[error("transparency log key {}: {reason}", path.display())]
+    LogKey {
+        /// The key file.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
     /// A new key could not be written.
     #[error("signing key {}: cannot write generated key: {source}", path.display())]
     Write {
@@ -91,17 +99,7 @@ pub fn load_or_generate(cache: &CacheConfig) -> Result<Signer, KeyFileError> {
 /// `flavor`.
 pub fn read_existing(path: &Path, flavor: Flavor) -> Result<Signer, KeyFileError> {
     let path_buf = || path.to_path_buf();
-    let meta = std::fs::metadata(path).map_err(|source| KeyFileError::Read {
-        path: path_buf(),
-        source,
-    })?;
-    let mode = meta.permissions().mode() & 0o7777;
-    if mode & 0o004 != 0 {
-        return Err(KeyFileError::Exposed {
-            path: path_buf(),
-            mode,
-        });
-    }
+    refuse_exposed(path)?;
     let text = std::fs::read_to_string(path).map_err(|source| KeyFileError::Read {
         path: path_buf(),
         source,
@@ -110,6 +108,22 @@ pub fn read_existing(path: &Path, flavor: Flavor) -> Result<Signer, KeyFileError
         path: path_buf(),
         source,
     })
+}
+
+/// Refuses a secret key file every user on the machine can read.
+pub fn refuse_exposed(path: &Path) -> Result<(), KeyFileError> {
+    let meta = std::fs::metadata(path).map_err(|source| KeyFileError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let mode = meta.permissions().mode() & 0o7777;
+    if mode & 0o004 != 0 {
+        return Err(KeyFileError::Exposed {
+            path: path.to_path_buf(),
+            mode,
+        });
+    }
+    Ok(())
 }
 
 /// Write `PREFIX.sec` (mode 0600, refusing to overwrite) and the public key next to it

@@ -9,10 +9,12 @@
 //! - I/O, independent of each other: [`db`] (SQL), [`upstream`] (HTTP client), [`nar`]
 //!   (streaming verification and the content-addressed store); then [`fleet`] (one download
 //!   per NAR for a whole replica set: leases in the database, relays between replicas);
-//! - state: [`metrics`], [`outbox`], [`keys`], [`served_cache`], [`tasks`], [`app`];
+//! - state: [`metrics`], [`outbox`], [`keys`], [`tlog`] (each cache's log key and stored
+//!   hashes), [`served_cache`], [`tasks`], [`app`];
 //! - the request path: [`record`], [`resolve`] (narinfo → decision), [`delivery`] (NAR
 //!   bytes), [`http`] (routes); [`changes`]: other replicas' decisions leave memory;
-//!   [`evict`]: the bucket's LRU eviction, one replica at a time;
+//!   [`evict`]: the bucket's LRU eviction, one replica at a time; [`append`]: the
+//!   transparency logs grow from the recorded rows;
 //! - [`serve`]: listening and clean shutdown; [`challenge`]: the `quorate challenge` report.
 
 pub mod clock;
@@ -31,12 +33,14 @@ pub mod metrics;
 pub mod outbox;
 pub mod served_cache;
 pub mod tasks;
+pub mod tlog;
 
 pub mod delivery;
 pub mod http;
 pub mod record;
 pub mod resolve;
 
+pub mod append;
 pub mod changes;
 pub mod evict;
 

@@ -51,6 +51,7 @@ use tokio_util::task::TaskTracker;
 use tower::ServiceExt as _;
 
 use crate::app::App;
+use crate::append;
 use crate::changes;
 use crate::evict;
 use crate::limits::{
@@ -80,6 +81,7 @@ pub async fn serve_until(
     app.background.spawn(record::flush_outbox(app.clone()));
     app.background.spawn(changes::follow_changes(app.clone()));
     app.background.spawn(evict::evict_objects(app.clone()));
+    app.background.spawn(append::follow(app.clone()));
     let open_files = open_file_limit().ok().map(|l| l.soft);
     let limit = connection_limit(app.config.max_connections, open_files);
     match (app.config.max_connections, open_files) {

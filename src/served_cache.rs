@@ -20,6 +20,7 @@ use crate::limits::{
     BAD_SOURCES_CAPACITY, BAD_SOURCE_TTL, DECISIONS_CAPACITY, NAR_ENTRIES_CAPACITY, NEGATIVE_TTL,
     POSITIVE_TTL,
 };
+use crate::tlog::CacheLog;
 
 /// The answer for one (cache, hash part), as kept in memory and served.
 #[derive(Debug)]
@@ -62,6 +63,11 @@ pub struct ServedCache {
     pub nars: Cache<NarKey, Arc<NarEntry>>,
     /// (NAR, upstream) pairs that delivered wrong bytes: tried last next time.
     pub bad_sources: Cache<(NarKey, String), ()>,
+    /// The cache's transparency log identity (its key and origin).
+    pub log: CacheLog,
+    /// Log index of the decision in force per served path, once logged (the narinfo's
+    /// `Quorate-Log-Index`); dropped with the path's answer.
+    pub log_indexes: Cache<HashPart, u64>,
 }
 
 /// Positive answers live long, negative ones briefly.
@@ -83,7 +89,7 @@ impl moka::Expiry<HashPart, Arc<Resolution>> for ResolutionExpiry {
 
 impl ServedCache {
     /// The state of cache `config`, signing with `signer`.
-    pub fn new(config: CacheConfig, signer: Signer) -> ServedCache {
+    pub fn new(config: CacheConfig, signer: Signer, log: CacheLog) -> ServedCache {
         let policy = Policy {
             quorum: config.quorum,
             required_builders: config.required_builders.clone(),
@@ -106,6 +112,11 @@ impl ServedCache {
             bad_sources: Cache::builder()
                 .max_capacity(BAD_SOURCES_CAPACITY)
                 .time_to_live(BAD_SOURCE_TTL)
+                .build(),
+            log,
+            log_indexes: Cache::builder()
+                .max_capacity(DECISIONS_CAPACITY)
+                .time_to_live(POSITIVE_TTL)
                 .build(),
         }
     }
@@ -136,5 +147,6 @@ impl ServedCache {
             self.nars.invalidate(&c.nar_hash.key()).await;
         }
         self.decisions.invalidate(hash_part).await;
+        self.log_indexes.invalidate(hash_part).await;
     }
 }

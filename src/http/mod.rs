@@ -1,6 +1,7 @@
 //! HTTP routes (axum): per cache under its mount, `nix-cache-info`, `<hash>.narinfo`,
 //! `nar/<...>` and `log/<drv>`; globally `/healthz`, `/readyz`, `/metrics` and `/api/v1/...`;
-//! in a replica set, the internal `/_quorate/replica/...` (the set's secret required).
+//! `/tlog/<cache>/...` (the transparency log); in a replica set, the internal
+//! `/_quorate/replica/...` (the set's secret required).
 //!
 //! Routes only translate: a request into a call of the layer below (resolution, delivery,
 //! the database), its answer or [`HttpError`] into a response. Every answer carries
@@ -15,6 +16,7 @@ mod metrics;
 mod nar;
 mod narinfo;
 mod replica;
+mod tlog;
 mod ui;
 
 use std::sync::Arc;
@@ -41,7 +43,11 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/api/v1/caches/{cache}/paths/{hash_part}", get(api::path))
         .route("/api/v1/events", get(api::events))
         .route("/api/v1/builders", get(api::builders))
-        .route("/api/v1/conflicts", get(api::conflicts));
+        .route("/api/v1/conflicts", get(api::conflicts))
+        .route("/tlog/{cache}/checkpoint", get(tlog::checkpoint))
+        .route("/tlog/{cache}/vkey", get(tlog::vkey))
+        .route("/tlog/{cache}/tile/{*path}", get(tlog::tile))
+        .route("/tlog/{cache}/proof/{index}", get(tlog::proof));
     if app.fleet.is_some() {
         r = r.route(
             &format!("{}{{key}}", crate::fleet::RELAY_ROUTE),

@@ -50,12 +50,30 @@ async fn narinfo(
         })?;
     app.metrics.narinfo_request(cache.name());
     match &*resolve(app, cache, &hash_part).await? {
-        Resolution::Served { body, .. } => Ok(served(body.clone())),
+        Resolution::Served { body, .. } => {
+            let log_index = log_index(app, cache, &hash_part).await;
+            Ok(served(body.clone(), log_index))
+        }
         Resolution::NotServed { reason } => Err(HttpError::not_found(reason.clone())),
     }
 }
 
-fn served(body: bytes::Bytes) -> Response {
+/// The log index of the path's decision, once the log holds it (memory, else the database;
+/// a decision is logged within about a second of being taken).
+async fn log_index(app: &App, cache: &ServedCache, hash_part: &HashPart) -> Option<u64> {
+    if let Some(i) = cache.log_indexes.get(hash_part).await {
+        return Some(i);
+    }
+    let found = app
+        .db
+        .decision_log_index(cache.name(), hash_part.as_str())
+        .await;
+    let index = found.ok().flatten()?;
+    cache.log_indexes.insert(hash_part.clone(), index).await;
+    Some(index)
+}
+
+fn served(body: bytes::Bytes, log_index: Option<u64>) -> Response {
     let len = body.len();
     let mut resp = Response::new(Body::from(body));
     let h = resp.headers_mut();
@@ -64,6 +82,9 @@ fn served(body: bytes::Bytes) -> Response {
         HeaderValue::from_static("text/x-nix-narinfo"),
     );
     h.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+    if let Some(i) = log_index {
+        h.insert("quorate-log-index", HeaderValue::from(i));
+    }
     if let Ok(v) = HeaderValue::from_str(&format!("max-age={}", NARINFO_MAX_AGE.as_secs())) {
         h.insert(header::CACHE_CONTROL, v);
     }

@@ -1,0 +1,214 @@
+//! Appending to each cache's transparency log (DESIGN §12): a background task that, about
+//! once a second, takes the rows not logged yet — the cache's policy when it changed, then
+//! attestations, then decisions (which name their policy and attestations by log index) —
+//! turns them into entries (`quorate_core::tlog::entry`), computes the tree's new stored
+//! hashes and root, signs a checkpoint with the log key and writes it all in one
+//! transaction. In a replica set one replica appends at a time (the `tlog:<cache>` lease);
+//! the log is derived from the database, so nothing is lost when a replica dies: the rows
+//! simply wait for the next append.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use quorate_core::attestation::Attestation;
+use quorate_core::protocol::signature::SigStatus;
+use quorate_core::tlog::checkpoint::Checkpoint;
+use quorate_core::tlog::entry::{self, DecisionEntry};
+use quorate_core::tlog::merkle::{hashes_to_store, leaf_hash, stored_hash_count, tree_hash, Hash};
+use sha2::{Digest, Sha256};
+
+use crate::app::App;
+use crate::clock::now_ms;
+use crate::db::{random_hex, DecisionRecord, EntryKind, LogAppend, NewEntry};
+use crate::served_cache::ServedCache;
+use crate::tlog::{with_hashes, LogError};
+
+/// How often the logs grow (a checkpoint per append that had anything to add).
+const EVERY: Duration = Duration::from_secs(1);
+/// Rows of each kind per append.
+const BATCH: u32 = 2000;
+/// How long an appender's lease lasts (an append takes far less).
+const LEASE_TTL: Duration = Duration::from_secs(30);
+
+/// Appends to every cache's log every [`EVERY`] until shutdown.
+pub async fn follow(app: Arc<App>) {
+    let shutdown = app.background.shutdown_signal();
+    let owner = app.fleet.as_ref().map_or_else(
+        || format!("pid:{}", std::process::id()),
+        |f| f.me().to_owned(),
+    );
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(EVERY) => {}
+            () = shutdown.cancelled() => return,
+        }
+        for cache in &app.caches {
+            if let Err(e) = append_leased(&app, cache, &owner).await {
+                tracing::warn!(cache = %cache.name(), "appending to the transparency log: {e}");
+            }
+        }
+    }
+}
+
+/// One append to `cache`'s log, if this process holds its lease.
+pub async fn append_leased(app: &App, cache: &ServedCache, owner: &str) -> Result<u64, LogError> {
+    let name = format!("tlog:{}", cache.name());
+    let token = random_hex(16);
+    let now = now_ms();
+    let until = now + LEASE_TTL.as_millis() as i64;
+    if !app.db.take_lease(&name, owner, &token, now, until).await? {
+        return Ok(0);
+    }
+    let appended = append(app, cache).await;
+    if let Err(e) = app.db.release_lease(&name, &token).await {
+        tracing::debug!("releasing {name}: {e}");
+    }
+    appended
+}
+
+/// Appends what is waiting (at most [`BATCH`] rows of each kind); returns how many entries.
+pub async fn append(app: &App, cache: &ServedCache) -> Result<u64, LogError> {
+    let db = &app.db;
+    let name = cache.name();
+    let old_size = db.log_size(name).await?;
+    let mut entries = Vec::new();
+
+    let (policy_body, policy_hash) = policy_entry(cache);
+    let policy = match db.logged_policy(name, &policy_hash).await? {
+        Some(index) => index,
+        None => {
+            entries.push(NewEntry {
+                kind: EntryKind::Policy,
+                row: None,
+                policy_hash: Some(policy_hash),
+                body: policy_body,
+            });
+            old_size
+        }
+    };
+
+    let attestations = db.unlogged_attestations(name, BATCH).await?;
+    let caught_up = attestations.len() < BATCH as usize;
+    let mut fresh: HashMap<String, Vec<(u64, Attestation)>> = HashMap::new();
+    for a in attestations {
+        let index = old_size + entries.len() as u64;
+        entries.push(NewEntry {
+            kind: EntryKind::Attestation,
+            row: Some(a.id),
+            policy_hash: None,
+            body: entry::attestation(&a.row),
+        });
+        fresh
+            .entry(a.row.hash_part.to_string())
+            .or_default()
+            .push((index, a.row));
+    }
+    // A decision names its attestations by index: only once every earlier one is logged.
+    if caught_up {
+        for d in db.unlogged_decisions(name, BATCH).await? {
+            let hash_part = d.row.hash_part.to_string();
+            let mut logged = db.logged_attestations(name, &hash_part).await?;
+            logged.extend(fresh.get(&hash_part).into_iter().flatten().cloned());
+            entries.push(NewEntry {
+                kind: EntryKind::Decision,
+                row: Some(d.id),
+                policy_hash: None,
+                body: decision_entry(&d.row, policy, &logged),
+            });
+        }
+    }
+    if entries.is_empty() {
+        return Ok(0);
+    }
+    grow(app, cache, old_size, entries).await
+}
+
+/// Computes the stored hashes and root for `entries` after `old_size`, signs the
+/// checkpoint and writes the batch.
+async fn grow(
+    app: &App,
+    cache: &ServedCache,
+    old_size: u64,
+    entries: Vec<NewEntry>,
+) -> Result<u64, LogError> {
+    let (db, name) = (&app.db, cache.name());
+    let mut known: HashMap<u64, Hash> = HashMap::new();
+    let mut hashes = Vec::new();
+    for (i, e) in entries.iter().enumerate() {
+        let index = old_size + i as u64;
+        let leaf = leaf_hash(&e.body);
+        let new = with_hashes(db, name, &mut known, |r| hashes_to_store(index, leaf, r)).await?;
+        let first = stored_hash_count(index)
+            .ok_or_else(|| LogError::Inconsistent(format!("log index {index} too large")))?;
+        for (k, h) in new.into_iter().enumerate() {
+            known.insert(first + k as u64, h);
+            hashes.push((first + k as u64, *h.as_bytes()));
+        }
+    }
+    let new_size = old_size + entries.len() as u64;
+    let root = with_hashes(db, name, &mut known, |r| tree_hash(new_size, r)).await?;
+    let signed = Checkpoint::new(cache.log.origin(), new_size, root)
+        .and_then(|c| c.sign(&cache.log.signer))
+        .map_err(|e| LogError::Inconsistent(e.to_string()))?;
+    let batch = LogAppend {
+        cache: name.to_owned(),
+        old_size,
+        entries,
+        hashes,
+        checkpoint: signed.to_string(),
+        signed_at: now_ms(),
+    };
+    if !db.append_to_log(&batch).await? {
+        return Ok(0); // another appender moved the log on: the rows wait for the next turn
+    }
+    tracing::debug!(cache = %name, size = new_size, "transparency log grew");
+    Ok(new_size - old_size)
+}
+
+/// The policy entry of `cache` as configured now, and its SHA-256 (hex).
+fn policy_entry(cache: &ServedCache) -> (Vec<u8>, String) {
+    let keys: Vec<(String, String)> = cache
+        .config
+        .builders
+        .iter()
+        .flat_map(|b| b.keys.iter().map(|k| (b.name.clone(), k.to_text())))
+        .collect();
+    let body = entry::policy(cache.name(), &cache.policy, &keys);
+    let hash = Sha256::digest(&body)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    (body, hash)
+}
+
+/// A decision's entry: support = the logged valid attestations of its agreeing builders for
+/// its content; dissent = those of its dissenters for anything else.
+fn decision_entry(d: &DecisionRecord, policy: u64, logged: &[(u64, Attestation)]) -> Vec<u8> {
+    let valid = |a: &Attestation| a.status == SigStatus::Valid;
+    let by =
+        |names: &[String], a: &Attestation| a.builder.as_ref().is_some_and(|b| names.contains(b));
+    let content = d.content.as_ref();
+    let mut support: Vec<u64> = logged
+        .iter()
+        .filter(|(_, a)| valid(a) && by(&d.agreeing, a) && Some(&a.content) == content)
+        .map(|(i, _)| *i)
+        .collect();
+    let mut dissent: Vec<u64> = logged
+        .iter()
+        .filter(|(_, a)| valid(a) && by(&d.dissenters, a) && Some(&a.content) != content)
+        .map(|(i, _)| *i)
+        .collect();
+    support.sort_unstable();
+    dissent.sort_unstable();
+    entry::decision(&DecisionEntry {
+        cache: &d.cache,
+        hash_part: d.hash_part.as_str(),
+        verdict: d.outcome.as_str(),
+        content,
+        policy,
+        support: &support,
+        dissent: &dissent,
+        decided_at: d.decided_at,
+    })
+}

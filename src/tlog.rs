@@ -1,0 +1,171 @@
+//! Each cache's transparency log, as the service holds it (DESIGN §12): the log's own
+//! Ed25519 key and origin, and reading the log's stored hashes out of the database for
+//! the Merkle code of `quorate_core::tlog`, which is synchronous and asks for every hash it
+//! needs in one call.
+//!
+//! The log key is not the narinfo signing key: `keys/<cache>.log.sec` beside the cache's
+//! signing key, in Go's note format (`PRIVATE+KEY+<origin>+<key id>+<base64>`), generated
+//! on first start with its vkey beside it (`<cache>.log.pub`). Its name is the log's
+//! origin line: `<host name>/tlog/<cache>` when quorate generates it; an operator who wants
+//! another (their public URL) writes the key file first.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use quorate_core::tlog::merkle::{Hash, HashReader, MissingHash, ProveError};
+use quorate_core::tlog::note::{SignerKey, VerifierKey};
+
+use crate::config::CacheConfig;
+use crate::db::{Db, DbError};
+use crate::keys::{write_key_pair, KeyFileError};
+
+/// A cache's log identity.
+pub struct CacheLog {
+    /// The log's key: signs checkpoints.
+    pub signer: SignerKey,
+    /// Its public half, served at `/tlog/<cache>/vkey`.
+    pub verifier: VerifierKey,
+}
+
+impl CacheLog {
+    /// The log's origin line (its key's name).
+    pub fn origin(&self) -> &str {
+        self.signer.name()
+    }
+}
+
+/// Why the log could not be read or proved.
+#[derive(Debug, thiserror::Error)]
+pub enum LogError {
+    /// The database failed.
+    #[error("database: {0}")]
+    Database(#[from] DbError),
+    /// The stored hashes do not add up (a bug or a damaged database).
+    #[error("transparency log: {0}")]
+    Inconsistent(String),
+}
+
+/// Where cache `c`'s log key lives: `<cache>.log.sec` beside its signing key.
+pub fn key_path(c: &CacheConfig) -> PathBuf {
+    let dir = c.signing_key_file.parent().unwrap_or(Path::new("."));
+    dir.join(format!("{}.log.sec", c.name))
+}
+
+/// The log key of cache `c`: read, or generated on first start.
+pub fn load_or_generate(c: &CacheConfig) -> Result<CacheLog, KeyFileError> {
+    let path = key_path(c);
+    let bad = |reason: String| KeyFileError::LogKey {
+        path: path.clone(),
+        reason,
+    };
+    let signer = if path.exists() {
+        crate::keys::refuse_exposed(&path)?;
+        let text = std::fs::read_to_string(&path).map_err(|e| bad(e.to_string()))?;
+        text.trim()
+            .parse::<SignerKey>()
+            .map_err(|e| bad(e.to_string()))?
+    } else {
+        let origin = format!("{}/tlog/{}", host_name(), c.name);
+        let key = SignerKey::generate(&origin).map_err(|e| bad(e.to_string()))?;
+        let vkey = format!("{}\n", key.verifier());
+        write_key_pair(&path, &format!("{key}\n"), &vkey).map_err(|e| bad(e.to_string()))?;
+        tracing::info!(cache = %c.name, "generated transparency log key {} ({})", path.display(), key.verifier());
+        key
+    };
+    let verifier = signer.verifier();
+    Ok(CacheLog { signer, verifier })
+}
+
+/// This machine's host name, for a generated origin (`quorate` when it has none).
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty() && h.chars().all(|c| c.is_ascii_graphic() && c != '+'))
+        .unwrap_or_else(|| "quorate".into())
+}
+
+/// Runs `f` (core Merkle code over a [`HashReader`]) against `cache`'s stored hashes: those
+/// in `known` (computed but not written yet, or read before), else the database's. A first
+/// run records which hashes `f` asks for (their values do not steer which ones it asks for),
+/// they are read in one go into `known`, and a second run computes the answer.
+pub async fn with_hashes<T>(
+    db: &Db,
+    cache: &str,
+    known: &mut HashMap<u64, Hash>,
+    f: impl Fn(&MapReader<'_>) -> Result<T, ProveError<MissingHash>>,
+) -> Result<T, LogError> {
+    let wanted = {
+        let probe = MapReader::recording(known);
+        let _ = f(&probe);
+        probe.missing()
+    };
+    if !wanted.is_empty() {
+        let hashes = db.log_hashes(cache, &wanted).await?;
+        known.extend(
+            wanted
+                .into_iter()
+                .zip(hashes.into_iter().map(Hash::from_bytes)),
+        );
+    }
+    f(&MapReader::strict(known)).map_err(|e| LogError::Inconsistent(e.to_string()))
+}
+
+/// Stored hashes by index; when recording, a missing one reads as zeros and is noted.
+pub struct MapReader<'a> {
+    known: &'a HashMap<u64, Hash>,
+    /// `Some` while recording what is missing.
+    missing: Option<Mutex<Vec<u64>>>,
+}
+
+impl<'a> MapReader<'a> {
+    fn recording(known: &'a HashMap<u64, Hash>) -> MapReader<'a> {
+        MapReader {
+            known,
+            missing: Some(Mutex::new(Vec::new())),
+        }
+    }
+
+    fn strict(known: &'a HashMap<u64, Hash>) -> MapReader<'a> {
+        MapReader {
+            known,
+            missing: None,
+        }
+    }
+
+    fn missing(&self) -> Vec<u64> {
+        let mut v = self
+            .missing
+            .as_ref()
+            .map(|m| m.lock().unwrap_or_else(|p| p.into_inner()).clone())
+            .unwrap_or_default();
+        v.sort_unstable();
+        v.dedup();
+        v
+    }
+}
+
+impl HashReader for MapReader<'_> {
+    type Error = MissingHash;
+
+    fn read_hashes(&self, indexes: &[u64]) -> Result<Vec<Hash>, MissingHash> {
+        indexes
+            .iter()
+            .map(|&index| match (self.known.get(&index), &self.missing) {
+                (Some(h), _) => Ok(*h),
+                (None, Some(missing)) => {
+                    missing
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .push(index);
+                    Ok(Hash::from_bytes([0; 32]))
+                }
+                (None, None) => Err(MissingHash {
+                    index,
+                    len: self.known.len(),
+                }),
+            })
+            .collect()
+    }
+}
