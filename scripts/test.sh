@@ -10,8 +10,9 @@
 #  1. installs what the tests drive and is missing (Debian packages: nix-bin, postgresql,
 #     guile-3.0, guile-gcrypt, curl, openssl, which builds the large Nix fixture, and
 #     docker-compose, which validates docker-compose.yml in tests/deploy.rs, chromium,
-#     which loads the status page in tests/operate.rs, and nginx, the load balancer in front
-#     of the replica sets of tests/fleet.rs).
+#     which loads the status page in tests/operate.rs, nginx, the load balancer in front
+#     of the replica sets of tests/fleet.rs, and python3-cryptography, the Ed25519 of the
+#     independent transparency-log verifier of tests/tlog.rs).
 #     As root: `apt-get update` once, then a non-interactive install. Not root: names the
 #     missing packages and exits non-zero.
 #  2. starts a throwaway PostgreSQL (scripts/test-postgres.sh) and exports its URL as
@@ -52,11 +53,12 @@ have() {
     docker-compose) command -v docker-compose >/dev/null ;;
     chromium) command -v chromium >/dev/null || command -v chromium-browser >/dev/null ;;
     nginx) command -v nginx >/dev/null || [[ -x /usr/sbin/nginx ]] ;;
+    python3-cryptography) python3 -c 'import cryptography' >/dev/null 2>&1 ;;
   esac
 }
 t=$EPOCHREALTIME
 missing=()
-for p in nix-bin postgresql guile-3.0 guile-gcrypt curl openssl docker-compose chromium nginx; do have "$p" || missing+=("$p"); done
+for p in nix-bin postgresql guile-3.0 guile-gcrypt curl openssl docker-compose chromium nginx python3-cryptography; do have "$p" || missing+=("$p"); done
 if ((${#missing[@]})); then
   if [[ $(id -u) -ne 0 ]]; then
     say "missing system packages: ${missing[*]}"
