@@ -15,7 +15,8 @@
 //!   bytes), [`http`] (routes); [`changes`]: other replicas' decisions leave memory;
 //!   [`evict`]: the bucket's LRU eviction, one replica at a time; [`append`]: the
 //!   transparency logs grow from the recorded rows;
-//! - [`serve`]: listening and clean shutdown; [`challenge`]: the `quorate challenge` report.
+//! - [`serve`]: listening and clean shutdown; [`challenge`]: the `quorate challenge` report;
+//!   [`verify`]: `quorate verify`, a client's check of a path against the transparency log.
 
 pub mod clock;
 pub mod config;
@@ -47,3 +48,4 @@ pub mod evict;
 pub mod serve;
 
 pub mod challenge;
+pub mod verify;

@@ -58,6 +58,22 @@ enum Command {
         /// Store paths or hash parts (default: every path with recorded disagreement).
         paths: Vec<String>,
     },
+    /// Check that store paths a quorate serves are in its transparency log, and that the log
+    /// is consistent with the one seen before; exits 2 with "SECURITY ERROR" on a fork.
+    Verify {
+        /// The quorate's base URL, e.g. http://cache.lan:8080.
+        #[arg(long)]
+        url: String,
+        /// The cache (default: the only one it serves).
+        #[arg(long)]
+        cache: Option<String>,
+        /// Where the checkpoints seen are kept (default: $XDG_STATE_HOME/quorate/verify.json).
+        #[arg(long)]
+        state: Option<PathBuf>,
+        /// Store paths or hash parts.
+        #[arg(required = true)]
+        paths: Vec<String>,
+    },
     /// Validate a configuration file and exit.
     CheckConfig {
         /// TOML configuration file.
@@ -117,7 +133,34 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             live,
             paths,
         } => challenge(&load(config.as_ref())?, live, &paths),
+        Command::Verify {
+            url,
+            cache,
+            state,
+            paths,
+        } => verify(&url, cache.as_deref(), state, &paths),
     }
+}
+
+/// `quorate verify`: a line per path on stdout; "SECURITY ERROR" and exit 2 on a fork.
+fn verify(
+    url: &str,
+    cache: Option<&str>,
+    state: Option<PathBuf>,
+    paths: &[String],
+) -> anyhow::Result<()> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    let state = state.unwrap_or_else(quorate::verify::default_state_file);
+    let found = rt.block_on(quorate::verify::verify(url, cache, &state, paths))?;
+    print!("{}", found.report);
+    if let Some(fork) = found.fork {
+        println!("SECURITY ERROR: {fork}");
+        std::process::exit(2);
+    }
+    Ok(())
 }
 
 /// `quorate challenge`: the report on stdout; exit 2 when builders disagree.

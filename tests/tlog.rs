@@ -121,3 +121,78 @@ fn the_log_holds_every_attestation_and_decision_and_an_independent_verifier_acce
         }
     });
 }
+
+/// `quorate verify --url URL --state FILE PATH...`: (exit code, stdout).
+fn quorate_verify(url: &str, state: &std::path::Path, paths: &[&str]) -> (i32, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_quorate"))
+        .args(["verify", "--url", url, "--state"])
+        .arg(state)
+        .args(paths)
+        .output()
+        .expect("running quorate verify");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    (out.status.code().unwrap_or(-1), format!("{stdout}{stderr}"))
+}
+
+/// `path`'s narinfo from `q`, once its decision is logged (it carries `Quorate-Log-Index`).
+fn wait_logged(q: &Quorate, path: &common::fixtures::FixturePath) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while q.narinfo(path).header("quorate-log-index").is_none() {
+        assert!(Instant::now() < deadline, "{} was never logged", path.store_path);
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// A cache whose signing key (and so its log key, beside it) lives in `dir/keys`.
+fn spec_keyed_in(dir: &std::path::Path, builders: &[&str], ups: &[UpstreamServer]) -> CacheSpec {
+    let prefix = dir.join("keys").join(CACHE);
+    if !prefix.with_extension("sec").exists() {
+        common::quorate::keygen(&prefix);
+    }
+    with_builders(CacheSpec::nix(CACHE).quorum(2), builders)
+        .signing_key(&prefix.with_extension("sec"))
+        .upstreams(ups)
+}
+
+/// `quorate verify` proves a served path is an accepted decision in the log, remembers the
+/// checkpoint, later proves the grown log consistent with it (from the log's tiles), and
+/// reports "SECURITY ERROR" with both checkpoints when shown another history under the same
+/// log key (a second quorate holding a copy of the key: a forked log).
+#[test]
+fn quorate_verify_proves_inclusion_and_consistency_and_reports_a_forked_log() {
+    let fx = fixtures();
+    let (hello, app) = (&fx.paths.hello, &fx.paths.app);
+    let dir = scratch_dir("tlog-verify");
+    let state = dir.path().join("verify.json");
+    let ups = serve_builders(&["A", "B", "C"]);
+    let q1 = Quorate::start(
+        common::Backend::Sqlite,
+        vec![spec_keyed_in(&dir.path().join("q1"), &["A", "B", "C"], &ups)],
+    );
+    wait_logged(&q1, app);
+    let (code, out) = quorate_verify(q1.url(), &state, &[&app.store_path]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains(&format!("OK {}", app.store_path)), "{out}");
+
+    wait_logged(&q1, hello);
+    let (code, out) = quorate_verify(q1.url(), &state, &[&hello.store_path]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("consistent with the size"), "{out}");
+
+    // The same log key, another history (another policy from entry 0 on).
+    let q2_dir = dir.path().join("q2");
+    std::fs::create_dir_all(q2_dir.join("keys")).unwrap();
+    let key = dir.path().join("q1/keys").join(format!("{CACHE}.log.sec"));
+    let copy = q2_dir.join("keys").join(format!("{CACHE}.log.sec"));
+    std::fs::copy(&key, &copy).expect("copying the log key");
+    let q2 = Quorate::start(
+        common::Backend::Sqlite,
+        vec![spec_keyed_in(&q2_dir, &["A", "B"], &ups[..2])],
+    );
+    wait_logged(&q2, app);
+    let (code, out) = quorate_verify(q2.url(), &state, &[&app.store_path]);
+    assert_eq!(code, 2, "{out}");
+    assert!(out.contains("SECURITY ERROR"), "{out}");
+    assert!(out.contains("--- seen before") && out.contains("--- served now"), "{out}");
+}
