@@ -16,7 +16,8 @@
 //!   [`evict`]: the bucket's LRU eviction, one replica at a time; [`append`]: the
 //!   transparency logs grow from the recorded rows;
 //! - [`serve`]: listening and clean shutdown; [`challenge`]: the `quorate challenge` report;
-//!   [`verify`]: `quorate verify`, a client's check of a path against the transparency log.
+//!   [`verify`]: `quorate verify`, a client's check of a path against the transparency log;
+//!   [`audit`]: `quorate audit mirror|check`, a log copied and replayed offline.
 
 pub mod clock;
 pub mod config;
@@ -47,5 +48,6 @@ pub mod evict;
 
 pub mod serve;
 
+pub mod audit;
 pub mod challenge;
 pub mod verify;

@@ -74,11 +74,38 @@ enum Command {
         #[arg(required = true)]
         paths: Vec<String>,
     },
+    /// Copy a cache's transparency log (`mirror URL CACHE DIR`) or replay a copy offline
+    /// (`check DIR`: exits 1 on any violation).
+    Audit {
+        #[command(subcommand)]
+        action: AuditAction,
+    },
     /// Validate a configuration file and exit.
     CheckConfig {
         /// TOML configuration file.
         #[arg(long)]
         config: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum AuditAction {
+    /// Copy the log of CACHE at URL into DIR (checkpoint, vkey, tiles, entry bundles).
+    Mirror {
+        /// The quorate's base URL.
+        url: String,
+        /// The cache whose log to copy.
+        cache: String,
+        /// Where to put it.
+        dir: PathBuf,
+    },
+    /// Replay the log copied in DIR: tiles, signatures, every decision under its policy.
+    Check {
+        /// The copy.
+        dir: PathBuf,
+        /// The report as JSON.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -139,6 +166,48 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             state,
             paths,
         } => verify(&url, cache.as_deref(), state, &paths),
+        Command::Audit { action } => audit(action),
+    }
+}
+
+/// `quorate audit`: mirror prints the size copied; check prints the report and exits 1 on
+/// a violation.
+fn audit(action: AuditAction) -> anyhow::Result<()> {
+    match action {
+        AuditAction::Mirror { url, cache, dir } => {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .context("starting the async runtime")?;
+            let size = rt.block_on(quorate::audit::mirror(&url, &cache, &dir))?;
+            println!(
+                "mirrored {size} entries of {url}/tlog/{cache} into {}",
+                dir.display()
+            );
+            Ok(())
+        }
+        AuditAction::Check { dir, json } => {
+            let report = quorate::audit::check(&dir)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                println!(
+                    "log {}: {} entries ({} policies, {} attestations, {} decisions), {} signatures verified again",
+                    report.origin, report.size, report.policies, report.attestations,
+                    report.decisions, report.signatures_verified
+                );
+                for e in &report.equivocations {
+                    println!("equivocation: {e}");
+                }
+                for v in &report.violations {
+                    println!("VIOLATION: {v}");
+                }
+            }
+            if !report.violations.is_empty() {
+                std::process::exit(1);
+            }
+            Ok(())
+        }
     }
 }
 

@@ -139,7 +139,11 @@ fn quorate_verify(url: &str, state: &std::path::Path, paths: &[&str]) -> (i32, S
 fn wait_logged(q: &Quorate, path: &common::fixtures::FixturePath) {
     let deadline = Instant::now() + Duration::from_secs(30);
     while q.narinfo(path).header("quorate-log-index").is_none() {
-        assert!(Instant::now() < deadline, "{} was never logged", path.store_path);
+        assert!(
+            Instant::now() < deadline,
+            "{} was never logged",
+            path.store_path
+        );
         std::thread::sleep(Duration::from_millis(200));
     }
 }
@@ -168,7 +172,11 @@ fn quorate_verify_proves_inclusion_and_consistency_and_reports_a_forked_log() {
     let ups = serve_builders(&["A", "B", "C"]);
     let q1 = Quorate::start(
         common::Backend::Sqlite,
-        vec![spec_keyed_in(&dir.path().join("q1"), &["A", "B", "C"], &ups)],
+        vec![spec_keyed_in(
+            &dir.path().join("q1"),
+            &["A", "B", "C"],
+            &ups,
+        )],
     );
     wait_logged(&q1, app);
     let (code, out) = quorate_verify(q1.url(), &state, &[&app.store_path]);
@@ -194,5 +202,179 @@ fn quorate_verify_proves_inclusion_and_consistency_and_reports_a_forked_log() {
     let (code, out) = quorate_verify(q2.url(), &state, &[&app.store_path]);
     assert_eq!(code, 2, "{out}");
     assert!(out.contains("SECURITY ERROR"), "{out}");
-    assert!(out.contains("--- seen before") && out.contains("--- served now"), "{out}");
+    assert!(
+        out.contains("--- seen before") && out.contains("--- served now"),
+        "{out}"
+    );
+}
+
+/// `quorate audit ARGS...`: (exit code, stdout and stderr).
+fn quorate_audit(args: &[&str]) -> (i32, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_quorate"))
+        .arg("audit")
+        .args(args)
+        .output()
+        .expect("running quorate audit");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.code().unwrap_or(-1), text)
+}
+
+fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    for entry in std::fs::read_dir(from).expect("reading the mirror") {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.path().is_dir() {
+            std::fs::create_dir_all(&target).unwrap();
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).unwrap();
+        }
+    }
+}
+
+/// The entries of a mirrored log, in order.
+fn mirrored_entries(dir: &std::path::Path, size: u64) -> Vec<Vec<u8>> {
+    use quorate_core::tlog::tile::{decode_bundle, tiles_for_size, TilePath};
+    let mut out = Vec::new();
+    for tile in tiles_for_size(size).into_iter().filter(|t| t.level() == 0) {
+        let bytes = std::fs::read(dir.join(TilePath::Entries(tile).to_string())).unwrap();
+        out.extend(
+            decode_bundle(&tile, &bytes)
+                .unwrap()
+                .into_iter()
+                .map(<[u8]>::to_vec),
+        );
+    }
+    out
+}
+
+/// Writes a whole log of `entries` into `dir` (tiles, bundles, a checkpoint signed by `key`):
+/// what an operator holding the log key could publish as a rewritten history.
+fn write_log(
+    dir: &std::path::Path,
+    entries: &[Vec<u8>],
+    key: &quorate_core::tlog::note::SignerKey,
+) {
+    use quorate_core::tlog::checkpoint::Checkpoint;
+    use quorate_core::tlog::merkle::{hashes_to_store, leaf_hash, tree_hash, Hash};
+    use quorate_core::tlog::tile::{encode_bundle, read_tile, tiles_for_size, TilePath};
+    let mut stored: Vec<Hash> = Vec::new();
+    for (i, e) in entries.iter().enumerate() {
+        let new = hashes_to_store(i as u64, leaf_hash(e), &stored).unwrap();
+        stored.extend(new);
+    }
+    let size = entries.len() as u64;
+    let _ = std::fs::remove_dir_all(dir.join("tile"));
+    for tile in tiles_for_size(size) {
+        let path = dir.join(TilePath::Hashes(tile).to_string());
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, read_tile(&tile, &stored).unwrap()).unwrap();
+        if tile.level() == 0 {
+            let first = (tile.index() * 256) as usize;
+            let bundle = encode_bundle(&entries[first..first + usize::from(tile.width())]).unwrap();
+            let path = dir.join(TilePath::Entries(tile).to_string());
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(path, bundle).unwrap();
+        }
+    }
+    let root = tree_hash(size, &stored).unwrap();
+    let note = Checkpoint::new(key.name(), size, root)
+        .unwrap()
+        .sign(key)
+        .unwrap();
+    std::fs::write(dir.join("checkpoint"), note.to_string()).unwrap();
+}
+
+/// After agreement (app) and a conflict (hello), `quorate audit mirror` copies the log and
+/// `quorate audit check` replays it: tiles, every Nix signature again, every decision under
+/// its policy — no violation. Then each tampering is caught: one byte of a tile, an entry
+/// removed, and a history rewritten and re-signed with the log key in which app's decision
+/// rests on one builder under a quorum of 2.
+#[test]
+fn quorate_audit_replays_a_mirrored_log_and_catches_each_tampering() {
+    let fx = fixtures();
+    let dir = scratch_dir("tlog-audit");
+    let m_cache = malicious_cache(fx, &dir.path().join("M"));
+    let mut ups = serve_builders(&["A", "B", "C"]);
+    ups.push(UpstreamServer::serve(&m_cache));
+    let keys = dir.path().join("q");
+    let q = Quorate::start(
+        common::Backend::Sqlite,
+        vec![spec_keyed_in(&keys, &["A", "B", "C", "M"], &ups)],
+    );
+    assert_eq!(q.narinfo(&fx.paths.hello).status, 404);
+    wait_logged(&q, &fx.paths.app);
+
+    let mirror = dir.path().join("mirror");
+    let (code, out) = quorate_audit(&["mirror", q.url(), CACHE, mirror.to_str().unwrap()]);
+    assert_eq!(code, 0, "{out}");
+    let (code, out) = quorate_audit(&["check", "--json", mirror.to_str().unwrap()]);
+    assert_eq!(code, 0, "{out}");
+    let report: serde_json::Value = serde_json::from_str(&out).expect("the JSON report");
+    assert_eq!(
+        report["violations"].as_array().unwrap().len(),
+        0,
+        "{report}"
+    );
+    assert!(report["decisions"].as_u64().unwrap() >= 2, "{report}");
+    assert!(
+        report["signatures_verified"].as_u64().unwrap() >= 8,
+        "every builder signature of hello and app is verified again: {report}"
+    );
+    let size = report["size"].as_u64().unwrap();
+
+    let tampered = |name: &str, change: &dyn Fn(&std::path::Path)| -> String {
+        let copy = dir.path().join(name);
+        std::fs::create_dir_all(&copy).unwrap();
+        copy_dir(&mirror, &copy);
+        change(&copy);
+        let (code, out) = quorate_audit(&["check", copy.to_str().unwrap()]);
+        assert_eq!(code, 1, "{name} went unnoticed: {out}");
+        out
+    };
+    let tile0 = format!("tile/0/000.p/{size}");
+    let out = tampered("byte", &|d| {
+        let path = d.join(&tile0);
+        let mut bytes = std::fs::read(&path).unwrap();
+        bytes[40] ^= 1;
+        std::fs::write(path, bytes).unwrap();
+    });
+    assert!(out.contains("VIOLATION"), "{out}");
+    let out = tampered("removed", &|d| {
+        let entries = mirrored_entries(d, size);
+        let bundle =
+            quorate_core::tlog::tile::encode_bundle(&entries[..entries.len() - 1]).unwrap();
+        std::fs::write(d.join(format!("tile/entries/000.p/{size}")), bundle).unwrap();
+    });
+    assert!(out.contains("VIOLATION"), "{out}");
+
+    // Re-signed with the log key: tiles and checkpoint agree; only the replay can tell.
+    let key_text =
+        std::fs::read_to_string(keys.join("keys").join(format!("{CACHE}.log.sec"))).unwrap();
+    let key: quorate_core::tlog::note::SignerKey = key_text.trim().parse().unwrap();
+    let app_decision = format!("\npath {}\n", fx.paths.app.store_path);
+    let out = tampered("rewritten", &|d| {
+        let mut entries = mirrored_entries(d, size);
+        let i = entries
+            .iter()
+            .position(|e| {
+                let t = String::from_utf8_lossy(e);
+                t.starts_with("quorate/decision/v1\n") && t.contains(&app_decision)
+            })
+            .expect("app's decision");
+        let text = String::from_utf8(entries[i].clone()).unwrap();
+        let support = text
+            .lines()
+            .find(|l| l.starts_with("support "))
+            .unwrap()
+            .to_owned();
+        let one = support.split(' ').take(2).collect::<Vec<_>>().join(" ");
+        entries[i] = text.replace(&support, &one).into_bytes();
+        write_log(d, &entries, &key);
+    });
+    assert!(out.contains("the quorum is 2"), "{out}");
 }

@@ -178,6 +178,89 @@ pub fn policy(cache: &str, p: &Policy, keys: &[(String, String)]) -> Vec<u8> {
     l.done()
 }
 
+/// An entry read back: its kind line and its `key value` lines, values unescaped.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Parsed {
+    /// The first line, e.g. `quorate/attestation/v1`.
+    pub kind: String,
+    /// Every line after it, in order.
+    pub fields: Vec<(String, String)>,
+}
+
+/// Why bytes are not an entry.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum EntryError {
+    /// Not UTF-8, empty, not `\n`-terminated, or a malformed escape.
+    #[error("malformed log entry: {0}")]
+    Malformed(&'static str),
+}
+
+impl Parsed {
+    /// The value of the first `key` line.
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.fields
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The values of every `key` line.
+    pub fn all<'a>(&'a self, key: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+        self.fields
+            .iter()
+            .filter(move |(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// A space-separated list of log indexes (`support`, `dissent`).
+    pub fn indexes(&self, key: &str) -> Option<Vec<u64>> {
+        let v = self.get(key)?;
+        v.split(' ')
+            .filter(|s| !s.is_empty())
+            .map(|s| s.parse().ok())
+            .collect()
+    }
+}
+
+/// Reads an entry's lines (any kind: the caller checks the kind and its keys).
+pub fn parse(bytes: &[u8]) -> Result<Parsed, EntryError> {
+    let text = std::str::from_utf8(bytes).map_err(|_| EntryError::Malformed("not UTF-8"))?;
+    let body = text
+        .strip_suffix('\n')
+        .ok_or(EntryError::Malformed("not newline-terminated"))?;
+    let mut lines = body.split('\n');
+    let kind = lines
+        .next()
+        .filter(|k| !k.is_empty())
+        .ok_or(EntryError::Malformed("no kind line"))?;
+    let mut fields = Vec::new();
+    for line in lines {
+        let (key, value) = line.split_once(' ').unwrap_or((line, ""));
+        fields.push((key.to_owned(), unescape(value)?));
+    }
+    Ok(Parsed {
+        kind: kind.to_owned(),
+        fields,
+    })
+}
+
+fn unescape(v: &str) -> Result<String, EntryError> {
+    let mut out = String::with_capacity(v.len());
+    let mut chars = v.chars();
+    while let Some(c) = chars.next() {
+        if c != '\\' {
+            out.push(c);
+            continue;
+        }
+        match chars.next() {
+            Some('\\') => out.push('\\'),
+            Some('n') => out.push('\n'),
+            _ => return Err(EntryError::Malformed("bad escape")),
+        }
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -229,6 +312,21 @@ mod tests {
         let e = String::from_utf8(attestation(&attested(vec![], "x\nstatus valid\\"))).unwrap();
         assert!(e.contains("signature x\\nstatus valid\\\\\n"), "{e}");
         assert_eq!(e.matches("\nstatus ").count(), 1);
+        let parsed = parse(e.as_bytes()).unwrap();
+        assert_eq!(parsed.get("signature"), Some("x\nstatus valid\\"));
+        assert_eq!(parsed.all("status").collect::<Vec<_>>(), ["valid"]);
+    }
+
+    #[test]
+    fn entries_parse_back_and_malformed_ones_are_refused() {
+        let e = attestation(&attested(vec!["a-x".into(), "b-y".into()], "k:s"));
+        let p = parse(&e).unwrap();
+        assert_eq!(p.kind, "quorate/attestation/v1");
+        assert_eq!(p.get("references"), Some("a-x b-y"));
+        assert_eq!(p.get("nar-size"), Some("120"));
+        for bad in [&b""[..], b"\n", b"kind", b"k\nx a\\q\n", b"\xff\n"] {
+            assert!(parse(bad).is_err(), "{bad:?}");
+        }
     }
 
     #[test]
