@@ -1,5 +1,6 @@
 //! The transparency log's parsers, fed what a mirror or a peer could send: signed notes,
-//! checkpoints, tile paths, entry bundles and tlog proofs (`quorate_core::tlog`).
+//! checkpoints, tile paths, entry bundles, tlog proofs and quorate's entries
+//! (`quorate_core::tlog`).
 //!
 //! Properties, for any bytes:
 //! - nothing panics;
@@ -50,6 +51,10 @@ fuzz_target!(|data: &[u8]| {
             "example.com/log",
             &key.verifier(),
         );
+    }
+    // quorate's own entries, as an auditor reads them from a mirror.
+    if let Ok(entry) = quorate_core::tlog::entry::parse(data) {
+        let _ = entry.indexes("support");
     }
     // An entry bundle against tiles of every width its length allows.
     if let Some((&w, rest)) = data.split_first() {
