@@ -92,6 +92,16 @@ impl Lines {
     }
 }
 
+/// `render(false)`, or `render(true)` (references by hash) when that is over [`MAX_ENTRY`].
+fn within_limit(render: impl Fn(bool) -> Vec<u8>) -> Vec<u8> {
+    let full = render(false);
+    if full.len() <= MAX_ENTRY {
+        full
+    } else {
+        render(true)
+    }
+}
+
 /// A `quorate/attestation/v1` entry for `a`.
 pub fn attestation(a: &Attestation) -> Vec<u8> {
     let render = |refs_by_hash: bool| {
@@ -107,12 +117,7 @@ pub fn attestation(a: &Attestation) -> Vec<u8> {
             .line("status", a.status.as_str());
         l.done()
     };
-    let full = render(false);
-    if full.len() <= MAX_ENTRY {
-        full
-    } else {
-        render(true)
-    }
+    within_limit(render)
 }
 
 /// What a decision entry records.
@@ -152,12 +157,7 @@ pub fn decision(d: &DecisionEntry<'_>) -> Vec<u8> {
             .line("decided-at", &d.decided_at.to_string());
         l.done()
     };
-    let full = render(false);
-    if full.len() <= MAX_ENTRY {
-        full
-    } else {
-        render(true)
-    }
+    within_limit(render)
 }
 
 /// A `quorate/policy/v1` entry: the policy and every builder's keys (`(builder, key text)`,
