@@ -127,9 +127,15 @@ EOF
     fi
 
     # Pick a free port; if another process grabs it first, the server fails to bind: retry.
-    local attempt port
+    # Below the kernel's ephemeral range: while the server is stopped (an outage test),
+    # clients reconnecting to a port inside that range can be given the very same port as
+    # their own and connect to themselves (TCP self-connect), holding it when the server
+    # comes back.
+    local attempt port lo=32768
+    read -r lo _ </proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || true
+    [ "$lo" -gt 11000 ] 2>/dev/null || lo=32768
     for attempt in 1 2 3 4 5 6 7 8 9 10; do
-        port=$((20000 + (RANDOM * 32768 + RANDOM) % 40000))
+        port=$((10000 + (RANDOM * 32768 + RANDOM) % (lo - 10000)))
         # A cluster started again (an outage test) keeps its port, so clients reconnect.
         if [ "$attempt" = 1 ] && [ -f "$dir/port" ]; then port=$(cat "$dir/port"); fi
         port_in_use "$port" && continue
