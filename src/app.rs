@@ -71,6 +71,8 @@ pub struct App {
     pub background: Background,
     /// This replica's place in its replica set (`[replica]`); `None` for a lone process.
     pub fleet: Option<Fleet>,
+    /// This process as a witness of other logs (`[witness]`).
+    pub witness: Option<tlog::Witness>,
 }
 
 impl App {
@@ -101,6 +103,11 @@ impl App {
             }
             None => None,
         };
+        let witness = config
+            .witness
+            .as_ref()
+            .map(tlog::load_witness)
+            .transpose()?;
         let mut caches = Vec::new();
         for c in &config.caches {
             let signer = keys::load_or_generate(c)?;
@@ -126,6 +133,7 @@ impl App {
             outbox: Outbox::default(),
             background,
             fleet,
+            witness,
         }))
     }
 }

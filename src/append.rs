@@ -34,6 +34,10 @@ const LEASE_TTL: Duration = Duration::from_secs(30);
 /// Appends to every cache's log every [`EVERY`] until shutdown.
 pub async fn follow(app: Arc<App>) {
     let shutdown = app.background.shutdown_signal();
+    let witnesses = reqwest::Client::builder()
+        .timeout(crate::witnessing::TIMEOUT)
+        .build()
+        .unwrap_or_default();
     let owner = app.fleet.as_ref().map_or_else(
         || format!("pid:{}", std::process::id()),
         |f| f.me().to_owned(),
@@ -47,6 +51,7 @@ pub async fn follow(app: Arc<App>) {
             if let Err(e) = append_leased(&app, cache, &owner).await {
                 tracing::warn!(cache = %cache.name(), "appending to the transparency log: {e}");
             }
+            crate::witnessing::round(&app, cache, &witnesses).await;
         }
     }
 }

@@ -29,6 +29,8 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
 
+use quorate_core::tlog::checkpoint::CosignatureVerifier;
+use quorate_core::tlog::note::VerifierKey;
 use serde::Deserialize;
 
 use quorate_core::builder::{Builder, BuilderKey};
@@ -90,8 +92,30 @@ struct RawConfig {
     max_connections: Option<i64>,
     nar_store: Option<RawNarStore>,
     replica: Option<RawReplica>,
+    witness: Option<RawWitness>,
     #[serde(default)]
     cache: Vec<RawCache>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawWitness {
+    key_file: Option<PathBuf>,
+    #[serde(default)]
+    log: Vec<RawWitnessedLog>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawWitnessedLog {
+    vkey: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCacheWitness {
+    url: String,
+    vkey: String,
 }
 
 #[derive(Debug, Deserialize)]
@@ -130,6 +154,8 @@ struct RawCache {
     builder: Vec<RawBuilder>,
     #[serde(default)]
     upstream: Vec<RawUpstream>,
+    #[serde(default)]
+    witness: Vec<RawCacheWitness>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -176,8 +202,30 @@ pub struct Config {
     pub nar_store: NarStoreConfig,
     /// This process's place in a replica set, if it is in one.
     pub replica: Option<ReplicaConfig>,
+    /// Other logs this process witnesses (`[witness]`), if any.
+    pub witness: Option<WitnessConfig>,
     /// The served caches.
     pub caches: Vec<CacheConfig>,
+}
+
+/// `[witness]`: this quorate cosigns other logs' checkpoints after checking consistency
+/// (C2SP tlog-witness).
+#[derive(Clone, Debug)]
+pub struct WitnessConfig {
+    /// The witness's own cosigning key (generated on first start if missing).
+    pub key_file: PathBuf,
+    /// The logs it witnesses: their verifier keys (`[[witness.log]] vkey`); a vkey's name
+    /// is the log's origin.
+    pub logs: Vec<VerifierKey>,
+}
+
+/// `[[cache.witness]]`: a witness the cache's log sends its checkpoints to.
+#[derive(Clone, Debug)]
+pub struct CacheWitness {
+    /// The witness's `add-checkpoint` prefix, e.g. `http://witness.lan:8080/witness`.
+    pub url: String,
+    /// Its cosignature verifier key.
+    pub vkey: CosignatureVerifier,
 }
 
 /// Where verified NARs are kept (`[nar_store]`).
@@ -256,6 +304,8 @@ pub struct CacheConfig {
     pub builders: Vec<Builder>,
     /// Where narinfos and NARs are fetched from (untrusted).
     pub upstreams: Vec<UpstreamConfig>,
+    /// Witnesses of the cache's transparency log.
+    pub witnesses: Vec<CacheWitness>,
 }
 
 /// An upstream substitute server.
@@ -430,7 +480,28 @@ impl Config {
             .replica
             .map(|r| replica_from_raw(r, base, &database_url, &nar_store))
             .transpose()?;
+        let witness = raw
+            .witness
+            .map(|w| {
+                let logs =
+                    w.log
+                        .into_iter()
+                        .enumerate()
+                        .map(|(j, l)| {
+                            l.vkey.trim().parse::<VerifierKey>().map_err(|e| {
+                                invalid(format!("witness.log[{j}].vkey"), e.to_string())
+                            })
+                        })
+                        .collect::<Result<Vec<_>, _>>()?;
+                let key_file = match w.key_file {
+                    Some(p) => base.join(p),
+                    None => state_dir.join("keys").join("witness.sec"),
+                };
+                Ok::<_, ConfigError>(WitnessConfig { key_file, logs })
+            })
+            .transpose()?;
         Ok(Config {
+            witness,
             listen,
             state_dir,
             database_url,
@@ -649,7 +720,23 @@ impl CacheConfig {
         let builders = builders_from_raw(rc.builder, rc.flavor, i, base)?;
         let quorum = check_quorum(rc.quorum.unwrap_or(1), &rc.required_builders, &builders)
             .map_err(|(k, m)| invalid(key(k), m))?;
+        let witnesses =
+            rc.witness
+                .into_iter()
+                .enumerate()
+                .map(|(j, w)| {
+                    let vkey =
+                        w.vkey.trim().parse().map_err(|e| {
+                            invalid(key(&format!("witness[{j}].vkey")), format!("{e}"))
+                        })?;
+                    Ok(CacheWitness {
+                        url: w.url.trim_end_matches('/').to_owned(),
+                        vkey,
+                    })
+                })
+                .collect::<Result<Vec<_>, ConfigError>>()?;
         Ok(CacheConfig {
+            witnesses,
             upstreams: upstreams_from_raw(rc.upstream, i)?,
             name: rc.name,
             flavor: rc.flavor,

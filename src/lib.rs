@@ -14,7 +14,8 @@
 //! - the request path: [`record`], [`resolve`] (narinfo → decision), [`delivery`] (NAR
 //!   bytes), [`http`] (routes); [`changes`]: other replicas' decisions leave memory;
 //!   [`evict`]: the bucket's LRU eviction, one replica at a time; [`append`]: the
-//!   transparency logs grow from the recorded rows;
+//!   transparency logs grow from the recorded rows; [`witnessing`]: their checkpoints go to
+//!   their witnesses;
 //! - [`serve`]: listening and clean shutdown; [`challenge`]: the `quorate challenge` report;
 //!   [`verify`]: `quorate verify`, a client's check of a path against the transparency log;
 //!   [`audit`]: `quorate audit mirror|check`, a log copied and replayed offline.
@@ -45,6 +46,7 @@ pub mod resolve;
 pub mod append;
 pub mod changes;
 pub mod evict;
+pub mod witnessing;
 
 pub mod serve;
 

@@ -68,6 +68,9 @@ pub struct ServedCache {
     /// Log index of the decision in force per served path, once logged (the narinfo's
     /// `Quorate-Log-Index`); dropped with the path's answer.
     pub log_indexes: Cache<HashPart, u64>,
+    /// Per witness URL, the checkpoint size it cosigned last (what this process knows).
+    /// std Mutex: held for a map operation only.
+    witnessed: std::sync::Mutex<std::collections::HashMap<String, u64>>,
 }
 
 /// Positive answers live long, negative ones briefly.
@@ -118,6 +121,7 @@ impl ServedCache {
                 .max_capacity(DECISIONS_CAPACITY)
                 .time_to_live(POSITIVE_TTL)
                 .build(),
+            witnessed: Default::default(),
         }
     }
 
@@ -139,6 +143,18 @@ impl ServedCache {
             sources: agreed.sources.clone(),
         });
         self.nars.insert(agreed.content.nar_hash.key(), entry).await;
+    }
+
+    /// The checkpoint size witness `url` cosigned last, if known here.
+    pub fn witnessed(&self, url: &str) -> Option<u64> {
+        let map = self.witnessed.lock().unwrap_or_else(|p| p.into_inner());
+        map.get(url).copied()
+    }
+
+    /// Remembers that witness `url` cosigned the checkpoint of `size`.
+    pub fn set_witnessed(&self, url: &str, size: u64) {
+        let mut map = self.witnessed.lock().unwrap_or_else(|p| p.into_inner());
+        map.insert(url.to_owned(), size);
     }
 
     /// Forget a withdrawn decision's answer and NAR entry: the next request decides afresh.

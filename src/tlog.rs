@@ -13,10 +13,11 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
+use quorate_core::tlog::checkpoint::CosignerKey;
 use quorate_core::tlog::merkle::{Hash, HashReader, MissingHash, ProveError};
 use quorate_core::tlog::note::{SignerKey, VerifierKey};
 
-use crate::config::CacheConfig;
+use crate::config::{CacheConfig, WitnessConfig};
 use crate::db::{Db, DbError};
 use crate::keys::{write_key_pair, KeyFileError};
 
@@ -75,6 +76,46 @@ pub fn load_or_generate(c: &CacheConfig) -> Result<CacheLog, KeyFileError> {
     };
     let verifier = signer.verifier();
     Ok(CacheLog { signer, verifier })
+}
+
+/// This process as a witness of other logs (`[witness]`).
+pub struct Witness {
+    /// Its cosigning key.
+    pub key: CosignerKey,
+    /// The logs it witnesses, by their verifier keys (name = origin).
+    pub logs: Vec<VerifierKey>,
+}
+
+/// The witness key in `config.key_file`: read, or generated on first start (its vkey beside
+/// it, `.pub`).
+pub fn load_witness(config: &WitnessConfig) -> Result<Witness, KeyFileError> {
+    let path = &config.key_file;
+    let bad = |reason: String| KeyFileError::LogKey {
+        path: path.clone(),
+        reason,
+    };
+    let key = if path.exists() {
+        crate::keys::refuse_exposed(path)?;
+        let text = std::fs::read_to_string(path).map_err(|e| bad(e.to_string()))?;
+        text.trim()
+            .parse::<CosignerKey>()
+            .map_err(|e| bad(e.to_string()))?
+    } else {
+        let key = CosignerKey::generate(&format!("{}/witness", host_name()))
+            .map_err(|e| bad(e.to_string()))?;
+        let vkey = format!("{}\n", key.verifier());
+        write_key_pair(path, &format!("{key}\n"), &vkey).map_err(|e| bad(e.to_string()))?;
+        tracing::info!(
+            "generated witness key {} ({})",
+            path.display(),
+            key.verifier()
+        );
+        key
+    };
+    Ok(Witness {
+        key,
+        logs: config.logs.clone(),
+    })
 }
 
 /// This machine's host name, for a generated origin (`quorate` when it has none).

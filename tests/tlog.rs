@@ -378,3 +378,101 @@ fn quorate_audit_replays_a_mirrored_log_and_catches_each_tampering() {
     });
     assert!(out.contains("the quorum is 2"), "{out}");
 }
+
+/// Writes `text` to `path` with mode 0600 (a secret key file).
+fn write_secret(path: &std::path::Path, text: &str) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(path, text).unwrap();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).unwrap();
+}
+
+/// A quorate configured as a witness (`[witness]`, `[[witness.log]]`) cosigns the log of
+/// another quorate (`[[cache.witness]]`), whose checkpoint is then served with the
+/// cosignature, and keeps cosigning as the log grows (each time after a consistency proof).
+/// A second quorate holding a copy of the log key but another history is refused: no
+/// cosignature, and the witness still stands where the honest log is.
+#[test]
+fn a_witness_cosigns_a_growing_log_and_refuses_a_rewritten_one() {
+    use quorate_core::tlog::checkpoint::{Checkpoint, CosignerKey};
+    use quorate_core::tlog::note::{open, SignerKey};
+    let fx = fixtures();
+    let dir = scratch_dir("tlog-witness");
+    let log_key = SignerKey::generate("quorate.test/tlog/main").unwrap();
+    let witness_key = CosignerKey::generate("witness.test/w").unwrap();
+    let witness_file = dir.path().join("w/witness.sec");
+    write_secret(&witness_file, &format!("{witness_key}\n"));
+    let mut witness_table = toml::Table::new();
+    witness_table.insert("key_file".into(), witness_file.display().to_string().into());
+    let mut log = toml::Table::new();
+    log.insert("vkey".into(), log_key.verifier().to_string().into());
+    witness_table.insert("log".into(), toml::Value::Array(vec![log.into()]));
+    let w = Quorate::start_placed(
+        common::Backend::Sqlite,
+        vec![with_builders(CacheSpec::nix("idle"), &["A"]).upstream("http://127.0.0.1:9")],
+        common::Placement {
+            sections: vec![("witness".into(), witness_table)],
+            ..common::Placement::default()
+        },
+    );
+    let witness_url = format!("{}/witness", w.url());
+    let witness_vkey = witness_key.verifier().to_string();
+
+    let ups = serve_builders(&["A", "B", "C"]);
+    let keyed = |name: &str, builders: &[&str], ups: &[UpstreamServer]| {
+        let keys = dir.path().join(name);
+        write_secret(&keys.join("keys/main.log.sec"), &format!("{log_key}\n"));
+        spec_keyed_in(&keys, builders, ups).witness(&witness_url, &witness_vkey)
+    };
+    let q = Quorate::start(
+        common::Backend::Sqlite,
+        vec![keyed("q", &["A", "B", "C"], &ups)],
+    );
+    let cosigned = |q: &Quorate| -> Option<u64> {
+        let note = http_get(&format!("{}/tlog/{CACHE}/checkpoint", q.url())).ok()?;
+        let opened = open(note.bytes(), &[&witness_key.verifier()]).ok()?;
+        let c: Checkpoint = opened.note.text().parse().ok()?;
+        Some(c.size())
+    };
+    wait_logged(&q, &fx.paths.app);
+    let first = wait_for(|| cosigned(&q));
+    wait_logged(&q, &fx.paths.hello);
+    let grown = wait_for(|| cosigned(&q).filter(|&s| s > first));
+    assert!(grown > first);
+
+    // Another history under the same log key: never cosigned.
+    let q2 = Quorate::start(
+        common::Backend::Sqlite,
+        vec![keyed("q2", &["A", "B"], &ups[..2])],
+    );
+    wait_logged(&q2, &fx.paths.app);
+    wait_logged(&q2, &fx.paths.hello);
+    std::thread::sleep(Duration::from_secs(3)); // several append rounds, each one refused
+    assert_eq!(
+        cosigned(&q2),
+        None,
+        "the witness cosigned a rewritten history"
+    );
+    assert!(
+        q2.log().contains("witness"),
+        "the refusal is logged: {}",
+        q2.log()
+    );
+    assert_eq!(
+        cosigned(&q),
+        Some(grown),
+        "the witness still stands by the honest log"
+    );
+}
+
+/// Polls `f` until it gives a value (30 s at most).
+fn wait_for<T>(mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "never happened");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}

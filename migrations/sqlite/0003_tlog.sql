@@ -40,3 +40,21 @@ CREATE TABLE tlog_policies (
     tlog_index INTEGER NOT NULL,
     PRIMARY KEY (cache, entry_hash)
 ) STRICT;
+
+-- Witness cosignatures of this quorate's checkpoints, served with the checkpoint.
+CREATE TABLE tlog_cosignatures (
+    cache   TEXT   NOT NULL,
+    size    INTEGER NOT NULL CHECK (size >= 0),
+    witness TEXT   NOT NULL, -- the witness's name
+    line    TEXT   NOT NULL, -- its signature line, as the witness sent it
+    PRIMARY KEY (cache, size, witness)
+) STRICT;
+
+-- As a witness: the latest checkpoint cosigned per log (origin). Only ever moves forward,
+-- along a consistency proof.
+CREATE TABLE witness_checkpoints (
+    origin     TEXT   NOT NULL PRIMARY KEY,
+    size       INTEGER NOT NULL CHECK (size >= 0),
+    note       TEXT   NOT NULL,
+    updated_at INTEGER NOT NULL
+) STRICT;

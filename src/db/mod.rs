@@ -63,6 +63,7 @@ mod seen;
 #[cfg(test)]
 mod tests;
 mod tlog;
+mod witness;
 
 pub use decisions::{DecisionRecord, Outcome};
 pub use error::DbError;

@@ -18,6 +18,7 @@ mod narinfo;
 mod replica;
 mod tlog;
 mod ui;
+mod witness;
 
 use std::sync::Arc;
 
@@ -47,7 +48,11 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/tlog/{cache}/checkpoint", get(tlog::checkpoint))
         .route("/tlog/{cache}/vkey", get(tlog::vkey))
         .route("/tlog/{cache}/tile/{*path}", get(tlog::tile))
-        .route("/tlog/{cache}/proof/{index}", get(tlog::proof));
+        .route("/tlog/{cache}/proof/{index}", get(tlog::proof))
+        .route(
+            "/witness/add-checkpoint",
+            axum::routing::post(witness::add_checkpoint),
+        );
     if app.fleet.is_some() {
         r = r.route(
             &format!("{}{{key}}", crate::fleet::RELAY_ROUTE),

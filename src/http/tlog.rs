@@ -30,7 +30,10 @@ pub async fn checkpoint(State(app): State<Arc<App>>, Path(cache): Path<String>) 
         return HttpError::not_found("no such cache").into_response();
     };
     match app.db.latest_checkpoint(cache.name()).await {
-        Ok(Some(note)) => plain(note.into_bytes(), "no-cache"),
+        Ok(Some(note)) => plain(
+            with_cosignatures(&app, &cache, note).await.into_bytes(),
+            "no-cache",
+        ),
         Ok(None) => HttpError::not_found("the log is empty so far").into_response(),
         Err(e) => unavailable(LogError::from(e)),
     }
@@ -121,6 +124,26 @@ pub async fn proof(
         Ok(proof) => plain(proof.to_string().into_bytes(), "no-cache"),
         Err(e) => unavailable(e),
     }
+}
+
+/// The checkpoint with the witnesses' cosignature lines for its size appended.
+async fn with_cosignatures(app: &App, cache: &ServedCache, mut note: String) -> String {
+    let size = SignedNote::parse(note.as_bytes())
+        .ok()
+        .and_then(|n| n.text().parse::<Checkpoint>().ok())
+        .map(|c| c.size());
+    if let Some(size) = size {
+        for line in app
+            .db
+            .cosignatures(cache.name(), size)
+            .await
+            .unwrap_or_default()
+        {
+            note.push_str(&line);
+            note.push('\n');
+        }
+    }
+    note
 }
 
 fn find(app: &App, name: &str) -> Option<Arc<ServedCache>> {

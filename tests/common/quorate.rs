@@ -85,6 +85,8 @@ pub struct CacheSpec {
     pub builders: Vec<(String, Vec<String>)>,
     /// `[[cache.upstream]]`s.
     pub upstreams: Vec<UpstreamSpec>,
+    /// `[[cache.witness]]`s: (url, vkey).
+    pub witnesses: Vec<(String, String)>,
 }
 
 /// One `[[cache.upstream]]` of a cache.
@@ -142,6 +144,7 @@ impl CacheSpec {
             signing_key: SigningKey::Test,
             builders: Vec::new(),
             upstreams: Vec::new(),
+            witnesses: Vec::new(),
         }
     }
 
@@ -195,6 +198,12 @@ impl CacheSpec {
     pub fn builder<S: AsRef<str>>(mut self, name: &str, keys: &[S]) -> CacheSpec {
         let keys = keys.iter().map(|k| k.as_ref().to_owned()).collect();
         self.builders.push((name.to_owned(), keys));
+        self
+    }
+
+    /// Adds a `[[cache.witness]]`: the witness's `add-checkpoint` prefix and its vkey.
+    pub fn witness(mut self, url: &str, vkey: &str) -> CacheSpec {
+        self.witnesses.push((url.to_owned(), vkey.to_owned()));
         self
     }
 
@@ -837,6 +846,11 @@ fn render_config(
                 let hosts: Vec<String> = up.nar_hosts.iter().map(|h| q(h)).collect();
                 let _ = writeln!(t, "  nar_hosts = [{}]", hosts.join(", "));
             }
+        }
+        for (url, vkey) in &c.witnesses {
+            let _ = writeln!(t, "\n  [[cache.witness]]");
+            let _ = writeln!(t, "  url = {}", q(url));
+            let _ = writeln!(t, "  vkey = {}", q(vkey));
         }
     }
     t
