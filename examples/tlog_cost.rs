@@ -52,7 +52,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let started = Instant::now();
     record(&app, paths).await?;
-    eprintln!("recorded {paths} paths in {:.1} s", started.elapsed().as_secs_f64());
+    eprintln!(
+        "recorded {paths} paths in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
 
     let before = size(&app, &database, dir.path()).await?;
     let started = Instant::now();
@@ -66,7 +69,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     let seconds = started.elapsed().as_secs_f64();
     let after = size(&app, &database, dir.path()).await?;
-    let backend = if database.is_some() { "PostgreSQL" } else { "SQLite" };
+    let backend = if database.is_some() {
+        "PostgreSQL"
+    } else {
+        "SQLite"
+    };
     println!("| backend | paths | entries | append s | entries/s | bytes per entry |");
     println!("|---|---|---|---|---|---|");
     println!(
@@ -142,7 +149,11 @@ async fn size(
     let _ = app.db.ping().await;
     let url = format!("sqlite://{}", dir.join("quorate.db").display());
     let mut conn = sqlx::SqliteConnection::connect(&url).await?;
-    let (pages,): (i64,) = sqlx::query_as("PRAGMA page_count").fetch_one(&mut conn).await?;
-    let (page,): (i64,) = sqlx::query_as("PRAGMA page_size").fetch_one(&mut conn).await?;
+    let (pages,): (i64,) = sqlx::query_as("PRAGMA page_count")
+        .fetch_one(&mut conn)
+        .await?;
+    let (page,): (i64,) = sqlx::query_as("PRAGMA page_size")
+        .fetch_one(&mut conn)
+        .await?;
     Ok((pages * page).max(0) as u64)
 }
