@@ -41,6 +41,9 @@ pub enum StartError {
     /// The object store for NARs could not be set up.
     #[error(transparent)]
     Objects(#[from] ObjectError),
+    /// A cache's log key is not the one its log in the database is signed with.
+    #[error("{0}")]
+    LogKey(String),
     /// The replica set's secret file is missing, unreadable or empty.
     #[error("[replica] secret_file {path}: {reason}")]
     ReplicaSecret {
@@ -121,6 +124,9 @@ impl App {
                 }
             }
             let log = tlog::load_or_generate(c)?;
+            tlog::check_log_key(&db, &c.name, &log)
+                .await
+                .map_err(StartError::LogKey)?;
             caches.push(Arc::new(ServedCache::new(c.clone(), signer, log)));
         }
         Ok(Arc::new(App {

@@ -85,12 +85,19 @@ pub fn load_or_generate(cache: &CacheConfig) -> Result<Signer, KeyFileError> {
             source,
         }
     })?;
-    write_key_pair(path, &key.secret_text(), &key.public_text()).map_err(|source| {
-        KeyFileError::Write {
-            path: path.clone(),
-            source,
+    match write_key_pair(path, &key.secret_text(), &key.public_text()) {
+        Ok(()) => {}
+        // Another process (a replica sharing the directory) generated it just now.
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            return read_existing(path, cache.flavor)
         }
-    })?;
+        Err(source) => {
+            return Err(KeyFileError::Write {
+                path: path.clone(),
+                source,
+            })
+        }
+    }
     tracing::info!(cache = %cache.name, "generated signing key {}", path.display());
     Ok(key)
 }
@@ -127,18 +134,29 @@ pub fn refuse_exposed(path: &Path) -> Result<(), KeyFileError> {
 }
 
 /// Write `PREFIX.sec` (mode 0600, refusing to overwrite) and the public key next to it
-/// (`.pub` replacing `.sec`).
+/// (`.pub` replacing `.sec`). The secret appears whole or not at all (written to a temp file,
+/// then hard-linked into place), so a process that starts at the same moment and finds the
+/// file (`AlreadyExists` here) reads a complete key.
 pub fn write_key_pair(sec_path: &Path, secret: &str, public: &str) -> std::io::Result<()> {
-    if let Some(dir) = sec_path.parent() {
-        std::fs::create_dir_all(dir)?;
-    }
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(sec_path)?;
-    f.write_all(secret.as_bytes())?;
-    f.sync_all()?;
+    let dir = sec_path.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir)?;
+    let name = sec_path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or("key");
+    let temp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
+    let written = (|| {
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&temp)?;
+        f.write_all(secret.as_bytes())?;
+        f.sync_all()?;
+        std::fs::hard_link(&temp, sec_path)
+    })();
+    let _ = std::fs::remove_file(&temp);
+    written?;
     std::fs::write(pub_path_for(sec_path), public)?;
     Ok(())
 }

@@ -60,22 +60,58 @@ pub fn load_or_generate(c: &CacheConfig) -> Result<CacheLog, KeyFileError> {
         path: path.clone(),
         reason,
     };
-    let signer = if path.exists() {
+    let read = || -> Result<SignerKey, KeyFileError> {
         crate::keys::refuse_exposed(&path)?;
         let text = std::fs::read_to_string(&path).map_err(|e| bad(e.to_string()))?;
         text.trim()
             .parse::<SignerKey>()
-            .map_err(|e| bad(e.to_string()))?
+            .map_err(|e| bad(e.to_string()))
+    };
+    let signer = if path.exists() {
+        read()?
     } else {
         let origin = format!("{}/tlog/{}", host_name(), c.name);
         let key = SignerKey::generate(&origin).map_err(|e| bad(e.to_string()))?;
         let vkey = format!("{}\n", key.verifier());
-        write_key_pair(&path, &format!("{key}\n"), &vkey).map_err(|e| bad(e.to_string()))?;
-        tracing::info!(cache = %c.name, "generated transparency log key {} ({})", path.display(), key.verifier());
-        key
+        match write_key_pair(&path, &format!("{key}\n"), &vkey) {
+            Ok(()) => {
+                tracing::info!(cache = %c.name, "generated transparency log key {} ({})",
+                    path.display(), key.verifier());
+                key
+            }
+            // A replica sharing the directory generated it just now: use that one.
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => read()?,
+            Err(e) => return Err(bad(e.to_string())),
+        }
     };
     let verifier = signer.verifier();
     Ok(CacheLog { signer, verifier })
+}
+
+/// Checks that `log`'s key signed the latest checkpoint of cache `name`'s log in `db`: a
+/// replica (or a restored machine) with another log key would fork the log. `Err` names
+/// what to do.
+pub async fn check_log_key(db: &Db, name: &str, log: &CacheLog) -> Result<(), String> {
+    let Some(note) = db
+        .latest_checkpoint(name)
+        .await
+        .map_err(|e| e.to_string())?
+    else {
+        return Ok(());
+    };
+    match quorate_core::tlog::checkpoint::Checkpoint::open(
+        note.as_bytes(),
+        log.origin(),
+        &log.verifier,
+    ) {
+        Ok(_) => Ok(()),
+        Err(e) => Err(format!(
+            "cache `{name}`: the transparency log in the database was not signed by this log key \
+             ({}: {e}); every replica must use the same key file (keys/{name}.log.sec): copy it \
+             from the replica that made the log",
+            log.verifier
+        )),
+    }
 }
 
 /// This process as a witness of other logs (`[witness]`).

@@ -476,3 +476,36 @@ fn wait_for<T>(mut f: impl FnMut() -> Option<T>) -> T {
         std::thread::sleep(Duration::from_millis(200));
     }
 }
+
+/// A quorate whose log key is not the one its log in the database was signed with (a replica
+/// given its own key, a machine restored without the key) refuses to start, saying which file
+/// to copy: appending under another key would fork the log.
+#[test]
+fn a_log_key_that_did_not_sign_the_log_is_refused_at_start() {
+    use quorate_core::tlog::note::SignerKey;
+    let fx = fixtures();
+    let dir = scratch_dir("tlog-key");
+    let ups = serve_builders(&["A", "B"]);
+    let keys = dir.path().join("q");
+    let mut q = Quorate::start(
+        common::Backend::Sqlite,
+        vec![spec_keyed_in(&keys, &["A", "B"], &ups)],
+    );
+    wait_logged(&q, &fx.paths.app);
+    q.kill();
+    let key_file = keys.join("keys").join(format!("{CACHE}.log.sec"));
+    std::fs::remove_file(&key_file).unwrap();
+    let other = SignerKey::generate("another.host/tlog/main").unwrap();
+    write_secret(&key_file, &format!("{other}\n"));
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_quorate"))
+        .args(["serve", "--config"])
+        .arg(q.config_path())
+        .output()
+        .expect("running quorate serve");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "it started: {stderr}");
+    assert!(
+        stderr.contains("was not signed by this log key") && stderr.contains("main.log.sec"),
+        "{stderr}"
+    );
+}
