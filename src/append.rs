@@ -76,6 +76,10 @@ pub async fn append_leased(app: &App, cache: &ServedCache, owner: &str) -> Resul
 pub async fn append(app: &App, cache: &ServedCache) -> Result<u64, LogError> {
     let db = &app.db;
     let name = cache.name();
+    // Never extend a log another key signed (a replica given its own key): that forks it.
+    crate::tlog::check_log_key(db, name, &cache.log)
+        .await
+        .map_err(LogError::Inconsistent)?;
     let old_size = db.log_size(name).await?;
     let mut entries = Vec::new();
 

@@ -144,6 +144,7 @@ struct RawCache {
     mount: Option<String>,
     store_dir: Option<String>,
     signing_key_file: Option<PathBuf>,
+    log_key_file: Option<PathBuf>,
     signing_key_name: Option<String>,
     priority: Option<u32>,
     quorum: Option<i64>,
@@ -290,6 +291,9 @@ pub struct CacheConfig {
     pub store_dir: String,
     /// quorate's own secret key for this cache (generated on first start if missing).
     pub signing_key_file: PathBuf,
+    /// The transparency log's own key (default `<state_dir>/keys/<name>.log.sec`, generated
+    /// on first start); every replica of a set must use the same one.
+    pub log_key_file: PathBuf,
     /// Name for a generated Nix key (ignored for Guix and for existing files).
     pub signing_key_name: String,
     /// `Priority:` announced in `nix-cache-info`.
@@ -735,7 +739,12 @@ impl CacheConfig {
                     })
                 })
                 .collect::<Result<Vec<_>, ConfigError>>()?;
+        let log_key_file = match rc.log_key_file {
+            Some(p) => base.join(p),
+            None => state_dir.join("keys").join(format!("{}.log.sec", rc.name)),
+        };
         Ok(CacheConfig {
+            log_key_file,
             witnesses,
             upstreams: upstreams_from_raw(rc.upstream, i)?,
             name: rc.name,

@@ -34,7 +34,8 @@ enum Command {
         #[arg(long)]
         listen: Option<SocketAddr>,
     },
-    /// Generate a signing key pair: PREFIX.sec and PREFIX.pub.
+    /// Generate a key pair: PREFIX.sec and PREFIX.pub (nix, guix: a cache's signing key; log:
+    /// a transparency log key, whose name is the log's origin).
     Keygen {
         /// Key format.
         #[arg(long, value_enum)]
@@ -113,6 +114,8 @@ enum AuditAction {
 enum KeyFlavor {
     Nix,
     Guix,
+    /// A transparency log key (C2SP signed-note Ed25519; `--name` is the origin).
+    Log,
 }
 
 fn main() {
@@ -327,6 +330,14 @@ fn keygen(flavor: KeyFlavor, name: &str, out: &Path) -> anyhow::Result<()> {
         );
     }
     let flavor = match flavor {
+        KeyFlavor::Log => {
+            let key = quorate_core::tlog::note::SignerKey::generate(name)?;
+            let vkey = key.verifier().to_string();
+            keys::write_key_pair(&sec, &format!("{key}\n"), &format!("{vkey}\n"))
+                .with_context(|| format!("writing {}", sec.display()))?;
+            println!("{vkey}");
+            return Ok(());
+        }
         KeyFlavor::Nix => Flavor::Nix,
         // Guix keys carry no name; --name is accepted for symmetry and unused.
         KeyFlavor::Guix => Flavor::Guix,

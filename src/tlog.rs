@@ -3,14 +3,13 @@
 //! the Merkle code of `quorate_core::tlog`, which is synchronous and asks for every hash it
 //! needs in one call.
 //!
-//! The log key is not the narinfo signing key: `keys/<cache>.log.sec` beside the cache's
-//! signing key, in Go's note format (`PRIVATE+KEY+<origin>+<key id>+<base64>`), generated
+//! The log key is not the narinfo signing key: `log_key_file`, by default
+//! `<state_dir>/keys/<cache>.log.sec`, in Go's note format (`PRIVATE+KEY+<origin>+<key id>+<base64>`), generated
 //! on first start with its vkey beside it (`<cache>.log.pub`). Its name is the log's
 //! origin line: `<host name>/tlog/<cache>` when quorate generates it; an operator who wants
 //! another (their public URL) writes the key file first.
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use quorate_core::tlog::checkpoint::CosignerKey;
@@ -47,15 +46,9 @@ pub enum LogError {
     Inconsistent(String),
 }
 
-/// Where cache `c`'s log key lives: `<cache>.log.sec` beside its signing key.
-pub fn key_path(c: &CacheConfig) -> PathBuf {
-    let dir = c.signing_key_file.parent().unwrap_or(Path::new("."));
-    dir.join(format!("{}.log.sec", c.name))
-}
-
-/// The log key of cache `c`: read, or generated on first start.
+/// The log key of cache `c` (`log_key_file`): read, or generated on first start.
 pub fn load_or_generate(c: &CacheConfig) -> Result<CacheLog, KeyFileError> {
-    let path = key_path(c);
+    let path = c.log_key_file.clone();
     let bad = |reason: String| KeyFileError::LogKey {
         path: path.clone(),
         reason,
@@ -107,8 +100,8 @@ pub async fn check_log_key(db: &Db, name: &str, log: &CacheLog) -> Result<(), St
         Ok(_) => Ok(()),
         Err(e) => Err(format!(
             "cache `{name}`: the transparency log in the database was not signed by this log key \
-             ({}: {e}); every replica must use the same key file (keys/{name}.log.sec): copy it \
-             from the replica that made the log",
+             ({}: {e}); every replica must use the same `log_key_file`: copy it from the \
+             replica that made the log",
             log.verifier
         )),
     }

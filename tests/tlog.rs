@@ -148,7 +148,7 @@ fn wait_logged(q: &Quorate, path: &common::fixtures::FixturePath) {
     }
 }
 
-/// A cache whose signing key (and so its log key, beside it) lives in `dir/keys`.
+/// A cache whose signing key and log key live in `dir/keys`.
 fn spec_keyed_in(dir: &std::path::Path, builders: &[&str], ups: &[UpstreamServer]) -> CacheSpec {
     let prefix = dir.join("keys").join(CACHE);
     if !prefix.with_extension("sec").exists() {
@@ -156,6 +156,7 @@ fn spec_keyed_in(dir: &std::path::Path, builders: &[&str], ups: &[UpstreamServer
     }
     with_builders(CacheSpec::nix(CACHE).quorum(2), builders)
         .signing_key(&prefix.with_extension("sec"))
+        .log_key(&dir.join("keys").join(format!("{CACHE}.log.sec")))
         .upstreams(ups)
 }
 

@@ -101,6 +101,11 @@ impl ReplicaSet {
                     keygen_flavor(&prefix, &c.flavor, &format!("{}-1", c.name));
                     c.signing_key = SigningKey::File(prefix.with_extension("sec"));
                 }
+                // One log for the set: one log key (the first replica to start makes it).
+                if c.log_key_file.is_none() {
+                    let file = dir.path().join("keys").join(format!("{}.log.sec", c.name));
+                    c.log_key_file = Some(file);
+                }
                 c
             })
             .collect();

@@ -87,6 +87,8 @@ pub struct CacheSpec {
     pub upstreams: Vec<UpstreamSpec>,
     /// `[[cache.witness]]`s: (url, vkey).
     pub witnesses: Vec<(String, String)>,
+    /// `log_key_file`, if set (default: in the state directory).
+    pub log_key_file: Option<PathBuf>,
 }
 
 /// One `[[cache.upstream]]` of a cache.
@@ -145,6 +147,7 @@ impl CacheSpec {
             builders: Vec::new(),
             upstreams: Vec::new(),
             witnesses: Vec::new(),
+            log_key_file: None,
         }
     }
 
@@ -198,6 +201,12 @@ impl CacheSpec {
     pub fn builder<S: AsRef<str>>(mut self, name: &str, keys: &[S]) -> CacheSpec {
         let keys = keys.iter().map(|k| k.as_ref().to_owned()).collect();
         self.builders.push((name.to_owned(), keys));
+        self
+    }
+
+    /// Sets `log_key_file`.
+    pub fn log_key(mut self, file: &Path) -> CacheSpec {
+        self.log_key_file = Some(file.to_owned());
         self
     }
 
@@ -820,6 +829,9 @@ fn render_config(
         };
         if let Some(f) = key_file {
             let _ = writeln!(t, "signing_key_file = {}", q(&f.display().to_string()));
+        }
+        if let Some(f) = &c.log_key_file {
+            let _ = writeln!(t, "log_key_file = {}", q(&f.display().to_string()));
         }
         let _ = writeln!(t, "quorum = {}", c.quorum);
         let _ = writeln!(t, "on_dissent = {}", q(&c.on_dissent));
