@@ -105,3 +105,36 @@ fn serve_refuses_to_start_with_a_world_readable_signing_key() {
     assert!(said.contains("readable by every user"), "{said}");
     assert!(!said.contains("panicked"), "{said}");
 }
+
+/// `quorate keygen --flavor log` makes a transparency log key pair: the secret in Go's note
+/// format (mode 0600), the vkey beside it, both named by the origin given, and printed.
+#[test]
+fn keygen_makes_a_transparency_log_key_named_by_its_origin() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let prefix = dir.path().join("nixos.log");
+    let out = quorate(&[
+        "keygen",
+        "--flavor",
+        "log",
+        "--name",
+        "cache.example.org/tlog/nixos",
+        "--out",
+        prefix.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let sec = std::fs::read_to_string(dir.path().join("nixos.log.sec")).unwrap();
+    let vkey = std::fs::read_to_string(dir.path().join("nixos.log.pub")).unwrap();
+    let key: quorate_core::tlog::note::SignerKey = sec.trim().parse().expect("a note signer key");
+    assert_eq!(key.name(), "cache.example.org/tlog/nixos");
+    assert_eq!(vkey.trim(), key.verifier().to_string());
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), vkey.trim());
+    let mode = std::fs::metadata(dir.path().join("nixos.log.sec"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+}
