@@ -486,23 +486,7 @@ impl Config {
             .transpose()?;
         let witness = raw
             .witness
-            .map(|w| {
-                let logs =
-                    w.log
-                        .into_iter()
-                        .enumerate()
-                        .map(|(j, l)| {
-                            l.vkey.trim().parse::<VerifierKey>().map_err(|e| {
-                                invalid(format!("witness.log[{j}].vkey"), e.to_string())
-                            })
-                        })
-                        .collect::<Result<Vec<_>, _>>()?;
-                let key_file = match w.key_file {
-                    Some(p) => base.join(p),
-                    None => state_dir.join("keys").join("witness.sec"),
-                };
-                Ok::<_, ConfigError>(WitnessConfig { key_file, logs })
-            })
+            .map(|w| witness_from_raw(w, base, &state_dir))
             .transpose()?;
         Ok(Config {
             witness,
@@ -518,6 +502,51 @@ impl Config {
             caches,
         })
     }
+}
+
+/// `[witness]`: the witness key (default `<state_dir>/keys/witness.sec`) and the logs it
+/// witnesses, by their vkeys.
+fn witness_from_raw(
+    w: RawWitness,
+    base: &Path,
+    state_dir: &Path,
+) -> Result<WitnessConfig, ConfigError> {
+    let logs = w
+        .log
+        .into_iter()
+        .enumerate()
+        .map(|(j, l)| {
+            l.vkey
+                .trim()
+                .parse::<VerifierKey>()
+                .map_err(|e| invalid(format!("witness.log[{j}].vkey"), e.to_string()))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let key_file = match w.key_file {
+        Some(p) => base.join(p),
+        None => state_dir.join("keys").join("witness.sec"),
+    };
+    Ok(WitnessConfig { key_file, logs })
+}
+
+/// `[[cache.witness]]`s of cache `i`: URLs and cosignature vkeys.
+fn cache_witnesses_from_raw(
+    raw: Vec<RawCacheWitness>,
+    i: usize,
+) -> Result<Vec<CacheWitness>, ConfigError> {
+    raw.into_iter()
+        .enumerate()
+        .map(|(j, w)| {
+            let vkey =
+                w.vkey.trim().parse().map_err(|e| {
+                    invalid(format!("cache[{i}].witness[{j}].vkey"), format!("{e}"))
+                })?;
+            Ok(CacheWitness {
+                url: w.url.trim_end_matches('/').to_owned(),
+                vkey,
+            })
+        })
+        .collect()
 }
 
 /// `[nar_store]`: `file://<path>` or `s3://<bucket>[/<prefix>]` with its S3 settings.
@@ -724,21 +753,7 @@ impl CacheConfig {
         let builders = builders_from_raw(rc.builder, rc.flavor, i, base)?;
         let quorum = check_quorum(rc.quorum.unwrap_or(1), &rc.required_builders, &builders)
             .map_err(|(k, m)| invalid(key(k), m))?;
-        let witnesses =
-            rc.witness
-                .into_iter()
-                .enumerate()
-                .map(|(j, w)| {
-                    let vkey =
-                        w.vkey.trim().parse().map_err(|e| {
-                            invalid(key(&format!("witness[{j}].vkey")), format!("{e}"))
-                        })?;
-                    Ok(CacheWitness {
-                        url: w.url.trim_end_matches('/').to_owned(),
-                        vkey,
-                    })
-                })
-                .collect::<Result<Vec<_>, ConfigError>>()?;
+        let witnesses = cache_witnesses_from_raw(rc.witness, i)?;
         let log_key_file = match rc.log_key_file {
             Some(p) => base.join(p),
             None => state_dir.join("keys").join(format!("{}.log.sec", rc.name)),
