@@ -124,7 +124,7 @@ impl App {
                 }
             }
             let log = tlog::load_or_generate(c)?;
-            tlog::check_log_key(&db, &c.name, &log)
+            tlog::check_log_key(&db, &c.name, &log, &c.log_key_file)
                 .await
                 .map_err(StartError::LogKey)?;
             caches.push(Arc::new(ServedCache::new(c.clone(), signer, log)));

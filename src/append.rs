@@ -77,7 +77,7 @@ pub async fn append(app: &App, cache: &ServedCache) -> Result<u64, LogError> {
     let db = &app.db;
     let name = cache.name();
     // Never extend a log another key signed (a replica given its own key): that forks it.
-    crate::tlog::check_log_key(db, name, &cache.log)
+    crate::tlog::check_log_key(db, name, &cache.log, &cache.config.log_key_file)
         .await
         .map_err(LogError::Inconsistent)?;
     let old_size = db.log_size(name).await?;

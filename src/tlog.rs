@@ -84,7 +84,12 @@ pub fn load_or_generate(c: &CacheConfig) -> Result<CacheLog, KeyFileError> {
 /// Checks that `log`'s key signed the latest checkpoint of cache `name`'s log in `db`: a
 /// replica (or a restored machine) with another log key would fork the log. `Err` names
 /// what to do.
-pub async fn check_log_key(db: &Db, name: &str, log: &CacheLog) -> Result<(), String> {
+pub async fn check_log_key(
+    db: &Db,
+    name: &str,
+    log: &CacheLog,
+    key_file: &std::path::Path,
+) -> Result<(), String> {
     let Some(note) = db
         .latest_checkpoint(name)
         .await
@@ -100,9 +105,10 @@ pub async fn check_log_key(db: &Db, name: &str, log: &CacheLog) -> Result<(), St
         Ok(_) => Ok(()),
         Err(e) => Err(format!(
             "cache `{name}`: the transparency log in the database was not signed by this log key \
-             ({}: {e}); every replica must use the same `log_key_file`: copy it from the \
+             ({}: {e}); every replica must use the same `log_key_file`: copy {} from the \
              replica that made the log",
-            log.verifier
+            log.verifier,
+            key_file.display()
         )),
     }
 }
