@@ -56,8 +56,18 @@ pub async fn follow(app: Arc<App>) {
     }
 }
 
-/// One append to `cache`'s log, if this process holds its lease.
+/// One append to `cache`'s log, if there is anything to log and this process holds its
+/// lease (an idle log costs two reads a second, no write).
 pub async fn append_leased(app: &App, cache: &ServedCache, owner: &str) -> Result<u64, LogError> {
+    let (_, policy_hash) = policy_entry(cache);
+    let policy_logged = app
+        .db
+        .logged_policy(cache.name(), &policy_hash)
+        .await?
+        .is_some();
+    if policy_logged && !app.db.has_unlogged(cache.name()).await? {
+        return Ok(0);
+    }
     let name = format!("tlog:{}", cache.name());
     let token = random_hex(16);
     let now = now_ms();

@@ -157,6 +157,22 @@ impl Db {
         })
     }
 
+    /// Whether `cache` has attestation or decision rows not logged yet (two index lookups).
+    pub async fn has_unlogged(&self, cache: &str) -> Result<bool, DbError> {
+        let found = on_pool!(self, pool => {
+            sqlx::query(
+                "SELECT 1 AS one WHERE EXISTS (SELECT 1 FROM attestations \
+                     WHERE cache = $1 AND tlog_index IS NULL) \
+                 OR EXISTS (SELECT 1 FROM decisions WHERE cache = $1 AND tlog_index IS NULL)",
+            )
+            .bind(cache)
+            .fetch_optional(pool)
+            .await?
+            .is_some()
+        });
+        Ok(found)
+    }
+
     /// Up to `limit` attestation rows of `cache` not logged yet, oldest first.
     pub async fn unlogged_attestations(
         &self,
