@@ -57,15 +57,9 @@ fi
 GARAGE=$("$ROOT/scripts/garage.sh") || die "no Garage binary (scripts/garage.sh failed)"
 
 # ---------------------------------------------------------------- quorate and fixtures
-BIN_ORIGIN="QUORATE_BIN=${QUORATE_BIN:-}${QUORATE_LABEL:+ ($QUORATE_LABEL)}, built $(date -u -r "${QUORATE_BIN:-/}" '+%Y-%m-%d %H:%M UTC' 2>/dev/null)"
-if [[ -z ${QUORATE_BIN:-} ]]; then
-  command -v cargo >/dev/null || die "cargo not found (or set QUORATE_BIN)"
-  log "cargo build --release"
-  (cd "$ROOT" && cargo build --release --quiet) || die "cargo build --release failed"
-  QUORATE_BIN=$ROOT/target/release/quorate
-  BIN_ORIGIN="built by this run from git $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?')$(git -C "$ROOT" diff --quiet HEAD -- src Cargo.toml Cargo.lock 2>/dev/null || echo ' + uncommitted changes')"
-fi
-[[ -x $QUORATE_BIN ]] || die "quorate binary $QUORATE_BIN not found"
+# shellcheck source=bench/lib.sh
+source "$HERE/lib.sh"
+bench_binary
 if [[ -n ${FIXTURES:-} ]]; then
   FX=$(cd "$FIXTURES" && pwd) || die "FIXTURES=$FIXTURES is not a directory"
   [[ -f $FX/manifest.json ]] || die "FIXTURES=$FIXTURES has no manifest.json"
@@ -86,58 +80,13 @@ UP_DIR=$FX/caches/C # builder C's cache: uncompressed NARs
 [[ -f $UP_DIR/$BIG_HP.narinfo ]] || die "$UP_DIR has no $BIG_HP.narinfo"
 
 # ---------------------------------------------------------------- processes and cleanup
-WORK=$(mktemp -d "${TMPDIR:-/tmp}/quorate-fleet.XXXXXX")
+bench_workdir quorate-fleet logs nginx keys garage
 chmod 755 "$WORK" # PostgreSQL runs as the postgres user when we are root: it must get in
-mkdir -p "$WORK"/{logs,nginx,keys,garage}
-declare -A PIDS=()
 PG_DIR=""
-stop() { # NAME: TERM, then KILL after 5 s; only the pid we started
-  local pid=${PIDS[$1]:-}
-  [[ -n $pid ]] || return 0
-  unset "PIDS[$1]"
-  kill -TERM "$pid" 2>/dev/null || return 0
-  for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-  kill -KILL "$pid" 2>/dev/null || true
-  wait "$pid" 2>/dev/null || true
-}
-cleanup() {
-  local rc=$?
-  trap - EXIT INT TERM
-  for name in "${!PIDS[@]}"; do stop "$name"; done
+bench_cleanup_extra() {
   # The PostgreSQL server is pg_ctl's daemon, not our child: pg_ctl stops it by its pid file.
   [[ -z $PG_DIR ]] || "$ROOT/scripts/test-postgres.sh" stop "$PG_DIR" >/dev/null 2>&1 || true
-  if [[ ${KEEP:-0} == 1 ]]; then log "work dir kept: $WORK"; else rm -rf "$WORK"; fi
-  exit "$rc"
 }
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-start_bg() { # NAME CMD...: output in $WORK/logs/NAME.out
-  local name=$1; shift
-  "$@" >"$WORK/logs/$name.out" 2>&1 &
-  PIDS[$name]=$!
-}
-fg_run() { # CMD...: run in the background and waited for, so that Ctrl-C reaches the INT trap
-  # even when the command catches SIGINT itself (wrk does: a foreground wrk would swallow it);
-  # tracked in PIDS meanwhile, so that cleanup stops it too.
-  local pid rc=0
-  "$@" &
-  pid=$!
-  PIDS[fg]=$pid
-  wait "$pid" || rc=$?
-  unset "PIDS[fg]"
-  return "$rc"
-}
-wait_http() { # URL [seconds]
-  local deadline=$((SECONDS + ${2:-20}))
-  until curl -fsS -o /dev/null --max-time 2 "$1" 2>/dev/null; do
-    ((SECONDS < deadline)) || return 1
-    sleep 0.1
-  done
-}
-R=$WORK/results.env
-NOTES=$WORK/notes.md
-result() { echo "$1=$2" >>"$R"; }
-res() { awk -F= -v k="$1" '$1 == k { v = substr($0, length(k) + 2) } END { print (v == "" ? "n/a" : v) }' "$R"; }
 note() { printf '%s\n' "$@" >>"$NOTES"; }
 calc() { awk "BEGIN { printf \"%.3f\", $1 }"; }
 median() { sort -g | awk '{ a[NR] = $1 } END { if (NR) print (NR % 2 ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2) }'; }

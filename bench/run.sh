@@ -71,15 +71,9 @@ if ! "$PY" -c 'import cryptography' 2>/dev/null; then
 fi
 
 # ---------------------------------------------------------------- quorate and fixtures
-BIN_ORIGIN="QUORATE_BIN=${QUORATE_BIN:-}${QUORATE_LABEL:+ ($QUORATE_LABEL)}, built $(date -u -r "${QUORATE_BIN:-/}" '+%Y-%m-%d %H:%M UTC' 2>/dev/null)"
-if [[ -z ${QUORATE_BIN:-} ]]; then
-  command -v cargo >/dev/null || die "cargo not found (or set QUORATE_BIN)"
-  log "cargo build --release"
-  (cd "$ROOT" && cargo build --release --quiet) || die "cargo build --release failed"
-  QUORATE_BIN=$ROOT/target/release/quorate
-  BIN_ORIGIN="built by this run from git $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?')$(git -C "$ROOT" diff --quiet HEAD -- src Cargo.toml Cargo.lock 2>/dev/null || echo ' + uncommitted changes')"
-fi
-[[ -x $QUORATE_BIN ]] || die "quorate binary $QUORATE_BIN not found"
+# shellcheck source=bench/lib.sh
+source "$HERE/lib.sh"
+bench_binary
 FX=$ROOT/target/nix-fixtures
 "$ROOT/tests/fixtures/make-nix-caches.sh" "$FX" || die "fixture build failed"
 manifest() { "$PY" -c 'import json,sys; m=json.load(open(sys.argv[1])); print(eval(sys.argv[2], {"m": m}))' "$FX/manifest.json" "$1"; }
@@ -91,42 +85,7 @@ declare -A PUBKEY
 for b in A B C; do PUBKEY[$b]=$(manifest "m['builders']['$b']['public_key']"); done
 
 # ---------------------------------------------------------------- processes and cleanup
-WORK=$(mktemp -d "${TMPDIR:-/tmp}/quorate-bench.XXXXXX")
-mkdir -p "$WORK"/{logs,nginx,nix}
-declare -A PIDS=()
-stop() { # NAME: TERM, then KILL after 5 s; only the pid we started
-  local pid=${PIDS[$1]:-}
-  [[ -n $pid ]] || return 0
-  unset "PIDS[$1]"
-  kill -TERM "$pid" 2>/dev/null || return 0
-  for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-  kill -KILL "$pid" 2>/dev/null || true
-  wait "$pid" 2>/dev/null || true
-}
-cleanup() {
-  local rc=$?
-  trap - EXIT INT TERM
-  for name in "${!PIDS[@]}"; do stop "$name"; done
-  if [[ ${KEEP:-0} == 1 ]]; then log "work dir kept: $WORK"; else rm -rf "$WORK"; fi
-  exit "$rc"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-start_bg() { # NAME CMD...: output in $WORK/logs/NAME.out
-  local name=$1; shift
-  "$@" >"$WORK/logs/$name.out" 2>&1 &
-  PIDS[$name]=$!
-}
-wait_http() { # URL [seconds]
-  local deadline=$((SECONDS + ${2:-20}))
-  until curl -fsS -o /dev/null --max-time 2 "$1" 2>/dev/null; do
-    ((SECONDS < deadline)) || return 1
-    sleep 0.1
-  done
-}
-R=$WORK/results.env
-NOTES=$WORK/notes.md
-result() { echo "$1=$2" >>"$R"; }
+bench_workdir quorate-bench logs nginx nix
 note() { printf '%s\n' "$@" >>"$NOTES"; }
 calc() { awk "BEGIN { printf \"%.3f\", $1 }"; }
 
