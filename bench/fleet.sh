@@ -34,31 +34,17 @@ REGION=garage
 
 log() { printf '[fleet %s] %s\n' "$(date +%T)" "$*" >&2; }
 die() { log "FATAL: $*"; exit 1; }
+# shellcheck source=bench/lib.sh
+source "$HERE/lib.sh"
 
 # ---------------------------------------------------------------- dependencies
 declare -A APT_PKG=([nginx]=nginx-light [wrk]=wrk [curl]=curl [python3]=python3)
-missing=()
-for c in nginx wrk curl "$PY"; do
-  command -v "$c" >/dev/null || missing+=("$c")
-done
-if ((${#missing[@]})); then
-  pkgs=()
-  for c in "${missing[@]}"; do [[ -n ${APT_PKG[$c]:-} ]] && pkgs+=("${APT_PKG[$c]}"); done
-  if [[ $(id -u) == 0 && ${#pkgs[@]} -gt 0 ]] && command -v apt-get >/dev/null; then
-    log "installing ${pkgs[*]} (missing: ${missing[*]})"
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${pkgs[@]}" >/dev/null
-  fi
-  for c in "${missing[@]}"; do
-    command -v "$c" >/dev/null || die "'$c' not found: install Debian package ${APT_PKG[$c]:-for $c}"
-  done
-fi
+bench_require nginx wrk curl "$PY"
 # PostgreSQL (scripts/test-postgres.sh installs the server as root) and Garage (built once
 # by scripts/garage.sh, ~10 minutes, then cached in ~/.cache/quorate/bin).
 GARAGE=$("$ROOT/scripts/garage.sh") || die "no Garage binary (scripts/garage.sh failed)"
 
 # ---------------------------------------------------------------- quorate and fixtures
-# shellcheck source=bench/lib.sh
-source "$HERE/lib.sh"
 bench_binary
 if [[ -n ${FIXTURES:-} ]]; then
   FX=$(cd "$FIXTURES" && pwd) || die "FIXTURES=$FIXTURES is not a directory"

@@ -4,11 +4,28 @@
 # binary to measure, the work dir and the processes started in it, stopped on exit whatever
 # happens (Ctrl-C included), and the results file.
 #
-# The sourcing script defines log and die, sets ROOT, and calls, in order:
+# The sourcing script defines log and die, sets ROOT (and APT_PKG: command → Debian
+# package), and calls, in order:
+#   bench_require CMD...         the commands it runs, installed when missing (as root)
 #   bench_binary                 QUORATE_BIN (or a release build), BIN_ORIGIN describing it
 #   bench_workdir NAME SUBDIR... WORK, with the subdirectories; traps set
 # then uses start_bg / fg_run / stop / wait_http / result / res. A script that starts other
 # daemons (not our children) defines bench_cleanup_extra to stop them.
+
+bench_require() { # CMD...: each on PATH; as root, installs the Debian packages the
+  # script's APT_PKG map names for the missing ones; otherwise says which to install.
+  local c missing=() pkgs=()
+  for c in "$@"; do command -v "$c" >/dev/null || missing+=("$c"); done
+  ((${#missing[@]})) || return 0
+  for c in "${missing[@]}"; do [[ -n ${APT_PKG[$c]:-} ]] && pkgs+=("${APT_PKG[$c]}"); done
+  if [[ $(id -u) == 0 && ${#pkgs[@]} -gt 0 ]] && command -v apt-get >/dev/null; then
+    log "installing ${pkgs[*]} (missing: ${missing[*]})"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${pkgs[@]}" >/dev/null
+  fi
+  for c in "${missing[@]}"; do
+    command -v "$c" >/dev/null || die "'$c' not found: install Debian package ${APT_PKG[$c]:-for $c}"
+  done
+}
 
 bench_binary() {
   BIN_ORIGIN="QUORATE_BIN=${QUORATE_BIN:-}${QUORATE_LABEL:+ ($QUORATE_LABEL)}, built $(date -u -r "${QUORATE_BIN:-/}" '+%Y-%m-%d %H:%M UTC' 2>/dev/null)"

@@ -38,26 +38,14 @@ NAR_BURST_N=50
 
 log() { printf '[bench %s] %s\n' "$(date +%T)" "$*" >&2; }
 die() { log "FATAL: $*"; exit 1; }
+# shellcheck source=bench/lib.sh
+source "$HERE/lib.sh"
 want() { [[ " $TESTS " == *" $1 "* ]]; }
 
 # ---------------------------------------------------------------- dependencies
 declare -A APT_PKG=([nginx]=nginx-light [wrk]=wrk [curl]=curl [zstd]=zstd [openssl]=openssl
   [nix-store]=nix-bin [python3]=python3 [cargo]="")
-missing=()
-for c in nginx wrk curl zstd openssl nix-store "$PY"; do
-  command -v "$c" >/dev/null || missing+=("$c")
-done
-if ((${#missing[@]})); then
-  pkgs=()
-  for c in "${missing[@]}"; do [[ -n ${APT_PKG[$c]:-} ]] && pkgs+=("${APT_PKG[$c]}"); done
-  if [[ $(id -u) == 0 && ${#pkgs[@]} -gt 0 ]] && command -v apt-get >/dev/null; then
-    log "installing ${pkgs[*]} (missing: ${missing[*]})"
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${pkgs[@]}" >/dev/null
-  fi
-  for c in "${missing[@]}"; do
-    command -v "$c" >/dev/null || die "'$c' not found: install Debian package ${APT_PKG[$c]:-for $c}"
-  done
-fi
+bench_require nginx wrk curl zstd openssl nix-store "$PY"
 if ! "$PY" -c 'import cryptography' 2>/dev/null; then
   if [[ -x /usr/bin/python3 ]] && /usr/bin/python3 -c 'import cryptography' 2>/dev/null; then
     PY=/usr/bin/python3
@@ -71,8 +59,6 @@ if ! "$PY" -c 'import cryptography' 2>/dev/null; then
 fi
 
 # ---------------------------------------------------------------- quorate and fixtures
-# shellcheck source=bench/lib.sh
-source "$HERE/lib.sh"
 bench_binary
 FX=$ROOT/target/nix-fixtures
 "$ROOT/tests/fixtures/make-nix-caches.sh" "$FX" || die "fixture build failed"
