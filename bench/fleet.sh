@@ -73,8 +73,6 @@ bench_cleanup_extra() {
   # The PostgreSQL server is pg_ctl's daemon, not our child: pg_ctl stops it by its pid file.
   [[ -z $PG_DIR ]] || "$ROOT/scripts/test-postgres.sh" stop "$PG_DIR" >/dev/null 2>&1 || true
 }
-note() { printf '%s\n' "$@" >>"$NOTES"; }
-calc() { awk "BEGIN { printf \"%.3f\", $1 }"; }
 median() { sort -g | awk '{ a[NR] = $1 } END { if (NR) print (NR % 2 ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2) }'; }
 maxof() { sort -g | tail -1; }
 randhex() { "$PY" -c 'import secrets, sys; print(secrets.token_hex(int(sys.argv[1])))' "$1"; }
@@ -85,18 +83,8 @@ UP=http://127.0.0.1:$P_UP
 S3=http://127.0.0.1:$P_S3
 
 # ---------------------------------------------------------------- metadata
-cpu=$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)
-busy() { awk '/^cpu / { print $2 + $3 + $4 + $7 + $8 + $9, $5 + $6 }' /proc/stat; } # busy idle
-read -r b0 i0 <<<"$(busy)"; sleep 3; read -r b1 i1 <<<"$(busy)"
-busy_pct=$(calc "100 * ($b1 - $b0) / ($b1 - $b0 + $i1 - $i0)")
-steal() { awk '/^cpu / { t = 0; for (i = 2; i <= 9; i++) t += $i; print $9, t }' /proc/stat; }
-read -r st0 tot0 <<<"$(steal)"
-log "machine busy before the run: $busy_pct % of all CPUs (3 s sample)"
+bench_meta_start
 {
-  echo "meta_date=$(date -u '+%Y-%m-%d %H:%M UTC')"
-  echo "meta_machine=$(nproc) CPUs ($cpu), $(awk '/MemTotal/ { printf "%.1f GiB", $2/1048576 }' /proc/meminfo) RAM, Linux $(uname -r)"
-  echo "meta_load average at start=$(cut -d' ' -f1-3 /proc/loadavg); CPUs busy in the 3 s before: $busy_pct %"
-  echo "meta_quorate=$("$QUORATE_BIN" --version 2>&1 | head -1), $BIN_ORIGIN"
   echo "meta_garage=$("$GARAGE" --version 2>&1 | head -1 | cut -d' ' -f1-2) (one node, replication_factor 1, sqlite metadata)"
   echo "meta_nginx=$(nginx -v 2>&1 | sed 's/^nginx version: //')"
   echo "meta_wrk=$(wrk -v 2>&1 | head -1 | cut -d' ' -f1-2)"
@@ -500,8 +488,7 @@ stop r1
 stop r2
 
 # ================================================================ the report
-read -r st1 tot1 <<<"$(steal)"
-echo "meta_load average at end=$(cut -d' ' -f1-3 /proc/loadavg); CPU steal during the run: $(calc "100 * ($st1 - $st0) / ($tot1 - $tot0)") %" >>"$R"
+bench_meta_end
 
 fmt() { awk -v x="$1" -v d="${2:-0}" 'BEGIN { if (x == "n/a" || x == "") print "n/a"; else printf "%.*f", d, x }'; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "n/a" || b == "n/a" || b + 0 == 0) print "n/a"; else printf "%.2f", a / b }'; }

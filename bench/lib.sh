@@ -99,3 +99,32 @@ wait_http() { # URL [seconds]
 
 result() { echo "$1=$2" >>"$R"; }
 res() { awk -F= -v k="$1" '$1 == k { v = substr($0, length(k) + 2) } END { print (v == "" ? "n/a" : v) }' "$R"; }
+
+note() { printf '%s\n' "$@" >>"$NOTES"; }
+calc() { awk "BEGIN { printf \"%.3f\", $1 }"; }
+
+# CPU time split as busy, idle; and the hypervisor's steal (time our vCPUs were given to
+# someone else: noisy neighbours on a VM) against the total.
+bench_busy() { awk '/^cpu / { print $2 + $3 + $4 + $7 + $8 + $9, $5 + $6 }' /proc/stat; }
+bench_steal() { awk '/^cpu / { t = 0; for (i = 2; i <= 9; i++) t += $i; print $9, t }' /proc/stat; }
+
+bench_meta_start() { # the machine and the quorate measured, into $R (3 s to sample how busy)
+  local cpu b0 i0 b1 i1 busy_pct
+  cpu=$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)
+  read -r b0 i0 <<<"$(bench_busy)"; sleep 3; read -r b1 i1 <<<"$(bench_busy)"
+  busy_pct=$(calc "100 * ($b1 - $b0) / ($b1 - $b0 + $i1 - $i0)")
+  read -r STEAL0 TOTAL0 <<<"$(bench_steal)"
+  log "machine busy before the run: $busy_pct % of all CPUs (3 s sample)"
+  {
+    echo "meta_date=$(date -u '+%Y-%m-%d %H:%M UTC')"
+    echo "meta_machine=$(nproc) CPUs ($cpu), $(awk '/MemTotal/ { printf "%.1f GiB", $2/1048576 }' /proc/meminfo) RAM, Linux $(uname -r)"
+    echo "meta_load average at start=$(cut -d' ' -f1-3 /proc/loadavg); CPUs busy in the 3 s before: $busy_pct %"
+    echo "meta_quorate=$("$QUORATE_BIN" --version 2>&1 | head -1), $BIN_ORIGIN"
+  } >>"$R"
+}
+
+bench_meta_end() { # the load at the end and the steal during the run, into $R
+  local st1 tot1
+  read -r st1 tot1 <<<"$(bench_steal)"
+  echo "meta_load average at end=$(cut -d' ' -f1-3 /proc/loadavg); CPU steal during the run: $(calc "100 * ($st1 - $STEAL0) / ($tot1 - $TOTAL0)") %" >>"$R"
+}

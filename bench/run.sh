@@ -72,8 +72,6 @@ for b in A B C; do PUBKEY[$b]=$(manifest "m['builders']['$b']['public_key']"); d
 
 # ---------------------------------------------------------------- processes and cleanup
 bench_workdir quorate-bench logs nginx nix
-note() { printf '%s\n' "$@" >>"$NOTES"; }
-calc() { awk "BEGIN { printf \"%.3f\", $1 }"; }
 
 read -r P_DA P_DB P_DC P_SA P_SB P_SC P_PROXY P_Q1 P_Q2 P_Q3 <<<"$("$PY" "$NB" freeports 10)"
 
@@ -95,19 +93,8 @@ mapfile -t SYNTH <"$WORK/synth.txt"
 source "$WORK/gen.env"
 
 # ---------------------------------------------------------------- metadata
-cpu=$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)
-busy() { awk '/^cpu / { print $2 + $3 + $4 + $7 + $8 + $9, $5 + $6 }' /proc/stat; } # busy idle
-read -r b0 i0 <<<"$(busy)"; sleep 3; read -r b1 i1 <<<"$(busy)"
-busy_pct=$(calc "100 * ($b1 - $b0) / ($b1 - $b0 + $i1 - $i0)")
-# Steal: time the hypervisor gave our vCPUs to someone else (noisy neighbours on a VM).
-steal() { awk '/^cpu / { t = 0; for (i = 2; i <= 9; i++) t += $i; print $9, t }' /proc/stat; }
-read -r st0 tot0 <<<"$(steal)"
-log "machine busy before the run: $busy_pct % of all CPUs (3 s sample)"
+bench_meta_start
 {
-  echo "meta_date=$(date -u '+%Y-%m-%d %H:%M UTC')"
-  echo "meta_machine=$(nproc) CPUs ($cpu), $(awk '/MemTotal/ { printf "%.1f GiB", $2/1048576 }' /proc/meminfo) RAM, Linux $(uname -r)"
-  echo "meta_load average at start=$(cut -d' ' -f1-3 /proc/loadavg); CPUs busy in the 3 s before: $busy_pct %"
-  echo "meta_quorate=$("$QUORATE_BIN" --version 2>&1 | head -1), $BIN_ORIGIN"
   echo "meta_nginx=$(nginx -v 2>&1 | sed 's/^nginx version: //')"
   echo "meta_wrk=$(wrk -v 2>&1 | head -1 | cut -d' ' -f1-2)"
   echo "meta_nix=$(nix-store --version 2>/dev/null)"
@@ -470,7 +457,6 @@ if want 7; then
   stop q3
 fi
 
-read -r st1 tot1 <<<"$(steal)"
-echo "meta_load average at end=$(cut -d' ' -f1-3 /proc/loadavg); CPU steal during the run: $(calc "100 * ($st1 - $st0) / ($tot1 - $tot0)") %" >>"$R"
+bench_meta_end
 "$PY" "$NB" report --results "$R" --out "$RESULTS_FILE" --notes "$NOTES"
 log "wrote $RESULTS_FILE"
