@@ -12,16 +12,16 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use common::adversary::{equivocating_cache, mismatch_cache};
 use common::fixtures::FixturePath;
 use common::s3::S3Object;
 use common::{
-    block_on, fixtures, http_get, nar_hash_of, records, scratch_dir, serve_builders, with_builders,
-    Balancer, Behavior, CacheSpec, Garage, NixClient, ReplicaSet, UpstreamServer,
+    block_on, eventually, files_under, fixtures, http_get, nar_hash_of, nar_url_in, records,
+    scratch_dir, serve_builders, with_builders, Balancer, Behavior, CacheSpec, Garage, NixClient,
+    ReplicaSet, UpstreamServer,
 };
 use futures_util::StreamExt;
 use quorate_core::protocol::nar_hash::NarHash;
@@ -195,32 +195,6 @@ fn object_key(prefix: &str, path: &FixturePath) -> String {
     format!("{prefix}/nar/{}", hash.key())
 }
 
-/// The NAR URL of `path` (relative to a cache's base), from a narinfo quorate served.
-fn nar_url_in(narinfo: &str) -> String {
-    narinfo
-        .lines()
-        .find_map(|l| l.strip_prefix("URL: "))
-        .expect("a URL line")
-        .to_owned()
-}
-
-/// Every regular file below `dir` (none if it does not exist).
-fn files_under(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return out;
-    };
-    for entry in entries.flatten() {
-        let path = entry.path();
-        if path.is_dir() {
-            out.extend(files_under(&path));
-        } else {
-            out.push(path);
-        }
-    }
-    out
-}
-
 /// No replica keeps a NAR on its own disk: nothing in its local NAR directory, nothing left
 /// in its spool.
 fn assert_no_local_nars(set: &ReplicaSet) {
@@ -259,15 +233,6 @@ async fn get_hashed(url: &str) -> Result<(u16, String, u64), String> {
     }
     let digest: [u8; 32] = hasher.finalize().into();
     Ok((status, NarHash::from_digest(digest).to_string(), len))
-}
-
-/// Polls `check` every 200 ms until it holds; a hang guard, not a timing assertion.
-fn eventually(what: &str, within: Duration, mut check: impl FnMut() -> bool) {
-    let deadline = Instant::now() + within;
-    while !check() {
-        assert!(Instant::now() < deadline, "never happened: {what}");
-        std::thread::sleep(Duration::from_millis(200));
-    }
 }
 
 /// The real Nix client substitutes a closure (app and the hello it references) through the

@@ -17,14 +17,14 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::io::Write as _;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use common::guix::narinfo::{Narinfo, UrlGroup};
 use common::guix::oracle::{KeyPair, Oracle};
 use common::guix::world::{nar_url_path, StoreItem, World, AGREED, HONEST, MALICIOUS, MIRROR};
 use common::http::{eventually, get_json, HttpAnswer};
-use common::{backends, nar_hash_of, Backend, CacheSpec, Quorate, UpstreamServer};
+use common::{backends, files_under, nar_hash_of, Backend, CacheSpec, Quorate, UpstreamServer};
 use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _};
 
 /// The Guix cache every story configures.
@@ -218,23 +218,6 @@ async fn assert_served_nars(q: &Quorate, label: &str, item: &StoreItem) {
 /// libgcrypt's verdicts on narinfo texts, each against one authorized public key.
 fn verdicts(world: &World, name: &str, jobs: &[(&str, &Path)]) -> Vec<String> {
     world.oracle.verify(&world.scratch(name), jobs)
-}
-
-/// Every regular file under `dir` (recursively).
-fn files_under(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return out;
-    };
-    for entry in entries.flatten() {
-        let path = entry.path();
-        if path.is_dir() {
-            out.extend(files_under(&path));
-        } else {
-            out.push(path);
-        }
-    }
-    out
 }
 
 // ---------------------------------------------------------------------------------------

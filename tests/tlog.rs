@@ -137,15 +137,10 @@ fn quorate_verify(url: &str, state: &std::path::Path, paths: &[&str]) -> (i32, S
 
 /// `path`'s narinfo from `q`, once its decision is logged (it carries `Quorate-Log-Index`).
 fn wait_logged(q: &Quorate, path: &common::fixtures::FixturePath) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while q.narinfo(path).header("quorate-log-index").is_none() {
-        assert!(
-            Instant::now() < deadline,
-            "{} was never logged",
-            path.store_path
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    let what = format!("{} logged", path.store_path);
+    common::eventually(&what, Duration::from_secs(30), || {
+        q.narinfo(path).header("quorate-log-index").is_some()
+    });
 }
 
 /// A cache whose signing key and log key live in `dir/keys`.
@@ -436,9 +431,15 @@ fn a_witness_cosigns_a_growing_log_and_refuses_a_rewritten_one() {
         Some(c.size())
     };
     wait_logged(&q, &fx.paths.app);
-    let first = wait_for(|| cosigned(&q));
+    let first = common::eventually_some("the witness cosigns", Duration::from_secs(30), || {
+        cosigned(&q)
+    });
     wait_logged(&q, &fx.paths.hello);
-    let grown = wait_for(|| cosigned(&q).filter(|&s| s > first));
+    let grown = common::eventually_some(
+        "the witness cosigns the grown log",
+        Duration::from_secs(30),
+        || cosigned(&q).filter(|&s| s > first),
+    );
     assert!(grown > first);
 
     // Another history under the same log key: never cosigned.
@@ -464,18 +465,6 @@ fn a_witness_cosigns_a_growing_log_and_refuses_a_rewritten_one() {
         Some(grown),
         "the witness still stands by the honest log"
     );
-}
-
-/// Polls `f` until it gives a value (30 s at most).
-fn wait_for<T>(mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "never happened");
-        std::thread::sleep(Duration::from_millis(200));
-    }
 }
 
 /// A quorate whose log key is not the one its log in the database was signed with (a replica

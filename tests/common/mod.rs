@@ -101,6 +101,61 @@ pub fn scratch_dir(label: &str) -> tempfile::TempDir {
     dir
 }
 
+/// Every regular file below `dir`, recursively (none if it does not exist).
+#[allow(dead_code)]
+pub fn files_under(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return out;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            out.extend(files_under(&path));
+        } else {
+            out.push(path);
+        }
+    }
+    out
+}
+
+/// Polls `check` every 200 ms until it holds; panics naming `what` after `within`. A hang
+/// guard, not a timing assertion.
+#[allow(dead_code)]
+pub fn eventually(what: &str, within: std::time::Duration, mut check: impl FnMut() -> bool) {
+    eventually_some(what, within, || check().then_some(()))
+}
+
+/// [`eventually`] for a check that finds something: the first value it gives.
+#[allow(dead_code)]
+pub fn eventually_some<T>(
+    what: &str,
+    within: std::time::Duration,
+    mut check: impl FnMut() -> Option<T>,
+) -> T {
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        if let Some(v) = check() {
+            return v;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never happened: {what}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+}
+
+/// The `URL:` of a narinfo quorate served (relative to the cache's base).
+#[allow(dead_code)]
+pub fn nar_url_in(narinfo: &str) -> String {
+    narinfo
+        .lines()
+        .find_map(|l| l.strip_prefix("URL: "))
+        .expect("a URL line")
+        .to_owned()
+}
+
 /// Prints a measurement or a note that a reader of the test run should see even when the test
 /// passes (e.g. the time the 100 MiB path took): written to stderr directly, past libtest's
 /// capture of `eprintln!`. Informational only; no test asserts on it.
