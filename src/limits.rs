@@ -10,6 +10,11 @@ pub use quorate_core::limits::MAX_NARINFO_BYTES;
 /// (`Cache-Control: max-age`). Short: a path may reach its quorum a minute later.
 pub const NEGATIVE_TTL: Duration = Duration::from_secs(60);
 
+/// How long a served path whose decision is not logged yet is remembered as such: a narinfo
+/// asks the database for its `Quorate-Log-Index` at most this often (the appender runs
+/// every second), not once per request.
+pub const LOG_INDEX_RETRY: Duration = Duration::from_secs(1);
+
 /// How long a positive decision stays hot in memory (the database keeps it for good).
 pub const POSITIVE_TTL: Duration = Duration::from_secs(3600);
 

@@ -17,8 +17,8 @@ use quorate_core::quorum::Policy;
 
 use crate::config::CacheConfig;
 use crate::limits::{
-    BAD_SOURCES_CAPACITY, BAD_SOURCE_TTL, DECISIONS_CAPACITY, NAR_ENTRIES_CAPACITY, NEGATIVE_TTL,
-    POSITIVE_TTL,
+    BAD_SOURCES_CAPACITY, BAD_SOURCE_TTL, DECISIONS_CAPACITY, LOG_INDEX_RETRY,
+    NAR_ENTRIES_CAPACITY, NEGATIVE_TTL, POSITIVE_TTL,
 };
 use crate::tlog::CacheLog;
 
@@ -65,9 +65,10 @@ pub struct ServedCache {
     pub bad_sources: Cache<(NarKey, String), ()>,
     /// The cache's transparency log identity (its key and origin).
     pub log: CacheLog,
-    /// Log index of the decision in force per served path, once logged (the narinfo's
-    /// `Quorate-Log-Index`); dropped with the path's answer.
-    pub log_indexes: Cache<HashPart, u64>,
+    /// Log index of the decision in force per served path (the narinfo's
+    /// `Quorate-Log-Index`); `None`, briefly, while it is not logged yet; dropped with the
+    /// path's answer.
+    pub log_indexes: Cache<HashPart, Option<u64>>,
     /// Per witness URL, the checkpoint size it cosigned last (what this process knows).
     /// std Mutex: held for a map operation only.
     witnessed: std::sync::Mutex<std::collections::HashMap<String, u64>>,
@@ -86,6 +87,24 @@ impl moka::Expiry<HashPart, Arc<Resolution>> for ResolutionExpiry {
         Some(match **value {
             Resolution::Served { .. } => POSITIVE_TTL,
             Resolution::NotServed { .. } => NEGATIVE_TTL,
+        })
+    }
+}
+
+/// A known log index lives long, "not logged yet" a second.
+struct LogIndexExpiry;
+
+impl moka::Expiry<HashPart, Option<u64>> for LogIndexExpiry {
+    fn expire_after_create(
+        &self,
+        _key: &HashPart,
+        value: &Option<u64>,
+        _now: Instant,
+    ) -> Option<Duration> {
+        Some(if value.is_some() {
+            POSITIVE_TTL
+        } else {
+            LOG_INDEX_RETRY
         })
     }
 }
@@ -119,7 +138,7 @@ impl ServedCache {
             log,
             log_indexes: Cache::builder()
                 .max_capacity(DECISIONS_CAPACITY)
-                .time_to_live(POSITIVE_TTL)
+                .expire_after(LogIndexExpiry)
                 .build(),
             witnessed: Default::default(),
         }

@@ -58,19 +58,20 @@ async fn narinfo(
     }
 }
 
-/// The log index of the path's decision, once the log holds it (memory, else the database;
-/// a decision is logged within about a second of being taken).
+/// The log index of the path's decision, once the log holds it: memory, else the database
+/// (a decision is logged within about a second; "not yet" is remembered for
+/// [`crate::limits::LOG_INDEX_RETRY`], so the database is not asked on every request).
 async fn log_index(app: &App, cache: &ServedCache, hash_part: &HashPart) -> Option<u64> {
-    if let Some(i) = cache.log_indexes.get(hash_part).await {
-        return Some(i);
+    if let Some(known) = cache.log_indexes.get(hash_part).await {
+        return known;
     }
     let found = app
         .db
         .decision_log_index(cache.name(), hash_part.as_str())
-        .await;
-    let index = found.ok().flatten()?;
-    cache.log_indexes.insert(hash_part.clone(), index).await;
-    Some(index)
+        .await
+        .ok()?;
+    cache.log_indexes.insert(hash_part.clone(), found).await;
+    found
 }
 
 fn served(body: bytes::Bytes, log_index: Option<u64>) -> Response {
