@@ -12,6 +12,7 @@
 //! | NAR storage (the bucket) unreadable               | 503    | "try again"; cause logged |
 //! | `Range` outside a stored NAR                      | 416    | `Content-Range: */size` |
 //! | upstream advertised an unusable NAR URL           | 502    | a sentence; URL logged |
+//! | NAR failed before its first byte was sent         | 502    | "try again"; cause logged |
 
 use std::sync::Arc;
 use std::time::Duration;

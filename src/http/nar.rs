@@ -96,15 +96,19 @@ async fn respond(
         Method::Get(range) => {
             // Ranges are of the NAR itself: a NAR sent compressed is sent whole.
             let range = range.filter(|_| encoding == NarEncoding::Identity);
-            delivery::open(app, &cache, key, known, range)
-                .await
-                .map(|body| {
-                    let counted = counted(app.clone(), cache.name().to_owned(), body.stream);
-                    match body.range {
-                        Some(part) => partial_response(counted, part, body.size),
-                        None => nar_response(Some(counted), body.size, encoding),
-                    }
-                })
+            let body = match delivery::open(app, &cache, key, known, range).await {
+                Ok(body) => body,
+                Err(e) => return HttpError::from(e).into_response(),
+            };
+            let stream = match first_chunk_held(body.stream).await {
+                Ok(stream) => stream,
+                Err(e) => return e.into_response(),
+            };
+            let counted = counted(app.clone(), cache.name().to_owned(), stream);
+            Ok(match body.range {
+                Some(part) => partial_response(counted, part, body.size),
+                None => nar_response(Some(counted), body.size, encoding),
+            })
         }
         Method::Head => delivery::probe(app, &cache, key, known)
             .await
@@ -142,6 +146,23 @@ async fn named(
         sources: agreed.sources.clone(),
     });
     Ok((agreed.content.nar_hash.key(), Some(entry), encoding))
+}
+
+/// `bytes` once its first chunk has arrived: a NAR that fails before its first byte (the
+/// upstream's answer rejected at once, the bucket unreadable) is a clean 502 rather than a
+/// 200 whose connection closes, perhaps before its head was flushed. Later failures can
+/// only break the transfer off. The head waits for no more than it would have anyway.
+async fn first_chunk_held(mut bytes: NarStream) -> Result<NarStream, HttpError> {
+    match bytes.next().await {
+        None => Ok(futures_util::stream::empty().boxed()),
+        Some(Ok(first)) => Ok(futures_util::stream::once(async { Ok(first) })
+            .chain(bytes)
+            .boxed()),
+        Some(Err(e)) => Err(HttpError::BadGateway {
+            public: "the NAR could not be delivered verified; try again later",
+            cause: format!("NAR failed before its first byte: {e}"),
+        }),
+    }
 }
 
 /// `bytes`, each chunk counted in `quorate_nar_served_bytes_total{cache}` as it goes out.
