@@ -1,6 +1,7 @@
 //! Appending to each cache's transparency log (DESIGN §12): a background task that, about
 //! once a second, takes the rows not logged yet — the cache's policy when it changed, then
-//! attestations, then decisions (which name their policy and attestations by log index) —
+//! attestations, then decisions when they change (which name their policy and attestations
+//! by log index) —
 //! turns them into entries (`quorate_core::tlog::entry`), computes the tree's new stored
 //! hashes and root, signs a checkpoint with the log key and writes it all in one
 //! transaction. In a replica set one replica appends at a time (the `tlog:<cache>` lease);
@@ -26,6 +27,8 @@ use crate::tlog::{with_hashes, LogError};
 
 /// How often the logs grow (a checkpoint per append that had anything to add).
 const EVERY: Duration = Duration::from_secs(1);
+/// How often a failing append is warned about.
+const WARN_EVERY: Duration = Duration::from_secs(60);
 /// Rows of each kind per append.
 const BATCH: u32 = 2000;
 /// How long an appender's lease lasts (an append takes far less).
@@ -42,14 +45,30 @@ pub async fn follow(app: Arc<App>) {
         || format!("pid:{}", std::process::id()),
         |f| f.me().to_owned(),
     );
+    // A failing append (the database down) is retried every second but warned about once a
+    // minute; the rows wait in the database meanwhile.
+    let mut warned: HashMap<String, std::time::Instant> = HashMap::new();
     loop {
         tokio::select! {
             () = tokio::time::sleep(EVERY) => {}
             () = shutdown.cancelled() => return,
         }
         for cache in &app.caches {
-            if let Err(e) = append_leased(&app, cache, &owner).await {
-                tracing::warn!(cache = %cache.name(), "appending to the transparency log: {e}");
+            match append_leased(&app, cache, &owner).await {
+                Ok(_) => {
+                    if warned.remove(cache.name()).is_some() {
+                        tracing::info!(cache = %cache.name(), "appending to the transparency log again");
+                    }
+                }
+                Err(e) => {
+                    let last = warned.get(cache.name());
+                    if last.is_none_or(|t| t.elapsed() >= WARN_EVERY) {
+                        tracing::warn!(cache = %cache.name(), "appending to the transparency log: {e}");
+                        warned.insert(cache.name().to_owned(), std::time::Instant::now());
+                    } else {
+                        tracing::debug!(cache = %cache.name(), "appending to the transparency log: {e}");
+                    }
+                }
             }
             crate::witnessing::round(&app, cache, &witnesses).await;
         }
@@ -102,6 +121,7 @@ pub async fn append(app: &App, cache: &ServedCache) -> Result<u64, LogError> {
                 row: None,
                 policy_hash: Some(policy_hash),
                 body: policy_body,
+                beside: None,
             });
             old_size
         }
@@ -112,11 +132,13 @@ pub async fn append(app: &App, cache: &ServedCache) -> Result<u64, LogError> {
     let mut fresh: HashMap<String, Vec<(u64, Attestation)>> = HashMap::new();
     for a in attestations {
         let index = old_size + entries.len() as u64;
+        let rendered = entry::attestation(&a.row);
         entries.push(NewEntry {
             kind: EntryKind::Attestation,
             row: Some(a.id),
             policy_hash: None,
-            body: entry::attestation(&a.row),
+            body: rendered.entry,
+            beside: rendered.beside,
         });
         fresh
             .entry(a.row.hash_part.to_string())
@@ -124,23 +146,51 @@ pub async fn append(app: &App, cache: &ServedCache) -> Result<u64, LogError> {
             .push((index, a.row));
     }
     // A decision names its attestations by index: only once every earlier one is logged.
+    // One that changes nothing (same verdict and content as the path's last logged decision,
+    // under the same policy entry) is not logged again: its row points at that entry.
+    let mut aliases = Vec::new();
     if caught_up {
+        let mut last: HashMap<String, (u64, DecisionRecord)> = HashMap::new();
         for d in db.unlogged_decisions(name, BATCH).await? {
             let hash_part = d.row.hash_part.to_string();
+            let previous = match last.get(&hash_part) {
+                Some(p) => Some(p.clone()),
+                None => db.latest_logged_decision(name, &hash_part).await?,
+            };
+            if let Some((index, before)) = previous.filter(|(i, p)| *i > policy && same(p, &d.row))
+            {
+                aliases.push((d.id, index));
+                last.insert(hash_part, (index, before));
+                continue;
+            }
             let mut logged = db.logged_attestations(name, &hash_part).await?;
             logged.extend(fresh.get(&hash_part).into_iter().flatten().cloned());
+            let index = old_size + entries.len() as u64;
             entries.push(NewEntry {
                 kind: EntryKind::Decision,
                 row: Some(d.id),
                 policy_hash: None,
                 body: decision_entry(&d.row, policy, &logged),
+                beside: None,
             });
+            last.insert(hash_part, (index, d.row));
         }
     }
-    if entries.is_empty() {
-        return Ok(0);
-    }
-    grow(app, cache, old_size, entries).await
+    let grown = if entries.is_empty() {
+        0
+    } else {
+        match grow(app, cache, old_size, entries).await? {
+            0 => return Ok(0), // another appender moved on: aliases may name entries not written
+            n => n,
+        }
+    };
+    db.alias_logged_decisions(&aliases).await?;
+    Ok(grown)
+}
+
+/// Whether decision `b` changes nothing after `a`: same verdict, same content.
+fn same(a: &DecisionRecord, b: &DecisionRecord) -> bool {
+    a.outcome == b.outcome && a.content == b.content
 }
 
 /// Computes the stored hashes and root for `entries` after `old_size`, signs the

@@ -1,23 +1,27 @@
 //! `quorate audit`: copy a cache's transparency log (`mirror`: plain files, the server's own
-//! paths) and replay it offline (`check`), trusting nothing but the log's key (DESIGN §12).
+//! paths, and the signed texts kept beside the log under `signed/`) and replay it offline
+//! (`check`), trusting nothing but the log's key (DESIGN §12).
 //!
 //! `check DIR` verifies, in order: the checkpoint's signature by `DIR/vkey` and its origin;
 //! every hash tile against the tile below and the checkpoint's root; every entry bundle
-//! against its level-0 tile; every entry's form; every Nix attestation's signature, again,
-//! under the key its policy entry gives the builder; every accepted decision's support (its
-//! policy entry, valid attestations of that very content by distinct builders of the policy,
-//! the quorum and required builders met, no dissent under `refuse`). A key that signed two
-//! contents for one path is reported as an equivocation (evidence, not a log violation).
-//! Any violation makes the audit fail.
+//! against its level-0 tile; every entry's form; every builder signature (Nix fingerprints
+//! rebuilt from the entry, Guix signed texts from the entry or beside it), again, under the
+//! keys of the policy entry logged before it; and every accepted decision decided again
+//! (`quorate_core::tlog::replay`): its policy entry's rule applied to the attestations it
+//! cites, each signature checked again, must accept exactly its content. A key that signed
+//! two contents for one path is reported as an equivocation (evidence, not a log
+//! violation). Any violation makes the audit fail.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
-use base64::Engine as _;
-use quorate_core::protocol::nix_key::NixPublicKey;
+use quorate_core::protocol::signature::SigStatus;
 use quorate_core::tlog::checkpoint::Checkpoint;
 use quorate_core::tlog::entry::{self, Parsed};
 use quorate_core::tlog::note::{NoteVerifier, VerifierKey};
+use quorate_core::tlog::replay::{
+    accepted_key, redecide, vote_of, ContentKey, LoggedAttestation, LoggedPolicy,
+};
 use quorate_core::tlog::tile::{check_bundle, tiles_for_size, TilePath, TileSet};
 use serde::Serialize;
 
@@ -42,12 +46,15 @@ pub struct Report {
     pub attestations: u64,
     /// Decision entries.
     pub decisions: u64,
-    /// Nix signatures verified again.
+    /// Builder signatures (Nix and Guix) verified again.
     pub signatures_verified: u64,
     /// What is wrong with the log: any makes the audit fail.
     pub violations: Vec<String>,
     /// Keys that signed two contents for one store path.
     pub equivocations: Vec<String>,
+    /// Attestations logged as invalid or of an unknown key whose signature verifies under
+    /// the policy logged before them (a key configured after they were recorded).
+    pub reclassified: Vec<String>,
 }
 
 /// Copies the log of cache `cache` at `base` into `dir`: `vkey`, `checkpoint`, and every
@@ -87,10 +94,28 @@ pub async fn mirror(base: &str, cache: &str, dir: &Path) -> Result<u64, AuditErr
         put(&path, &get(path.clone()).await?)?;
         if tile.level() == 0 {
             let path = TilePath::Entries(tile).to_string();
-            put(&path, &get(path.clone()).await?)?;
+            let bundle = get(path.clone()).await?;
+            put(&path, &bundle)?;
+            for hex in named_beside(&bundle) {
+                let path = format!("signed/{hex}");
+                put(&path, &get(path.clone()).await?)?;
+            }
         }
     }
     Ok(size)
+}
+
+/// The SHA-256s of signed texts an entry bundle's attestations name (`signed-sha256 <hex>`
+/// lines), found by their text: `check` verifies what is mirrored, this only finds it.
+fn named_beside(bundle: &[u8]) -> Vec<String> {
+    const LINE: &[u8] = b"\nsigned-sha256 ";
+    bundle
+        .windows(LINE.len() + 64)
+        .filter(|w| w.starts_with(LINE))
+        .map(|w| &w[LINE.len()..])
+        .filter(|hex| hex.iter().all(|b| b.is_ascii_hexdigit()))
+        .map(|hex| String::from_utf8_lossy(hex).into_owned())
+        .collect()
 }
 
 fn size_of(note: &[u8]) -> Option<u64> {
@@ -157,44 +182,79 @@ pub fn check(dir: &Path) -> Result<Report, AuditError> {
             }
         }
     }
-    Replay::default().run(&entries, &mut report);
+    let beside = |hex: &str| std::fs::read_to_string(dir.join("signed").join(hex)).ok();
+    Replay {
+        beside: &beside,
+        logged: Vec::new(),
+        policy: None,
+        signed: BTreeMap::new(),
+    }
+    .run(&entries, &mut report);
     Ok(report)
 }
 
+/// One entry as the replay keeps it.
+enum Logged {
+    Policy(Box<LoggedPolicy>),
+    Attestation(Box<(Parsed, LoggedAttestation)>),
+    Decision,
+    /// Unreadable, or of an unknown kind (already reported).
+    Other,
+}
+
 /// The replay's memory: what each index holds.
-#[derive(Default)]
-struct Replay {
-    parsed: Vec<Option<Parsed>>,
+struct Replay<'a> {
+    /// Reads a signed text kept beside the log, by SHA-256 hex.
+    beside: &'a dyn Fn(&str) -> Option<String>,
+    logged: Vec<Logged>,
+    /// The latest policy entry so far.
+    policy: Option<usize>,
     /// Per (path, key): the NarHashes of its valid signatures.
     signed: BTreeMap<(String, String), BTreeSet<String>>,
 }
 
-impl Replay {
+impl Replay<'_> {
     fn run(mut self, entries: &[Vec<u8>], report: &mut Report) {
         for (i, bytes) in entries.iter().enumerate() {
             let parsed = match entry::parse(bytes) {
                 Ok(p) => p,
                 Err(e) => {
                     report.violations.push(format!("entry {i}: {e}"));
-                    self.parsed.push(None);
+                    self.logged.push(Logged::Other);
                     continue;
                 }
             };
-            match parsed.kind.as_str() {
-                "quorate/policy/v1" => report.policies += 1,
+            let logged = match parsed.kind.as_str() {
+                "quorate/policy/v1" => {
+                    report.policies += 1;
+                    match LoggedPolicy::from_entry(&parsed) {
+                        Ok(p) => {
+                            self.policy = Some(i);
+                            Logged::Policy(Box::new(p))
+                        }
+                        Err(e) => {
+                            report.violations.push(format!("entry {i}: {e}"));
+                            Logged::Other
+                        }
+                    }
+                }
                 "quorate/attestation/v1" => {
                     report.attestations += 1;
-                    self.attestation(i, &parsed, report);
+                    self.attestation(i, parsed, report)
                 }
                 "quorate/decision/v1" => {
                     report.decisions += 1;
                     self.decision(i, &parsed, report);
+                    Logged::Decision
                 }
-                other => report
-                    .violations
-                    .push(format!("entry {i}: unknown kind {other:?}")),
-            }
-            self.parsed.push(Some(parsed));
+                other => {
+                    report
+                        .violations
+                        .push(format!("entry {i}: unknown kind {other:?}"));
+                    Logged::Other
+                }
+            };
+            self.logged.push(logged);
         }
         for ((path, key), hashes) in &self.signed {
             if hashes.len() > 1 {
@@ -206,68 +266,73 @@ impl Replay {
         }
     }
 
-    /// The latest policy entry before `i`.
-    fn policy_before(&self, i: usize) -> Option<&Parsed> {
-        self.parsed[..i]
-            .iter()
-            .rev()
-            .flatten()
-            .find(|p| p.kind == "quorate/policy/v1")
+    fn policy_at(&self, i: usize) -> Option<&LoggedPolicy> {
+        match self.logged.get(i)? {
+            Logged::Policy(p) => Some(p),
+            _ => None,
+        }
     }
 
-    fn attestation(&mut self, i: usize, a: &Parsed, report: &mut Report) {
-        let (Some(path), Some(key), Some(sig), Some(status)) = (
-            a.get("path"),
-            a.get("key"),
-            a.get("signature"),
-            a.get("status"),
-        ) else {
-            report.violations.push(format!(
-                "entry {i}: attestation without path, key, signature or status"
-            ));
-            return;
+    /// Checks an attestation's signature again under the policy in force when it was logged:
+    /// one logged `valid` must verify (and be by the builder named); one logged otherwise
+    /// that verifies is reported (a key added since it was recorded can explain it).
+    fn attestation(&mut self, i: usize, parsed: Parsed, report: &mut Report) -> Logged {
+        let a = match LoggedAttestation::from_entry(&parsed) {
+            Ok(a) => a,
+            Err(e) => {
+                report.violations.push(format!("entry {i}: {e}"));
+                return Logged::Other;
+            }
         };
-        if status == "valid" {
-            let nar = a.get("nar-hash").unwrap_or_default().to_owned();
+        if a.status == SigStatus::Valid {
             self.signed
-                .entry((path.to_owned(), key.to_owned()))
+                .entry((a.content.store_path.clone(), a.key_name.clone()))
                 .or_default()
-                .insert(nar);
+                .insert(a.content.nar_hash.clone());
         }
-        // Nix: the policy's key for this key name verifies the fingerprint.
-        let Some(policy) = self.policy_before(i) else {
+        let Some(policy) = self.policy.and_then(|p| self.policy_at(p)) else {
             report
                 .violations
                 .push(format!("entry {i}: an attestation before any policy"));
-            return;
+            return Logged::Other;
         };
-        let public = policy.all("builder").find_map(|b| {
-            let (_, k) = b.split_once(' ')?;
-            (k.split(':').next() == Some(key)).then_some(k)
-        });
-        let Some(public) = public.and_then(|k| k.parse::<NixPublicKey>().ok()) else {
-            return; // an unknown key, or a Guix one (its signed body is not logged yet)
+        let beside = a.beside().and_then(|hex| (self.beside)(hex));
+        let check = match a.check(&parsed, &policy.builders, beside.as_deref()) {
+            Ok(check) => check,
+            Err(e) => {
+                report.violations.push(format!("entry {i}: {e}"));
+                return Logged::Attestation(Box::new((parsed, a)));
+            }
         };
-        let verified = nix_fingerprint(a).is_some_and(|fp| {
-            let raw = sig
-                .split_once(':')
-                .and_then(|(_, b)| base64::engine::general_purpose::STANDARD.decode(b).ok());
-            raw.and_then(|r| <[u8; 64]>::try_from(r).ok())
-                .is_some_and(|r| public.verify(fp.as_bytes(), &r))
-        });
         report.signatures_verified += 1;
-        if verified != (status == "valid") {
+        let now = check.status();
+        if a.status == SigStatus::Valid && now != SigStatus::Valid {
             report.violations.push(format!(
-                "entry {i}: logged as {status} but the signature {}",
-                if verified {
-                    "verifies"
-                } else {
-                    "does not verify"
-                }
+                "entry {i}: logged as valid but the signature is {} under its policy",
+                now.as_str()
+            ));
+        } else if a.status == SigStatus::Valid
+            && a.builder.as_deref() != policy.builder_of(&a.key_name)
+        {
+            report.violations.push(format!(
+                "entry {i}: attributed to {:?}, but its policy gives key {} to {:?}",
+                a.builder,
+                a.key_name,
+                policy.builder_of(&a.key_name)
+            ));
+        } else if a.status != now {
+            report.reclassified.push(format!(
+                "entry {i}: logged as {}, {} under its policy",
+                a.status.as_str(),
+                now.as_str()
             ));
         }
+        Logged::Attestation(Box::new((parsed, a)))
     }
 
+    /// Decides an accepted decision again: its policy entry applied to the attestations it
+    /// cites (support and dissent), each signature checked again under that policy, must
+    /// accept exactly the decision's content.
     fn decision(&self, i: usize, d: &Parsed, report: &mut Report) {
         if d.get("verdict") != Some("accepted") {
             return;
@@ -280,76 +345,49 @@ impl Replay {
         let policy = d
             .get("policy")
             .and_then(|p| p.parse::<usize>().ok())
-            .and_then(|p| self.parsed.get(p).cloned().flatten())
-            .filter(|p| p.kind == "quorate/policy/v1");
+            .and_then(|p| self.policy_at(p));
         let Some(policy) = policy else {
             return fail("its policy index is not a policy entry".into());
         };
-        let quorum: usize = policy
-            .get("quorum")
-            .and_then(|q| q.parse().ok())
-            .unwrap_or(usize::MAX);
-        let builders: BTreeSet<&str> = policy
-            .all("builder")
-            .filter_map(|b| b.split(' ').next())
-            .collect();
-        let required: Vec<&str> = policy
-            .get("required")
-            .unwrap_or("")
-            .split_whitespace()
-            .collect();
-        let content = |p: &Parsed| {
-            ["path", "nar-hash", "nar-size", "references"].map(|k| p.get(k).map(str::to_owned))
+        let Some(content) = ContentKey::from_entry(d) else {
+            return fail("accepted without a content".into());
         };
-        let mut backers = BTreeSet::new();
-        for s in d.indexes("support").unwrap_or_default() {
-            let a = usize::try_from(s)
-                .ok()
-                .and_then(|s| self.parsed.get(s).cloned().flatten());
-            let Some(a) = a.filter(|a| a.kind == "quorate/attestation/v1") else {
-                return fail(format!("support {s} is not an attestation entry"));
+        let mut votes = Vec::new();
+        let support = d.indexes("support").unwrap_or_default();
+        let dissent = d.indexes("dissent").unwrap_or_default();
+        for (s, supporting) in support
+            .iter()
+            .map(|s| (*s, true))
+            .chain(dissent.iter().map(|s| (*s, false)))
+        {
+            let cited = usize::try_from(s).ok().and_then(|s| self.logged.get(s));
+            let Some(Logged::Attestation(cited)) = cited else {
+                return fail(format!("{s} is not an attestation entry"));
             };
-            if a.get("status") != Some("valid") || content(&a) != content(d) {
-                return fail(format!(
-                    "support {s} is not a valid attestation of this content"
-                ));
-            }
-            match a.get("builder") {
-                Some(b) if builders.contains(b) => {
-                    backers.insert(b.to_owned());
+            let (parsed, a) = &**cited;
+            let beside = a.beside().and_then(|hex| (self.beside)(hex));
+            let vote = a
+                .check(parsed, &policy.builders, beside.as_deref())
+                .ok()
+                .and_then(|check| vote_of(a, &check, policy));
+            match vote {
+                Some(vote) if !supporting || vote.1 == content => votes.push(vote),
+                _ if supporting => {
+                    return fail(format!(
+                        "support {s} is not a valid attestation of this content by a builder \
+                         of its policy"
+                    ))
                 }
-                _ => return fail(format!("support {s} is by no builder of the policy")),
+                _ => {}
             }
         }
-        if backers.len() < quorum {
-            return fail(format!(
-                "{} builder(s) back it, the quorum is {quorum}",
-                backers.len()
+        let replayed = redecide(policy, &votes);
+        if accepted_key(&replayed).as_ref() != Some(&content) {
+            let outcome = replayed.outcome().map_or("pending", |o| o.as_str());
+            fail(format!(
+                "its policy, applied to the attestations it cites, gives {outcome}, not this \
+                 acceptance"
             ));
         }
-        if let Some(r) = required.iter().find(|r| !backers.contains(**r)) {
-            return fail(format!("required builder {r} is not among its backers"));
-        }
-        let dissent = d.indexes("dissent").unwrap_or_default();
-        if policy.get("on-dissent") == Some("refuse") && !dissent.is_empty() {
-            fail(format!("accepted under `refuse` with dissent {dissent:?}"));
-        }
     }
-}
-
-/// The Nix fingerprint a Nix attestation entry's signature covers.
-fn nix_fingerprint(a: &Parsed) -> Option<String> {
-    let path = a.get("path")?;
-    let store_dir = &path[..path.rfind('/')?];
-    let refs: Vec<String> = a
-        .get("references")?
-        .split_whitespace()
-        .map(|r| format!("{store_dir}/{r}"))
-        .collect();
-    Some(format!(
-        "1;{path};{};{};{}",
-        a.get("nar-hash")?,
-        a.get("nar-size")?,
-        refs.join(",")
-    ))
 }

@@ -202,6 +202,9 @@ fn audit(action: AuditAction) -> anyhow::Result<()> {
                 for e in &report.equivocations {
                     println!("equivocation: {e}");
                 }
+                for r in &report.reclassified {
+                    println!("reclassified: {r}");
+                }
                 for v in &report.violations {
                     println!("VIOLATION: {v}");
                 }

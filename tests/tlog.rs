@@ -14,6 +14,8 @@ use common::{
 };
 
 const CACHE: &str = "main";
+/// The Guix cache of the Guix story.
+const GUIX: &str = "guix";
 
 /// Runs the independent verifier against `q`'s log, proving entry `index`; its JSON report.
 fn verify_independently(q: &Quorate, index: u64) -> serde_json::Value {
@@ -123,6 +125,55 @@ fn the_log_holds_every_attestation_and_decision_and_an_independent_verifier_acce
 }
 
 /// `quorate verify --url URL --state FILE PATH...`: (exit code, stdout).
+/// A decision that changes nothing is not logged again: hello, refused, asked again after a
+/// restart (memory cold, so decided and recorded anew) stays one refusal in the log, while
+/// the new decision row still points at that entry (nothing is left unlogged).
+#[test]
+fn an_unchanged_decision_is_logged_once() {
+    let fx = fixtures();
+    let dir = scratch_dir("tlog-unchanged");
+    let m_cache = malicious_cache(fx, &dir.path().join("M"));
+    let hello = &fx.paths.hello;
+    for_each_backend(|backend| {
+        let mut ups = serve_builders(&["A", "B", "C"]);
+        ups.push(UpstreamServer::serve(&m_cache));
+        let spec =
+            with_builders(CacheSpec::nix(CACHE).quorum(2), &["A", "B", "C", "M"]).upstreams(&ups);
+        let mut q = Quorate::start(backend, vec![spec]);
+        let refusals = |q: &Quorate| -> usize {
+            let report = verify_independently(q, 0);
+            report["entries"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter_map(|e| e.as_str())
+                .filter(|e| e.starts_with("quorate/decision/v1\n") && e.contains(hello.hash_part()))
+                .count()
+        };
+        let all_logged = |q: &Quorate| {
+            common::records::wait_until(q, "every row logged", || {
+                !common::records::with_db(q, async |db| db.has_unlogged(CACHE).await.unwrap())
+            })
+        };
+        assert_eq!(q.narinfo(hello).status, 404);
+        all_logged(&q);
+        assert_eq!(refusals(&q), 1);
+        let decisions_before = common::records::with_db(&q, async |db| {
+            db.count_decisions(Some(CACHE)).await.unwrap()
+        });
+        q.terminate();
+        q.restart();
+        assert_eq!(q.narinfo(hello).status, 404);
+        common::records::wait_until(&q, "the second refusal recorded", || {
+            common::records::with_db(&q, async |db| {
+                db.count_decisions(Some(CACHE)).await.unwrap()
+            }) > decisions_before
+        });
+        all_logged(&q);
+        assert_eq!(refusals(&q), 1, "the unchanged refusal was logged again");
+    });
+}
+
 fn quorate_verify(url: &str, state: &std::path::Path, paths: &[&str]) -> (i32, String) {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_quorate"))
         .args(["verify", "--url", url, "--state"])
@@ -372,7 +423,123 @@ fn quorate_audit_replays_a_mirrored_log_and_catches_each_tampering() {
         entries[i] = text.replace(&support, &one).into_bytes();
         write_log(d, &entries, &key);
     });
-    assert!(out.contains("the quorum is 2"), "{out}");
+    assert!(
+        out.contains("gives insufficient, not this acceptance"),
+        "{out}"
+    );
+
+    // An attestation's signature changed and the history re-signed: replaying the signature
+    // under its policy's key catches it.
+    let out = tampered("forged", &|d| {
+        let mut entries = mirrored_entries(d, size);
+        let i = entries
+            .iter()
+            .position(|e| {
+                let t = String::from_utf8_lossy(e);
+                t.starts_with("quorate/attestation/v1\n") && t.contains("\nstatus valid\n")
+            })
+            .expect("a valid attestation");
+        let text = String::from_utf8(entries[i].clone()).unwrap();
+        let sig = text.lines().find(|l| l.starts_with("signature ")).unwrap();
+        let (name, b64) = sig["signature ".len()..].split_once(':').unwrap();
+        let flipped = if b64.starts_with('A') { "B" } else { "A" };
+        let forged = format!("signature {name}:{flipped}{}", &b64[1..]);
+        entries[i] = text.replace(sig, &forged).into_bytes();
+        write_log(d, &entries, &key);
+    });
+    assert!(
+        out.contains("logged as valid but the signature is invalid"),
+        "{out}"
+    );
+}
+
+/// Guix signs its narinfo text (URLs included), which no content rebuilds: the log carries
+/// each attestation's signed text, so `quorate audit check` verifies every Guix signature
+/// again (ECDSA over edwards25519, keys made by libgcrypt) and replays the decisions. A
+/// signed text rewritten in the log (NarSize changed) and the history re-signed with the log
+/// key is caught.
+#[test]
+fn quorate_audit_verifies_guix_signatures_from_their_logged_signed_text() {
+    use common::guix::oracle::Oracle;
+    use common::guix::world::{World, HONEST, MALICIOUS};
+    let Some(world) = Oracle::get().map(World::build) else {
+        return; // QUORATE_TEST_SKIP_GUIX_ORACLE=1 (never under CI=true)
+    };
+    let dir = scratch_dir("tlog-guix-audit");
+    let names: Vec<&str> = HONEST.iter().copied().chain([MALICIOUS]).collect();
+    let ups: Vec<UpstreamServer> = names
+        .iter()
+        .map(|n| UpstreamServer::serve_files(world.upstream(n).files.clone()))
+        .collect();
+    let log_key = dir.path().join(format!("{GUIX}.log.sec"));
+    let mut spec = CacheSpec::guix(GUIX).quorum(2).log_key(&log_key);
+    for b in &names {
+        spec = spec.builder(b, &[world.key(b).public.display().to_string()]);
+    }
+    let q = Quorate::start(common::Backend::Sqlite, vec![spec.upstreams(&ups)]);
+    let hello = world.item("hello");
+    let disputed = world.item("disputed");
+    common::block_on(async {
+        assert_eq!(q.get(GUIX, &hello.narinfo_path()).await.status, 200);
+        assert_eq!(q.get(GUIX, &disputed.narinfo_path()).await.status, 404);
+    });
+    common::eventually("hello's decision logged", Duration::from_secs(30), || {
+        common::block_on(q.get(GUIX, &hello.narinfo_path()))
+            .header("quorate-log-index")
+            .is_some()
+    });
+
+    let mirror = dir.path().join("mirror");
+    let (code, out) = quorate_audit(&["mirror", q.url(), GUIX, mirror.to_str().unwrap()]);
+    assert_eq!(code, 0, "{out}");
+    let (code, out) = quorate_audit(&["check", "--json", mirror.to_str().unwrap()]);
+    assert_eq!(code, 0, "{out}");
+    let report: serde_json::Value = serde_json::from_str(&out).expect("the JSON report");
+    assert_eq!(report["violations"], serde_json::json!([]), "{report}");
+    let attestations = report["attestations"].as_u64().unwrap();
+    assert!(
+        attestations >= 5,
+        "hello by b1, b2; disputed by b1, b2, b3, m: {report}"
+    );
+    assert_eq!(
+        report["signatures_verified"].as_u64(),
+        Some(attestations),
+        "every Guix signature is verified again: {report}"
+    );
+    let size = report["size"].as_u64().unwrap();
+
+    let key_text = std::fs::read_to_string(&log_key).unwrap();
+    let key: quorate_core::tlog::note::SignerKey = key_text.trim().parse().unwrap();
+    let copy = dir.path().join("rewritten");
+    std::fs::create_dir_all(&copy).unwrap();
+    copy_dir(&mirror, &copy);
+    let mut entries = mirrored_entries(&copy, size);
+    let i = entries
+        .iter()
+        .position(|e| {
+            let t = String::from_utf8_lossy(e);
+            t.contains("\nscheme guix-narinfo\n") && t.contains("\nstatus valid\n")
+        })
+        .expect("a valid Guix attestation");
+    let text = String::from_utf8(entries[i].clone()).unwrap();
+    let signed = text.lines().find(|l| l.starts_with("signed ")).unwrap();
+    let size_field = signed
+        .split("\\n")
+        .find(|f| f.starts_with("NarSize: "))
+        .expect("NarSize in the signed text");
+    let n: u64 = size_field["NarSize: ".len()..].parse().unwrap();
+    let rewritten = signed.replace(size_field, &format!("NarSize: {}", n + 1));
+    entries[i] = text.replace(signed, &rewritten).into_bytes();
+    write_log(&copy, &entries, &key);
+    let (code, out) = quorate_audit(&["check", copy.to_str().unwrap()]);
+    assert_eq!(
+        code, 1,
+        "a rewritten Guix signed text went unnoticed: {out}"
+    );
+    assert!(
+        out.contains("logged as valid but the signature is invalid"),
+        "{out}"
+    );
 }
 
 /// Writes `text` to `path` with mode 0600 (a secret key file).

@@ -38,6 +38,10 @@ pub struct Attestation {
     pub status: SigStatus,
     /// When it was observed, Unix milliseconds.
     pub seen_at: i64,
+    /// The exact text the signature covers when it is not rebuilt from the content: Guix
+    /// signs its narinfo up to the `Signature` line (URLs included). `None` for Nix, whose
+    /// fingerprint is a function of [`Attestation::content`].
+    pub signed_body: Option<String>,
 }
 
 impl Attestation {

@@ -54,7 +54,16 @@ fuzz_target!(|data: &[u8]| {
     }
     // quorate's own entries, as an auditor reads them from a mirror.
     if let Ok(entry) = quorate_core::tlog::entry::parse(data) {
+        use quorate_core::tlog::replay::{redecide, LoggedAttestation, LoggedPolicy};
         let _ = entry.indexes("support");
+        let policy = LoggedPolicy::from_entry(&entry);
+        if let Ok(a) = LoggedAttestation::from_entry(&entry) {
+            let builders = policy.as_ref().map(|p| p.builders.clone()).unwrap_or_default();
+            let _ = a.check(&entry, &builders, Some(""));
+        }
+        if let Ok(p) = policy {
+            let _ = redecide(&p, &[]);
+        }
     }
     // An entry bundle against tiles of every width its length allows.
     if let Some((&w, rest)) = data.split_first() {

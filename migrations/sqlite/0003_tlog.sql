@@ -7,6 +7,10 @@
 -- without the leaves), and its signed checkpoints.
 ALTER TABLE attestations ADD COLUMN tlog_index INTEGER;
 ALTER TABLE decisions ADD COLUMN tlog_index INTEGER;
+-- The text a signature covers when the content does not determine it (Guix signs its
+-- narinfo up to the Signature line, URLs included); NULL for Nix, whose fingerprint is rebuilt
+-- from the content. Logged with the attestation so an auditor can verify it again.
+ALTER TABLE attestations ADD COLUMN signed_body TEXT;
 CREATE INDEX attestations_unlogged ON attestations (cache, id) WHERE tlog_index IS NULL;
 CREATE INDEX decisions_unlogged ON decisions (cache, id) WHERE tlog_index IS NULL;
 
@@ -57,4 +61,13 @@ CREATE TABLE witness_checkpoints (
     size       INTEGER NOT NULL CHECK (size >= 0),
     note       TEXT   NOT NULL,
     updated_at INTEGER NOT NULL
+) STRICT;
+
+-- Signed bodies too large to sit in their attestation's entry (which then names them by
+-- SHA-256), served beside the log at /tlog/<cache>/signed/<sha256 hex>.
+CREATE TABLE tlog_signed (
+    cache  TEXT NOT NULL,
+    sha256 TEXT NOT NULL, -- lowercase hex
+    body   BLOB NOT NULL,
+    PRIMARY KEY (cache, sha256)
 ) STRICT;

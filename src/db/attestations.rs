@@ -20,8 +20,9 @@ use super::{BeginWrite, Db, DbError};
 /// late (a background upstream answer) can only widen the first/last seen interval.
 const UPSERT_ATTESTATION: &str = "\
 INSERT INTO attestations (observation_key, cache, hash_part, store_path, nar_hash, nar_size, \
-    refs, deriver, ca, key_name, builder, upstream, signature, status, first_seen, last_seen) \
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $15) \
+    refs, deriver, ca, key_name, builder, upstream, signature, status, first_seen, last_seen, \
+    signed_body) \
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $15, $16) \
 ON CONFLICT (observation_key) DO UPDATE SET \
     status = CASE WHEN excluded.last_seen >= attestations.last_seen \
         THEN excluded.status ELSE attestations.status END, \
@@ -34,7 +35,7 @@ ON CONFLICT (observation_key) DO UPDATE SET \
 
 pub(super) const ATTESTATION_COLUMNS: &str =
     "cache, hash_part, store_path, nar_hash, nar_size, refs, \
-    deriver, ca, key_name, builder, upstream, signature, status, last_seen";
+    deriver, ca, key_name, builder, upstream, signature, status, last_seen, signed_body";
 
 const UPSERT_NAR_SOURCE: &str = "\
 INSERT INTO nar_sources (source_key, cache, upstream, nar_hash, url, compression, file_size, \
@@ -109,6 +110,7 @@ impl Db {
                     .bind(&a.signature)
                     .bind(a.status.as_str())
                     .bind(a.seen_at)
+                    .bind(&a.signed_body)
                     .execute(&mut *tx)
                     .await?;
             }
@@ -271,6 +273,7 @@ pub(super) fn attestation_from_row(row: &impl Columns) -> Result<Attestation, Db
             value: status,
         })?,
         seen_at: row.int("last_seen")?,
+        signed_body: row.opt_text("signed_body")?,
     })
 }
 

@@ -55,6 +55,20 @@ pub(super) const DECISION_COLUMNS: &str = "d.cache, d.hash_part, d.store_path, d
     d.dissenters, d.policy, d.decided_at";
 
 impl Db {
+    /// How many decisions are recorded (history included), in one cache or in all.
+    pub async fn count_decisions(&self, cache: Option<&str>) -> Result<i64, DbError> {
+        let n = on_pool!(self, pool => {
+            let query = match cache {
+                Some(cache) => {
+                    sqlx::query("SELECT COUNT(*) AS n FROM decisions WHERE cache = $1").bind(cache)
+                }
+                None => sqlx::query("SELECT COUNT(*) AS n FROM decisions"),
+            };
+            query.fetch_one(pool).await?.int("n")?
+        });
+        Ok(n)
+    }
+
     /// Appends a decision (earlier ones for the same path are kept); returns its id.
     pub async fn record_decision(&self, d: &DecisionRecord) -> Result<i64, DbError> {
         let (content_store_path, nar_hash, nar_size, refs) = match &d.content {

@@ -172,6 +172,7 @@ fn attestation(builder: &str, upstream: &str, seen_at: i64) -> Attestation {
         signature: format!("{builder}-1:c2lnbmF0dXJl{builder}=="),
         status: SigStatus::Valid,
         seen_at,
+        signed_body: None,
     }
 }
 

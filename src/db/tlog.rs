@@ -51,6 +51,8 @@ pub struct NewEntry {
     pub policy_hash: Option<String>,
     /// The canonical entry bytes.
     pub body: Vec<u8>,
+    /// `(SHA-256 hex, text)`: a signed text the entry names by hash, kept beside the log.
+    pub beside: Option<(String, String)>,
 }
 
 /// A batch for [`Db::append_to_log`]: the log grows from `old_size` to `old_size +
@@ -157,6 +159,23 @@ impl Db {
         })
     }
 
+    /// The signed text kept beside `cache`'s log under SHA-256 `sha256` (lowercase hex).
+    pub async fn signed_beside(
+        &self,
+        cache: &str,
+        sha256: &str,
+    ) -> Result<Option<Vec<u8>>, DbError> {
+        on_pool!(self, pool => {
+            sqlx::query("SELECT body FROM tlog_signed WHERE cache = $1 AND sha256 = $2")
+                .bind(cache)
+                .bind(sha256)
+                .fetch_optional(pool)
+                .await?
+                .map(|row| row.blob("body"))
+                .transpose()
+        })
+    }
+
     /// Whether `cache` has attestation or decision rows not logged yet (two index lookups).
     pub async fn has_unlogged(&self, cache: &str) -> Result<bool, DbError> {
         let found = on_pool!(self, pool => {
@@ -215,6 +234,48 @@ impl Db {
                 .map(|row| Ok(Unlogged { id: row.int("id")?, row: decision_from_row(row)? }))
                 .collect()
         })
+    }
+
+    /// The latest logged decision of `cache` for `hash_part`, with its log index.
+    pub async fn latest_logged_decision(
+        &self,
+        cache: &str,
+        hash_part: &str,
+    ) -> Result<Option<(u64, DecisionRecord)>, DbError> {
+        let sql = format!(
+            "SELECT d.tlog_index, {DECISION_COLUMNS} FROM decisions d \
+             WHERE d.cache = $1 AND d.hash_part = $2 AND d.tlog_index IS NOT NULL \
+             ORDER BY d.tlog_index DESC LIMIT 1"
+        );
+        on_pool!(self, pool => {
+            sqlx::query(&sql)
+                .bind(cache)
+                .bind(hash_part)
+                .fetch_optional(pool)
+                .await?
+                .map(|row| Ok((row.int("tlog_index")?.max(0) as u64, decision_from_row(&row)?)))
+                .transpose()
+        })
+    }
+
+    /// Marks decision rows as logged by entries already in the log (`(row id, index)`): a
+    /// decision that changed nothing is not logged again.
+    pub async fn alias_logged_decisions(&self, aliases: &[(i64, u64)]) -> Result<(), DbError> {
+        if aliases.is_empty() {
+            return Ok(());
+        }
+        on_pool!(self, pool => {
+            let mut tx = pool.begin_write().await?;
+            for (row, index) in aliases {
+                sqlx::query("UPDATE decisions SET tlog_index = $1 WHERE id = $2 AND tlog_index IS NULL")
+                    .bind(*index as i64)
+                    .bind(*row)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            tx.commit().await?;
+        });
+        Ok(())
     }
 
     /// The log indexes of `cache`'s attestations for `hash_part` that are logged, with the
@@ -314,6 +375,17 @@ impl Db {
                         .bind(row)
                         .execute(&mut *tx)
                         .await?;
+                }
+                if let Some((sha256, text)) = &e.beside {
+                    sqlx::query(
+                        "INSERT INTO tlog_signed (cache, sha256, body) VALUES ($1, $2, $3) \
+                         ON CONFLICT (cache, sha256) DO NOTHING",
+                    )
+                    .bind(cache)
+                    .bind(sha256)
+                    .bind(text.as_bytes())
+                    .execute(&mut *tx)
+                    .await?;
                 }
                 if let Some(hash) = &e.policy_hash {
                     sqlx::query(

@@ -49,6 +49,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/tlog/{cache}/vkey", get(tlog::vkey))
         .route("/tlog/{cache}/tile/{*path}", get(tlog::tile))
         .route("/tlog/{cache}/proof/{index}", get(tlog::proof))
+        .route("/tlog/{cache}/signed/{sha256}", get(tlog::signed))
         .route(
             "/witness/add-checkpoint",
             axum::routing::post(witness::add_checkpoint),

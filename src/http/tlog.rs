@@ -1,7 +1,8 @@
 //! `/tlog/<cache>/...`: the cache's transparency log as static C2SP files (DESIGN §12) —
 //! `checkpoint` (the latest signed tree head), `vkey` (the log's verifier key),
 //! `tile/<L>/<N>[.p/<W>]` (hash tiles), `tile/entries/<N>[.p/<W>]` (entry bundles) — and
-//! `proof/<index>` (a C2SP tlog-proof of one entry under the latest checkpoint).
+//! `proof/<index>` (a C2SP tlog-proof of one entry under the latest checkpoint) and
+//! `signed/<sha256>` (a signed text too large for its attestation entry, named by hash).
 //!
 //! Tiles are immutable once they exist (a partial tile of width W never changes), so they
 //! are served with a year's `Cache-Control`; the checkpoint is not cached. A tile beyond the
@@ -87,6 +88,32 @@ pub async fn tile(
             resp
         }
         Err(e) => unavailable(e),
+    }
+}
+
+/// `GET /tlog/{cache}/signed/{sha256}`: a signed text an attestation entry names by hash
+/// (too large to sit in the entry). Content-addressed, so immutable.
+pub async fn signed(
+    State(app): State<Arc<App>>,
+    Path((cache, sha256)): Path<(String, String)>,
+) -> Response {
+    let Some(cache) = find(&app, &cache) else {
+        return HttpError::not_found("no such cache").into_response();
+    };
+    let is_hex = sha256.len() == 64
+        && sha256
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+    if !is_hex {
+        return HttpError::BadRequest(
+            "a signed text is named by its SHA-256 in lowercase hex".into(),
+        )
+        .into_response();
+    }
+    match app.db.signed_beside(cache.name(), &sha256).await {
+        Ok(Some(body)) => plain(body, "public, max-age=31536000, immutable"),
+        Ok(None) => HttpError::not_found("no such signed text").into_response(),
+        Err(e) => unavailable(e.into()),
     }
 }
 

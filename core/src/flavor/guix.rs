@@ -64,6 +64,7 @@ impl FrontEnd for GuixFrontEnd {
             ca: None,
             upstream,
             seen_at,
+            signed_body: Some(ni.signed_part()),
         };
         // An unsigned narinfo attests nothing.
         let attestations = match (ni.verify_signature(&self.keys), ni.signature()) {

@@ -237,6 +237,8 @@ struct Seen<'a> {
     ca: Option<String>,
     upstream: &'a str,
     seen_at: i64,
+    /// The text a signature covers when the content does not determine it (Guix).
+    signed_body: Option<&'a str>,
 }
 
 impl Scope {
@@ -262,6 +264,7 @@ impl Scope {
             signature: signature.to_owned(),
             status,
             seen_at: seen.seen_at,
+            signed_body: seen.signed_body.map(str::to_owned),
         }
     }
 

@@ -59,6 +59,7 @@ impl FrontEnd for NixFrontEnd {
             ca: ni.ca.clone(),
             upstream,
             seen_at,
+            signed_body: None,
         };
         let attestations = ni
             .sigs
@@ -171,6 +172,7 @@ mod tests {
             upstream: "http://up.example".into(),
             status: SigStatus::Valid,
             seen_at: 0,
+            signed_body: None,
         }
     }
 

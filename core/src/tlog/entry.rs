@@ -12,8 +12,9 @@
 //! upstream http://127.0.0.1:41234             references
 //! key upstream-A-1                            policy 0
 //! builder a                                   support 1 2
-//! signature upstream-A-1:UhVR…Ag==            dissent
-//! status valid                                decided-at 1764431000000
+//! scheme nix-fingerprint                      dissent
+//! signature upstream-A-1:UhVR…Ag==            decided-at 1764431000000
+//! status valid
 //!
 //! quorate/policy/v1
 //! cache nixos
@@ -29,14 +30,19 @@
 //! and may be empty (`references` alone). Values come from upstreams: a `\` or a newline in
 //! one is escaped (`\\`, `\n`), so an entry always has exactly the lines it says. A Nix
 //! signature is over the fingerprint `1;<path>;<nar-hash>;<nar-size>;<references as store
-//! paths>` rebuilt from these lines. An entry is at most [`MAX_ENTRY`] bytes: an attestation
-//! whose references would not fit gives them as `references-sha256 <hex of SHA-256 of the
-//! space-joined list>` instead.
+//! paths>` rebuilt from these lines (`scheme nix-fingerprint`). A Guix signature covers its
+//! narinfo up to the `Signature` line, which no content rebuilds (its URLs are signed too):
+//! `scheme guix-narinfo` entries carry that text as `signed <text>` after the signature.
+//! An entry is at most [`MAX_ENTRY`] bytes: an attestation whose references would not fit
+//! gives them as `references-sha256 <hex of SHA-256 of the space-joined list>` instead, and
+//! if it still does not fit, its signed text as `signed-sha256 <hex>`, the text itself then
+//! kept beside the log ([`AttestationEntry::beside`]).
 
 use sha2::{Digest, Sha256};
 
 use crate::attestation::Attestation;
 use crate::protocol::content::Content;
+use crate::protocol::narinfo::fingerprint_of;
 use crate::quorum::{OnDissent, Policy};
 
 /// The largest entry a tile's entry bundle can hold (a 16-bit length).
@@ -79,9 +85,7 @@ impl Lines {
             .line("nar-size", &c.nar_size.to_string());
         let refs = c.references.join(" ");
         if refs_by_hash {
-            let digest = Sha256::digest(refs.as_bytes());
-            let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
-            self.line("references-sha256", &hex)
+            self.line("references-sha256", &sha256_hex(refs.as_bytes()))
         } else {
             self.line("references", &refs)
         }
@@ -102,9 +106,31 @@ fn within_limit(render: impl Fn(bool) -> Vec<u8>) -> Vec<u8> {
     }
 }
 
+/// Lowercase hex of SHA-256.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// How a signature's signed bytes are found again.
+pub const SCHEME_NIX: &str = "nix-fingerprint";
+/// Guix: the narinfo text before its `Signature` line.
+pub const SCHEME_GUIX: &str = "guix-narinfo";
+
+/// An attestation's entry, and the signed text kept beside the log when it did not fit.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AttestationEntry {
+    /// The entry's bytes.
+    pub entry: Vec<u8>,
+    /// `(SHA-256 hex, text)` of a signed text the entry names by hash only.
+    pub beside: Option<(String, String)>,
+}
+
 /// A `quorate/attestation/v1` entry for `a`.
-pub fn attestation(a: &Attestation) -> Vec<u8> {
-    let render = |refs_by_hash: bool| {
+pub fn attestation(a: &Attestation) -> AttestationEntry {
+    let render = |refs_by_hash: bool, signed_by_hash: bool| {
         let mut l = Lines::new("quorate/attestation/v1");
         l.line("cache", &a.cache)
             .content(&a.content, refs_by_hash)
@@ -112,12 +138,72 @@ pub fn attestation(a: &Attestation) -> Vec<u8> {
             .opt("ca", a.ca.as_deref())
             .line("upstream", &a.upstream)
             .line("key", &a.key_name)
-            .opt("builder", a.builder.as_deref())
-            .line("signature", &a.signature)
-            .line("status", a.status.as_str());
+            .opt("builder", a.builder.as_deref());
+        let scheme = if a.signed_body.is_some() {
+            SCHEME_GUIX
+        } else {
+            SCHEME_NIX
+        };
+        l.line("scheme", scheme).line("signature", &a.signature);
+        match (&a.signed_body, signed_by_hash) {
+            (_, true) => l.line("signed-sha256", &sha256_hex(signed_text(a).as_bytes())),
+            (Some(body), false) => l.line("signed", body),
+            (None, false) => &mut l, // the fingerprint is rebuilt from the lines above
+        };
+        l.line("status", a.status.as_str());
         l.done()
     };
-    within_limit(render)
+    let entry = render(false, false);
+    if entry.len() <= MAX_ENTRY {
+        return AttestationEntry {
+            entry,
+            beside: None,
+        };
+    }
+    // References by hash; a Nix fingerprint (which lists them) can then no longer be rebuilt
+    // from the entry and goes beside the log like a large Guix text.
+    let entry = render(true, false);
+    if entry.len() <= MAX_ENTRY && a.signed_body.is_some() {
+        return AttestationEntry {
+            entry,
+            beside: None,
+        };
+    }
+    let text = signed_text(a);
+    AttestationEntry {
+        entry: render(true, true),
+        beside: Some((sha256_hex(text.as_bytes()), text)),
+    }
+}
+
+/// The exact text `a`'s signature covers: Guix's signed narinfo part, or the Nix fingerprint.
+pub fn signed_text(a: &Attestation) -> String {
+    match &a.signed_body {
+        Some(body) => body.clone(),
+        None => {
+            let path = &a.content.store_path;
+            let store_dir = path.rfind('/').map_or("", |i| &path[..i]);
+            fingerprint_of(store_dir, &a.content)
+        }
+    }
+}
+
+/// The Nix fingerprint an attestation entry's lines rebuild (`None` without its content
+/// lines, or with references given by hash).
+pub fn signed_text_of(p: &Parsed) -> Option<String> {
+    let path = p.get("path")?;
+    let store_dir = &path[..path.rfind('/')?];
+    let content = Content {
+        store_path: path.to_owned(),
+        nar_hash: crate::protocol::nar_hash::NarHash::parse(p.get("nar-hash")?).ok()?,
+        nar_size: p.get("nar-size")?.parse().ok()?,
+        references: p
+            .get("references")?
+            .split_whitespace()
+            .map(str::to_owned)
+            .collect(),
+    };
+    Some(fingerprint_of(store_dir, &content))
 }
 
 /// What a decision entry records.
@@ -290,12 +376,13 @@ mod tests {
             signature: signature.into(),
             status: SigStatus::Valid,
             seen_at: 1,
+            signed_body: None,
         }
     }
 
     #[test]
     fn an_attestation_entry_is_its_lines_in_order() {
-        let e = attestation(&attested(vec![], "upstream-A-1:sig=="));
+        let e = attestation(&attested(vec![], "upstream-A-1:sig==")).entry;
         assert_eq!(
             String::from_utf8(e).unwrap(),
             "quorate/attestation/v1\ncache nixos\n\
@@ -303,13 +390,14 @@ mod tests {
              nar-hash sha256:04zwf782yjwnh3q6hz5izfd6jyip8kgw6g6yj43fiqhbyhdd0dqw\n\
              nar-size 120\nreferences\nderiver p2is4vfrfhngnrfzsdiyad85n1hqshbk-hello-1.drv\n\
              upstream http://127.0.0.1:41234\nkey upstream-A-1\nbuilder a\n\
-             signature upstream-A-1:sig==\nstatus valid\n"
+             scheme nix-fingerprint\nsignature upstream-A-1:sig==\nstatus valid\n"
         );
     }
 
     #[test]
     fn a_newline_in_a_value_cannot_forge_a_line() {
-        let e = String::from_utf8(attestation(&attested(vec![], "x\nstatus valid\\"))).unwrap();
+        let e =
+            String::from_utf8(attestation(&attested(vec![], "x\nstatus valid\\")).entry).unwrap();
         assert!(e.contains("signature x\\nstatus valid\\\\\n"), "{e}");
         assert_eq!(e.matches("\nstatus ").count(), 1);
         let parsed = parse(e.as_bytes()).unwrap();
@@ -319,7 +407,7 @@ mod tests {
 
     #[test]
     fn entries_parse_back_and_malformed_ones_are_refused() {
-        let e = attestation(&attested(vec!["a-x".into(), "b-y".into()], "k:s"));
+        let e = attestation(&attested(vec!["a-x".into(), "b-y".into()], "k:s")).entry;
         let p = parse(&e).unwrap();
         assert_eq!(p.kind, "quorate/attestation/v1");
         assert_eq!(p.get("references"), Some("a-x b-y"));
@@ -332,14 +420,49 @@ mod tests {
     #[test]
     fn huge_references_are_logged_by_their_hash_within_the_entry_limit() {
         let refs: Vec<String> = (0..3000).map(|i| format!("{i:032}-dep-{i}")).collect();
-        let e = attestation(&attested(refs.clone(), "s"));
+        let e = attestation(&attested(refs.clone(), "s")).entry;
         assert!(e.len() <= MAX_ENTRY);
         let text = String::from_utf8(e).unwrap();
-        let hex: String = Sha256::digest(refs.join(" ").as_bytes())
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
+        let hex = sha256_hex(refs.join(" ").as_bytes());
         assert!(text.contains(&format!("references-sha256 {hex}\n")));
+        let p = parse(text.as_bytes()).unwrap();
+        let (fp_hex, fingerprint) = attestation(&attested(refs.clone(), "s")).beside.unwrap();
+        assert_eq!(p.get("signed-sha256"), Some(fp_hex.as_str()));
+        assert!(
+            fingerprint.starts_with("1;/nix/store/wa25"),
+            "{fingerprint}"
+        );
+        assert!(fingerprint.ends_with("/nix/store/00000000000000000000000000002999-dep-2999"));
+    }
+
+    #[test]
+    fn a_guix_attestation_carries_the_text_its_signature_covers() {
+        let mut a = attested(vec![], "1;host;c2ln");
+        let body = "StorePath: /gnu/store/x-hello\nNarHash: sha256:00\n";
+        a.signed_body = Some(body.into());
+        let e = attestation(&a);
+        assert_eq!(e.beside, None);
+        let p = parse(&e.entry).unwrap();
+        assert_eq!(p.get("scheme"), Some(SCHEME_GUIX));
+        assert_eq!(p.get("signed"), Some(body));
+        assert_eq!(p.get("signed-sha256"), None);
+    }
+
+    #[test]
+    fn a_guix_signed_text_too_large_for_an_entry_is_named_by_hash_and_kept_beside() {
+        let refs: Vec<String> = (0..1500).map(|i| format!("{i:032}-dep-{i}")).collect();
+        let mut a = attested(refs.clone(), "1;host;c2ln");
+        let body = format!("StorePath: /gnu/store/x\nReferences: {}\n", refs.join(" "));
+        a.signed_body = Some(body.clone() + &"x".repeat(40_000));
+        let e = attestation(&a);
+        assert!(e.entry.len() <= MAX_ENTRY);
+        let (hex, kept) = e.beside.expect("kept beside the log");
+        assert_eq!(kept, a.signed_body.clone().unwrap());
+        assert_eq!(hex, sha256_hex(kept.as_bytes()));
+        let p = parse(&e.entry).unwrap();
+        assert_eq!(p.get("signed-sha256"), Some(hex.as_str()));
+        assert_eq!(p.get("signed"), None);
+        assert!(p.get("references-sha256").is_some());
     }
 
     #[test]

@@ -7,6 +7,7 @@
 //! - [`checkpoint`]: C2SP checkpoints (signed tree heads) and witness cosignatures.
 //! - [`proof`]: C2SP tlog proofs: an entry's inclusion under a signed checkpoint, as text.
 //! - [`entry`]: quorate's entries (`quorate/attestation/v1`, `decision/v1`, `policy/v1`).
+//! - [`replay`]: entries read back: signatures checked again, decisions decided again.
 //!
 //! No I/O: the service keeps the stored hashes in its database and hands them in through
 //! [`merkle::HashReader`]; an auditor hands in tiles it mirrored.
@@ -16,6 +17,7 @@ pub mod entry;
 pub mod merkle;
 pub mod note;
 pub mod proof;
+pub mod replay;
 pub mod tile;
 
 #[cfg(test)]

@@ -1,0 +1,636 @@
+//! Replaying log entries offline (DESIGN §12): an attestation entry's signature checked
+//! again under the keys of a policy entry, and a decision entry decided again under its
+//! policy from the attestation entries it cites. What `quorate audit check` runs, and what a
+//! follower of another quorate's log runs before counting anything it imports.
+//!
+//! Contents are compared by [`ContentKey`]: path, NarHash, NarSize and the SHA-256 of the
+//! space-joined references, so an entry that had to give its references by hash still
+//! compares equal to one that lists them.
+
+use crate::attestation::Content;
+use crate::builder::{builder_of, Builder, BuilderKey};
+use crate::protocol::guix_key::GuixPublicKey;
+use crate::protocol::guix_narinfo::GuixNarInfo;
+use crate::protocol::nar_hash::NarHash;
+use crate::protocol::nix_key::{check_sig, NixPublicKey};
+use crate::protocol::signature::{SigCheck, SigStatus};
+use crate::quorum::{decide, Decision, OnDissent, Policy, Vote};
+
+use super::entry::{sha256_hex, signed_text_of, Parsed, SCHEME_GUIX, SCHEME_NIX};
+
+/// Why an entry cannot be replayed.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ReplayError {
+    /// A line the kind requires is missing or malformed.
+    #[error("{kind} entry: {problem}")]
+    Malformed {
+        /// The entry's kind.
+        kind: &'static str,
+        /// What is wrong.
+        problem: String,
+    },
+    /// The signed text is kept beside the log and was not handed in (or is not it).
+    #[error("the signed text {0} kept beside the log is missing or does not match its hash")]
+    MissingBeside(String),
+}
+
+fn malformed(kind: &'static str, problem: impl Into<String>) -> ReplayError {
+    ReplayError::Malformed {
+        kind,
+        problem: problem.into(),
+    }
+}
+
+/// What two claims must share to agree, as entries give it.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ContentKey {
+    /// The store path.
+    pub store_path: String,
+    /// `sha256:<nix32>`.
+    pub nar_hash: String,
+    /// NarSize.
+    pub nar_size: u64,
+    /// SHA-256 (hex) of the space-joined references.
+    pub references_sha256: String,
+}
+
+impl ContentKey {
+    /// The key of a content.
+    pub fn of(c: &Content) -> ContentKey {
+        ContentKey {
+            store_path: c.store_path.clone(),
+            nar_hash: c.nar_hash.to_string(),
+            nar_size: c.nar_size,
+            references_sha256: sha256_hex(c.references.join(" ").as_bytes()),
+        }
+    }
+
+    /// The content lines of an entry (attestation or decision), `None` if it has none.
+    pub fn from_entry(p: &Parsed) -> Option<ContentKey> {
+        let references_sha256 = match (p.get("references"), p.get("references-sha256")) {
+            (Some(list), _) => sha256_hex(list.as_bytes()),
+            (None, Some(hex)) => hex.to_owned(),
+            (None, None) => return None,
+        };
+        Some(ContentKey {
+            store_path: p.get("path")?.to_owned(),
+            nar_hash: NarHash::parse(p.get("nar-hash")?).ok()?.to_string(),
+            nar_size: p.get("nar-size")?.parse().ok()?,
+            references_sha256,
+        })
+    }
+
+    /// A [`Content`] standing for this key in a quorum count (references by their hash).
+    fn as_vote_content(&self) -> Option<Content> {
+        Some(Content {
+            store_path: self.store_path.clone(),
+            nar_hash: NarHash::parse(&self.nar_hash).ok()?,
+            nar_size: self.nar_size,
+            references: vec![self.references_sha256.clone()],
+        })
+    }
+}
+
+/// A `quorate/policy/v1` entry read back: the rule and the builders with their keys.
+#[derive(Clone, Debug)]
+pub struct LoggedPolicy {
+    /// The quorum rule.
+    pub policy: Policy,
+    /// Every builder and its keys, in the entry's order.
+    pub builders: Vec<Builder>,
+}
+
+impl LoggedPolicy {
+    /// Reads a policy entry.
+    pub fn from_entry(p: &Parsed) -> Result<LoggedPolicy, ReplayError> {
+        const KIND: &str = "policy";
+        if p.kind != "quorate/policy/v1" {
+            return Err(malformed(KIND, format!("kind {:?}", p.kind)));
+        }
+        let quorum = p
+            .get("quorum")
+            .and_then(|q| q.parse().ok())
+            .ok_or_else(|| malformed(KIND, "no quorum"))?;
+        let on_dissent = match p.get("on-dissent") {
+            Some("refuse") => OnDissent::Refuse,
+            Some("majority") => OnDissent::Majority,
+            other => return Err(malformed(KIND, format!("on-dissent {other:?}"))),
+        };
+        let required_builders = p
+            .get("required")
+            .unwrap_or("")
+            .split_whitespace()
+            .map(str::to_owned)
+            .collect();
+        let mut builders: Vec<Builder> = Vec::new();
+        for line in p.all("builder") {
+            let (name, key) = line
+                .split_once(' ')
+                .ok_or_else(|| malformed(KIND, format!("builder line {line:?}")))?;
+            let key = parse_key(key)
+                .ok_or_else(|| malformed(KIND, format!("builder {name}'s key {key:?}")))?;
+            match builders.iter_mut().find(|b| b.name == name) {
+                Some(b) => b.keys.push(key),
+                None => builders.push(Builder {
+                    name: name.to_owned(),
+                    keys: vec![key],
+                }),
+            }
+        }
+        let policy = Policy {
+            quorum,
+            required_builders,
+            on_dissent,
+            builders: builders.iter().map(|b| b.name.clone()).collect(),
+        };
+        Ok(LoggedPolicy { policy, builders })
+    }
+
+    /// The builder holding the key named `key_name`, if any.
+    pub fn builder_of(&self, key_name: &str) -> Option<&str> {
+        builder_of(&self.builders, key_name).map(|b| b.name.as_str())
+    }
+}
+
+/// A key in the text form policy entries use: Nix `name:base64`, or a Guix sexp.
+fn parse_key(text: &str) -> Option<BuilderKey> {
+    if text.starts_with('(') {
+        GuixPublicKey::parse(text).ok().map(BuilderKey::Guix)
+    } else {
+        text.parse::<NixPublicKey>().ok().map(BuilderKey::Nix)
+    }
+}
+
+/// How an attestation's signed bytes are found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Signed {
+    /// Nix: the fingerprint, rebuilt from the entry's content lines.
+    Fingerprint,
+    /// The signed text, in the entry.
+    Text(String),
+    /// The signed text's SHA-256 (hex): the text is kept beside the log.
+    Beside(String),
+}
+
+/// A `quorate/attestation/v1` entry read back.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LoggedAttestation {
+    /// The cache it was recorded for.
+    pub cache: String,
+    /// What it claims.
+    pub content: ContentKey,
+    /// `nix-fingerprint` or `guix-narinfo`.
+    pub scheme: String,
+    /// The key name (Nix) or hex `q` (Guix) the signature claims.
+    pub key_name: String,
+    /// The builder the logging quorate attributed it to.
+    pub builder: Option<String>,
+    /// The upstream (or other origin) it came through.
+    pub upstream: String,
+    /// The signature as it appeared.
+    pub signature: String,
+    /// Where the signed bytes are.
+    pub signed: Signed,
+    /// The verdict logged.
+    pub status: SigStatus,
+}
+
+impl LoggedAttestation {
+    /// Reads an attestation entry.
+    pub fn from_entry(p: &Parsed) -> Result<LoggedAttestation, ReplayError> {
+        const KIND: &str = "attestation";
+        if p.kind != "quorate/attestation/v1" {
+            return Err(malformed(KIND, format!("kind {:?}", p.kind)));
+        }
+        let need = |key: &str| {
+            p.get(key)
+                .map(str::to_owned)
+                .ok_or_else(|| malformed(KIND, format!("no {key}")))
+        };
+        let scheme = need("scheme")?;
+        let signed = match (p.get("signed"), p.get("signed-sha256"), scheme.as_str()) {
+            (Some(text), None, SCHEME_GUIX) => Signed::Text(text.to_owned()),
+            (None, Some(hex), SCHEME_GUIX | SCHEME_NIX) => Signed::Beside(hex.to_owned()),
+            (None, None, SCHEME_NIX) => Signed::Fingerprint,
+            _ => {
+                return Err(malformed(
+                    KIND,
+                    format!("scheme {scheme:?} with its signed lines"),
+                ))
+            }
+        };
+        let status = p
+            .get("status")
+            .and_then(SigStatus::parse)
+            .ok_or_else(|| malformed(KIND, "no status"))?;
+        Ok(LoggedAttestation {
+            cache: need("cache")?,
+            content: ContentKey::from_entry(p).ok_or_else(|| malformed(KIND, "no content"))?,
+            scheme,
+            key_name: need("key")?,
+            builder: p.get("builder").map(str::to_owned),
+            upstream: need("upstream")?,
+            signature: need("signature")?,
+            signed,
+            status,
+        })
+    }
+
+    /// The SHA-256 of a signed text kept beside the log, when this entry names one.
+    pub fn beside(&self) -> Option<&str> {
+        match &self.signed {
+            Signed::Beside(hex) => Some(hex),
+            Signed::Fingerprint | Signed::Text(_) => None,
+        }
+    }
+
+    /// Checks the signature again under `builders`' keys. `entry` is the parsed entry (for a
+    /// fingerprint rebuilt from its lines); `beside` the text kept beside the log when the
+    /// entry names one by hash. A signed text must also claim the entry's content: a valid
+    /// signature over something else is [`SigStatus::Invalid`].
+    pub fn check(
+        &self,
+        entry: &Parsed,
+        builders: &[Builder],
+        beside: Option<&str>,
+    ) -> Result<SigCheck, ReplayError> {
+        let text = match &self.signed {
+            Signed::Fingerprint => signed_text_of(entry)
+                .ok_or_else(|| malformed("attestation", "no fingerprint to rebuild"))?,
+            Signed::Text(text) => text.clone(),
+            Signed::Beside(hex) => match beside {
+                Some(text) if sha256_hex(text.as_bytes()) == *hex => text.to_owned(),
+                _ => return Err(ReplayError::MissingBeside(hex.clone())),
+            },
+        };
+        Ok(match self.scheme.as_str() {
+            SCHEME_NIX => self.check_nix(&text, builders),
+            _ => self.check_guix(&text, builders),
+        })
+    }
+
+    fn check_nix(&self, fingerprint: &str, builders: &[Builder]) -> SigCheck {
+        let keys: Vec<NixPublicKey> = builders
+            .iter()
+            .flat_map(|b| b.keys.iter().filter_map(BuilderKey::as_nix).cloned())
+            .collect();
+        let check = check_sig(&self.signature, fingerprint, &keys);
+        if check.is_valid() && !nix_fingerprint_claims(fingerprint, &self.content) {
+            return SigCheck::Invalid {
+                key_name: self.key_name.clone(),
+                reason: crate::protocol::signature::InvalidReason::BadSignature,
+            };
+        }
+        check
+    }
+
+    fn check_guix(&self, signed: &str, builders: &[Builder]) -> SigCheck {
+        let keys: Vec<GuixPublicKey> = builders
+            .iter()
+            .flat_map(|b| b.keys.iter().filter_map(BuilderKey::as_guix).cloned())
+            .collect();
+        let narinfo = format!("{signed}Signature: {}\n", self.signature);
+        let parsed = match GuixNarInfo::parse(&narinfo) {
+            Ok(ni) => ni,
+            Err(e) => {
+                return SigCheck::Malformed {
+                    reason: e.to_string(),
+                }
+            }
+        };
+        let check = parsed
+            .verify_signature(&keys)
+            .unwrap_or(SigCheck::Malformed {
+                reason: "unsigned".into(),
+            });
+        if check.is_valid() && ContentKey::of(&parsed.content()) != self.content {
+            return SigCheck::Invalid {
+                key_name: self.key_name.clone(),
+                reason: crate::protocol::signature::InvalidReason::BadSignature,
+            };
+        }
+        check
+    }
+}
+
+/// Whether a Nix fingerprint (`1;path;hash;size;refs`) claims `content`. References in a
+/// fingerprint are sorted full paths; the entry's are basenames in narinfo order (sorted: a
+/// Nix narinfo with unsorted references is refused when observed).
+fn nix_fingerprint_claims(fingerprint: &str, content: &ContentKey) -> bool {
+    let mut parts = fingerprint.splitn(5, ';');
+    let (Some("1"), Some(path), Some(hash), Some(size), Some(refs)) = (
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+    ) else {
+        return false;
+    };
+    let basenames: Vec<&str> = refs
+        .split(',')
+        .filter(|r| !r.is_empty())
+        .map(|r| r.rsplit('/').next().unwrap_or(r))
+        .collect();
+    path == content.store_path
+        && hash == content.nar_hash
+        && size == content.nar_size.to_string()
+        && sha256_hex(basenames.join(" ").as_bytes()) == content.references_sha256
+}
+
+/// What an attestation counts for in a replay: its builder (under the policy) and content,
+/// when its signature verified again.
+pub fn vote_of(
+    a: &LoggedAttestation,
+    check: &SigCheck,
+    policy: &LoggedPolicy,
+) -> Option<(String, ContentKey)> {
+    if check.status() != SigStatus::Valid {
+        return None;
+    }
+    let builder = policy.builder_of(check.key_name())?;
+    Some((builder.to_owned(), a.content.clone()))
+}
+
+/// The decision `policy` reaches from `votes` (builder, content), every upstream answered.
+pub fn redecide(policy: &LoggedPolicy, votes: &[(String, ContentKey)]) -> Decision {
+    let votes: Vec<Vote> = votes
+        .iter()
+        .filter_map(|(builder, key)| {
+            Some(Vote {
+                builder: builder.clone(),
+                content: key.as_vote_content()?,
+            })
+        })
+        .collect();
+    decide(&policy.policy, &votes, false)
+}
+
+/// The content a replayed decision accepted, as a key.
+pub fn accepted_key(d: &Decision) -> Option<ContentKey> {
+    let c = d.accepted_content()?;
+    Some(ContentKey {
+        store_path: c.store_path.clone(),
+        nar_hash: c.nar_hash.to_string(),
+        nar_size: c.nar_size,
+        references_sha256: c.references.first()?.clone(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::flavor::{front_end, Signer};
+    use crate::protocol::guix_key::GuixSecretKey;
+    use crate::protocol::guix_narinfo::NarUrl;
+    use crate::protocol::narinfo::fingerprint_of;
+    use crate::protocol::nix_key::NixSecretKey;
+    use crate::tlog::entry::{self, parse};
+
+    const HASH: &str = "sha256:04zwf782yjwnh3q6hz5izfd6jyip8kgw6g6yj43fiqhbyhdd0dqw";
+
+    fn content(store: &str, size: u64) -> Content {
+        Content {
+            store_path: format!("{store}/wa25gr1jwvlca76cr58b77168s56r7fz-hello-1"),
+            nar_hash: NarHash::parse(HASH).unwrap(),
+            nar_size: size,
+            references: vec!["wa25gr1jwvlca76cr58b77168s56r7fz-hello-1".into()],
+        }
+    }
+
+    fn policy_of(builders: &[Builder], quorum: usize, on_dissent: OnDissent) -> LoggedPolicy {
+        let p = Policy {
+            quorum,
+            required_builders: vec![],
+            on_dissent,
+            builders: builders.iter().map(|b| b.name.clone()).collect(),
+        };
+        let keys: Vec<(String, String)> = builders
+            .iter()
+            .flat_map(|b| b.keys.iter().map(|k| (b.name.clone(), k.to_text())))
+            .collect();
+        let text = entry::policy("c", &p, &keys);
+        LoggedPolicy::from_entry(&parse(&text).unwrap()).expect("a policy entry reads back")
+    }
+
+    /// The attestation entries quorate logs for a narinfo signed as given, read back.
+    fn logged(
+        builders: &[Builder],
+        store: &str,
+        narinfo: &str,
+    ) -> Vec<(Parsed, LoggedAttestation)> {
+        let signer = if store == "/gnu/store" {
+            Signer::Guix(GuixSecretKey::generate().unwrap())
+        } else {
+            Signer::Nix(NixSecretKey::generate("q").unwrap())
+        };
+        let fe = front_end("c", store, builders, signer);
+        let hash_part = "wa25gr1jwvlca76cr58b77168s56r7fz".parse().unwrap();
+        let seen = fe
+            .observe("http://up", &hash_part, narinfo, 1)
+            .expect("observed");
+        seen.attestations
+            .iter()
+            .map(|a| {
+                let p = parse(&entry::attestation(a).entry).unwrap();
+                let l = LoggedAttestation::from_entry(&p).expect("reads back");
+                (p, l)
+            })
+            .collect()
+    }
+
+    fn nix_narinfo(c: &Content, sig: &str) -> String {
+        format!(
+            "StorePath: {}\nURL: nar/x.nar\nCompression: none\nNarHash: {}\nNarSize: {}\n\
+             References: {}\nSig: {sig}\n",
+            c.store_path,
+            c.nar_hash,
+            c.nar_size,
+            c.references.join(" ")
+        )
+    }
+
+    #[test]
+    fn a_logged_nix_signature_verifies_again_and_a_tampered_entry_does_not() {
+        let key = NixSecretKey::generate("builder-a-1").unwrap();
+        let builders = [Builder {
+            name: "a".into(),
+            keys: vec![BuilderKey::Nix(key.public())],
+        }];
+        let c = content("/nix/store", 120);
+        let text = nix_narinfo(&c, &key.sign(&fingerprint_of("/nix/store", &c)));
+        let [(p, a)] = &logged(&builders, "/nix/store", &text)[..] else {
+            panic!("one attestation")
+        };
+        assert_eq!(a.signed, Signed::Fingerprint);
+        assert!(a.check(p, &builders, None).unwrap().is_valid());
+        let policy = policy_of(&builders, 1, OnDissent::Refuse);
+        let check = a.check(p, &policy.builders, None).unwrap();
+        assert_eq!(
+            vote_of(a, &check, &policy),
+            Some(("a".into(), a.content.clone()))
+        );
+
+        let tampered = String::from_utf8(
+            entry::attestation(&{
+                let mut fe_att = quorate_attestation(&builders, &text);
+                fe_att.content.nar_size = 121;
+                fe_att
+            })
+            .entry,
+        )
+        .unwrap();
+        let p2 = parse(tampered.as_bytes()).unwrap();
+        let a2 = LoggedAttestation::from_entry(&p2).unwrap();
+        assert!(!a2.check(&p2, &builders, None).unwrap().is_valid());
+    }
+
+    fn quorate_attestation(builders: &[Builder], text: &str) -> crate::attestation::Attestation {
+        let fe = front_end(
+            "c",
+            "/nix/store",
+            builders,
+            Signer::Nix(NixSecretKey::generate("q").unwrap()),
+        );
+        let hash_part = "wa25gr1jwvlca76cr58b77168s56r7fz".parse().unwrap();
+        fe.observe("http://up", &hash_part, text, 1)
+            .unwrap()
+            .attestations
+            .remove(0)
+    }
+
+    #[test]
+    fn a_logged_guix_signature_verifies_again_from_its_signed_text() {
+        let key = GuixSecretKey::generate().unwrap();
+        let builders = [Builder {
+            name: "g".into(),
+            keys: vec![BuilderKey::Guix(*key.public())],
+        }];
+        let c = content("/gnu/store", 120);
+        let url = NarUrl {
+            url: "nar/zstd/x".into(),
+            compression: Some("zstd".into()),
+            file_size: Some(99),
+        };
+        let text = GuixNarInfo::new(&c, None, None, vec![url])
+            .unwrap()
+            .signed("host", &key)
+            .unwrap()
+            .to_string();
+        let [(p, a)] = &logged(&builders, "/gnu/store", &text)[..] else {
+            panic!("one attestation")
+        };
+        assert!(matches!(a.signed, Signed::Text(_)));
+        assert!(a.check(p, &builders, None).unwrap().is_valid());
+        // Under a policy without that key, it is an unknown key.
+        let other = [Builder {
+            name: "g".into(),
+            keys: vec![BuilderKey::Guix(
+                *GuixSecretKey::generate().unwrap().public(),
+            )],
+        }];
+        assert_eq!(
+            a.check(p, &other, None).unwrap().status(),
+            SigStatus::UnknownKey
+        );
+        // A signed text claiming another content does not vouch for the entry's.
+        let mut lying = a.clone();
+        lying.content.nar_size = 121;
+        assert!(!lying.check(p, &builders, None).unwrap().is_valid());
+        // One byte of the signed text changed: the signature no longer covers it.
+        let Signed::Text(t) = &a.signed else {
+            unreachable!()
+        };
+        let mut changed = a.clone();
+        changed.signed = Signed::Text(t.replace("NarSize: 120", "NarSize: 121"));
+        assert!(!changed.check(p, &builders, None).unwrap().is_valid());
+    }
+
+    #[test]
+    fn a_text_kept_beside_the_log_must_be_handed_in_and_match_its_hash() {
+        let mut a = LoggedAttestation {
+            cache: "c".into(),
+            content: ContentKey::of(&content("/gnu/store", 1)),
+            scheme: SCHEME_GUIX.into(),
+            key_name: "k".into(),
+            builder: None,
+            upstream: "u".into(),
+            signature: "1;h;x".into(),
+            signed: Signed::Beside(sha256_hex(b"text")),
+            status: SigStatus::Valid,
+        };
+        let p = parse(b"quorate/attestation/v1\n").unwrap();
+        assert!(matches!(
+            a.check(&p, &[], None),
+            Err(ReplayError::MissingBeside(_))
+        ));
+        assert!(matches!(
+            a.check(&p, &[], Some("other")),
+            Err(ReplayError::MissingBeside(_))
+        ));
+        assert!(a.check(&p, &[], Some("text")).is_ok());
+        a.signed = Signed::Fingerprint;
+        assert!(
+            a.check(&p, &[], None).is_err(),
+            "no lines to rebuild it from"
+        );
+    }
+
+    #[test]
+    fn a_decision_replays_under_its_policy() {
+        let builders: Vec<Builder> = ["a", "b", "c"]
+            .iter()
+            .map(|n| Builder {
+                name: (*n).into(),
+                keys: vec![BuilderKey::Nix(
+                    NixSecretKey::generate(&format!("{n}-1")).unwrap().public(),
+                )],
+            })
+            .collect();
+        let x = ContentKey::of(&content("/nix/store", 120));
+        let y = ContentKey::of(&content("/nix/store", 121));
+        let refuse = policy_of(&builders, 2, OnDissent::Refuse);
+        let majority = policy_of(&builders, 2, OnDissent::Majority);
+        let v = |b: &str, c: &ContentKey| (b.to_owned(), c.clone());
+        assert_eq!(
+            accepted_key(&redecide(&refuse, &[v("a", &x), v("b", &x)])),
+            Some(x.clone())
+        );
+        assert_eq!(accepted_key(&redecide(&refuse, &[v("a", &x)])), None);
+        let split = [v("a", &x), v("b", &x), v("c", &y)];
+        assert_eq!(accepted_key(&redecide(&refuse, &split)), None);
+        assert_eq!(accepted_key(&redecide(&majority, &split)), Some(x));
+    }
+
+    #[test]
+    fn a_policy_entry_reads_back_with_guix_and_nix_keys() {
+        let g = GuixSecretKey::generate().unwrap();
+        let builders = [
+            Builder {
+                name: "g".into(),
+                keys: vec![BuilderKey::Guix(*g.public())],
+            },
+            Builder {
+                name: "n".into(),
+                keys: vec![
+                    BuilderKey::Nix(NixSecretKey::generate("n-1").unwrap().public()),
+                    BuilderKey::Nix(NixSecretKey::generate("n-2").unwrap().public()),
+                ],
+            },
+        ];
+        let p = policy_of(&builders, 1, OnDissent::Majority);
+        assert_eq!(p.policy.builders, ["g", "n"]);
+        assert_eq!(p.builders[1].keys.len(), 2);
+        assert_eq!(p.builder_of(&g.public().q_hex()), Some("g"));
+        assert_eq!(p.builder_of("n-2"), Some("n"));
+        for bad in [
+            "quorate/policy/v1\ncache c\n",
+            "quorate/policy/v1\nquorum 1\non-dissent refuse\nbuilder x nokey\n",
+        ] {
+            assert!(
+                LoggedPolicy::from_entry(&parse(bad.as_bytes()).unwrap()).is_err(),
+                "{bad}"
+            );
+        }
+    }
+}
