@@ -39,7 +39,7 @@ use quorate_core::protocol::guix_key::GuixPublicKey;
 use quorate_core::protocol::nix_key::NixPublicKey;
 use quorate_core::quorum::OnDissent;
 
-use crate::limits::{DEFAULT_UPSTREAM_IDLE_TIMEOUT, DEFAULT_UPSTREAM_TIMEOUT};
+use crate::limits::{DEFAULT_UPSTREAM_IDLE_TIMEOUT, DEFAULT_UPSTREAM_TIMEOUT, PEER_INTERVAL};
 
 /// A configuration problem, phrased for the operator.
 #[derive(Debug, thiserror::Error)]
@@ -157,6 +157,16 @@ struct RawCache {
     upstream: Vec<RawUpstream>,
     #[serde(default)]
     witness: Vec<RawCacheWitness>,
+    #[serde(default)]
+    peer: Vec<RawPeer>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPeer {
+    url: String,
+    vkey: Option<String>,
+    interval: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -227,6 +237,17 @@ pub struct CacheWitness {
     pub url: String,
     /// Its cosignature verifier key.
     pub vkey: CosignatureVerifier,
+}
+
+/// `[[cache.peer]]`: another quorate's transparency log this cache follows (DESIGN §13).
+#[derive(Clone, Debug)]
+pub struct PeerConfig {
+    /// The log's base URL, `https://host/tlog/<cache>` (no trailing slash).
+    pub url: reqwest::Url,
+    /// The log's verifier key; `None`: the one it serves at first contact, kept from then on.
+    pub vkey: Option<VerifierKey>,
+    /// How often its checkpoint is read.
+    pub interval: Duration,
 }
 
 /// Where verified NARs are kept (`[nar_store]`).
@@ -310,6 +331,8 @@ pub struct CacheConfig {
     pub upstreams: Vec<UpstreamConfig>,
     /// Witnesses of the cache's transparency log.
     pub witnesses: Vec<CacheWitness>,
+    /// Other quorates' logs whose attestations this cache imports (`[[cache.peer]]`).
+    pub peers: Vec<PeerConfig>,
 }
 
 /// An upstream substitute server.
@@ -549,6 +572,51 @@ fn cache_witnesses_from_raw(
         .collect()
 }
 
+/// `[[cache.peer]]`s of cache `i`: an http(s) URL of a log (its `/tlog/<cache>` prefix), an
+/// optional vkey, an optional interval (default [`PEER_INTERVAL`]).
+fn peers_from_raw(raw: Vec<RawPeer>, i: usize) -> Result<Vec<PeerConfig>, ConfigError> {
+    let mut seen = std::collections::BTreeSet::new();
+    raw.into_iter()
+        .enumerate()
+        .map(|(j, p)| {
+            let key = |k: &str| format!("cache[{i}].peer[{j}].{k}");
+            let url = reqwest::Url::parse(p.url.trim().trim_end_matches('/'))
+                .ok()
+                .filter(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some())
+                .filter(|u| u.query().is_none() && u.fragment().is_none())
+                .ok_or_else(|| {
+                    invalid(
+                        key("url"),
+                        format!(
+                            "`{}` is not an http(s) URL of a log, like \"https://host/tlog/nixos\"",
+                            p.url
+                        ),
+                    )
+                })?;
+            if !seen.insert(url.to_string()) {
+                return Err(invalid(key("url"), format!("`{url}` is followed twice")));
+            }
+            let vkey = p
+                .vkey
+                .map(|v| v.trim().parse::<VerifierKey>())
+                .transpose()
+                .map_err(|e| invalid(key("vkey"), e.to_string()))?;
+            let interval = p
+                .interval
+                .as_deref()
+                .map(parse_duration)
+                .transpose()
+                .map_err(|m| invalid(key("interval"), m))?
+                .unwrap_or(PEER_INTERVAL);
+            Ok(PeerConfig {
+                url,
+                vkey,
+                interval,
+            })
+        })
+        .collect()
+}
+
 /// `[nar_store]`: `file://<path>` or `s3://<bucket>[/<prefix>]` with its S3 settings.
 fn nar_store_from_raw(raw: RawNarStore, base: &Path) -> Result<NarStoreConfig, ConfigError> {
     let s3_only = [
@@ -754,6 +822,7 @@ impl CacheConfig {
         let quorum = check_quorum(rc.quorum.unwrap_or(1), &rc.required_builders, &builders)
             .map_err(|(k, m)| invalid(key(k), m))?;
         let witnesses = cache_witnesses_from_raw(rc.witness, i)?;
+        let peers = peers_from_raw(rc.peer, i)?;
         let log_key_file = match rc.log_key_file {
             Some(p) => base.join(p),
             None => state_dir.join("keys").join(format!("{}.log.sec", rc.name)),
@@ -761,6 +830,7 @@ impl CacheConfig {
         Ok(CacheConfig {
             log_key_file,
             witnesses,
+            peers,
             upstreams: upstreams_from_raw(rc.upstream, i)?,
             name: rc.name,
             flavor: rc.flavor,
@@ -1087,6 +1157,44 @@ mod tests {
           [[cache.upstream]]
           url = "https://cache.nixos.org/"
     "#;
+
+    #[test]
+    fn a_peer_is_a_log_url_with_an_optional_vkey_and_interval() {
+        let peer = |body: &str| load(&format!("{MINIMAL}\n          [[cache.peer]]\n{body}"));
+        let c = peer("url = \"https://x.example/tlog/nixos/\"").unwrap();
+        let p = &c.caches[0].peers[0];
+        assert_eq!(p.url.as_str(), "https://x.example/tlog/nixos");
+        assert_eq!(p.vkey, None);
+        assert_eq!(p.interval, PEER_INTERVAL);
+        let c = peer(
+            "url = \"http://x/tlog/a\"\ninterval = \"2s\"\n\
+             vkey = \"x/tlog/a+20092973+AXDgJbWAwW2q7mLBsn48s4XRO6VLSsaI2vwBP4AZVDjb\"",
+        )
+        .unwrap();
+        assert_eq!(c.caches[0].peers[0].interval, Duration::from_secs(2));
+        assert!(c.caches[0].peers[0].vkey.is_some());
+        for (body, key) in [
+            ("url = \"ftp://x/tlog/a\"", "cache[0].peer[0].url"),
+            ("url = \"not a url\"", "cache[0].peer[0].url"),
+            (
+                "url = \"http://x/t\"\nvkey = \"nope\"",
+                "cache[0].peer[0].vkey",
+            ),
+            (
+                "url = \"http://x/t\"\ninterval = \"0s\"",
+                "cache[0].peer[0].interval",
+            ),
+            ("url = \"http://x/t\"\nwhat = 1", "what"),
+        ] {
+            let err = peer(body).unwrap_err().to_string();
+            assert!(err.contains(key), "{body}: {err}");
+        }
+        let twice = format!(
+            "{MINIMAL}\n[[cache.peer]]\nurl = \"http://x/t\"\n[[cache.peer]]\nurl = \"http://x/t/\"\n"
+        );
+        let err = load(&twice).unwrap_err().to_string();
+        assert!(err.contains("cache[0].peer[1].url"), "{err}");
+    }
 
     #[test]
     fn default_config_is_valid() {

@@ -7,7 +7,8 @@
 //!
 //! - foundations: [`clock`], [`limits`], [`config`];
 //! - I/O, independent of each other: [`db`] (SQL), [`upstream`] (HTTP client), [`nar`]
-//!   (streaming verification and the content-addressed store); then [`fleet`] (one download
+//!   (streaming verification and the content-addressed store), [`remote_log`] (another
+//!   quorate's transparency log, checked as it is read); then [`fleet`] (one download
 //!   per NAR for a whole replica set: leases in the database, relays between replicas);
 //! - state: [`metrics`], [`outbox`], [`keys`], [`tlog`] (each cache's log key and stored
 //!   hashes), [`served_cache`], [`tasks`], [`app`];
@@ -15,7 +16,8 @@
 //!   bytes), [`http`] (routes); [`changes`]: other replicas' decisions leave memory;
 //!   [`evict`]: the bucket's LRU eviction, one replica at a time; [`append`]: the
 //!   transparency logs grow from the recorded rows; [`witnessing`]: their checkpoints go to
-//!   their witnesses;
+//!   their witnesses; [`peers`]: other quorates' logs followed, their builders' signatures
+//!   imported;
 //! - [`serve`]: listening and clean shutdown; [`challenge`]: the `quorate challenge` report;
 //!   [`verify`]: `quorate verify`, a client's check of a path against the transparency log;
 //!   [`audit`]: `quorate audit mirror|check`, a log copied and replayed offline.
@@ -26,6 +28,7 @@ pub mod limits;
 
 pub mod db;
 pub mod nar;
+pub mod remote_log;
 pub mod upstream;
 
 pub mod fleet;
@@ -46,6 +49,7 @@ pub mod resolve;
 pub mod append;
 pub mod changes;
 pub mod evict;
+pub mod peers;
 pub mod witnessing;
 
 pub mod serve;

@@ -132,3 +132,16 @@ pub const IDLE_BEFORE_CLOSABLE: Duration = Duration::from_secs(1);
 /// At most one warning this often about connections refused or closed at the limit, or
 /// about failing `accept` calls; each says how many happened since the last one.
 pub const CONNECTION_WARNING_INTERVAL: Duration = Duration::from_secs(10);
+
+/// How often a followed peer's log (`[[cache.peer]]`) is read, unless its `interval` says.
+pub const PEER_INTERVAL: Duration = Duration::from_secs(10);
+
+/// Entries imported from a peer's log per round: a long log is caught up over many rounds.
+pub const PEER_BATCH: u64 = 1024;
+
+/// Deadline of one request to a peer's log (its checkpoint, a tile, an entry bundle).
+pub const PEER_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The largest answer read from a peer's log: an entry bundle of 256 entries of at most
+/// 64 KiB each, with their length prefixes.
+pub const PEER_MAX_BODY: usize = 256 * (65_535 + 2);

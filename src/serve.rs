@@ -59,6 +59,7 @@ use crate::limits::{
     FDS_PER_CONNECTION, FD_RESERVE, IDLE_BEFORE_CLOSABLE, REQUEST_HEAD_TIMEOUT, SHUTDOWN_GRACE,
 };
 use crate::metrics::Metrics;
+use crate::peers;
 use crate::record;
 
 /// How long the accept loop pauses after an `accept` error other than a connection that
@@ -82,6 +83,7 @@ pub async fn serve_until(
     app.background.spawn(changes::follow_changes(app.clone()));
     app.background.spawn(evict::evict_objects(app.clone()));
     app.background.spawn(append::follow(app.clone()));
+    app.background.spawn(peers::follow(app.clone()));
     let open_files = open_file_limit().ok().map(|l| l.soft);
     let limit = connection_limit(app.config.max_connections, open_files);
     match (app.config.max_connections, open_files) {

@@ -11,19 +11,19 @@
 //!
 //! Everything fetched is checked against signatures and hashes; the server is not trusted.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use quorate_core::protocol::nar_hash::NarHash;
 use quorate_core::protocol::store_path::HashPart;
 use quorate_core::tlog::checkpoint::Checkpoint;
-use quorate_core::tlog::merkle::{
-    leaf_hash, prove_consistency, split_stored_hash_index, verify_consistency, Hash, HashReader,
-};
+use quorate_core::tlog::merkle::leaf_hash;
 use quorate_core::tlog::note::{NoteVerifier, VerifierKey};
 use quorate_core::tlog::proof::TlogProof;
-use quorate_core::tlog::tile::{decode_bundle, Tile, TilePath, TileSet, TILE_HEIGHT, TILE_WIDTH};
+use quorate_core::tlog::tile::{decode_bundle, Tile, TilePath, TILE_WIDTH};
 use serde::{Deserialize, Serialize};
+
+use crate::remote_log::RemoteLog;
 
 /// Why a verification could not be completed (as opposed to a fork, which is a finding).
 #[derive(Debug, thiserror::Error)]
@@ -201,73 +201,14 @@ async fn consistent(
     old: &Checkpoint,
     new: &Checkpoint,
 ) -> Result<(), String> {
-    let (small, big) = if old.size() <= new.size() {
-        (old, new)
-    } else {
-        (new, old)
-    };
-    if small.size() == big.size() {
-        return if small.root() == big.root() {
-            Ok(())
-        } else {
-            Err("two roots for one size".into())
-        };
-    }
-    // Which stored hashes the proof needs (the sizes alone decide), then their tiles.
-    let wanted = Recording::default();
-    let _ = prove_consistency(small.size(), big.size(), &wanted);
-    let mut tiles = TileSet::new(big.size());
-    for tile in tiles_holding(&wanted.indexes(), big.size()) {
-        let path = format!("{log}/{}", TilePath::Hashes(tile));
-        let bytes = web.bytes(&path).await.map_err(|e| e.to_string())?;
-        tiles.insert(tile, &bytes).map_err(|e| e.to_string())?;
-    }
-    let proof = prove_consistency(small.size(), big.size(), &tiles).map_err(|e| e.to_string())?;
-    verify_consistency(&proof, small.size(), small.root(), big.size(), big.root())
-        .map_err(|e| e.to_string())
-}
-
-/// The tiles (at their width in a tree of `size`) holding stored hashes `indexes`.
-fn tiles_holding(indexes: &[u64], size: u64) -> Vec<Tile> {
-    let mut tiles = BTreeSet::new();
-    for &i in indexes {
-        let (level, n) = split_stored_hash_index(i);
-        let tile_level = level / TILE_HEIGHT;
-        let within = level % TILE_HEIGHT;
-        let Some(first) = n.checked_mul(1 << within) else {
-            continue;
-        };
-        let index = first / TILE_WIDTH;
-        let count = size >> (tile_level * TILE_HEIGHT).min(63);
-        let width = count.saturating_sub(index * TILE_WIDTH).min(TILE_WIDTH);
-        if let (Ok(level), Ok(width)) = (u8::try_from(tile_level), u16::try_from(width)) {
-            if let Ok(tile) = Tile::new(level, index, width) {
-                tiles.insert(tile);
-            }
-        }
-    }
-    tiles.into_iter().collect()
-}
-
-/// A hash reader that only notes which stored hashes are asked for.
-#[derive(Default)]
-struct Recording(std::sync::Mutex<Vec<u64>>);
-
-impl Recording {
-    fn indexes(&self) -> Vec<u64> {
-        self.0.lock().map(|v| v.clone()).unwrap_or_default()
-    }
-}
-
-impl HashReader for Recording {
-    type Error = std::convert::Infallible;
-
-    fn read_hashes(&self, indexes: &[u64]) -> Result<Vec<Hash>, Self::Error> {
-        if let Ok(mut v) = self.0.lock() {
-            v.extend_from_slice(indexes);
-        }
-        Ok(vec![Hash::from_bytes([0; 32]); indexes.len()])
-    }
+    RemoteLog::new(
+        web.client.clone(),
+        &format!("{}{log}", web.base),
+        usize::MAX,
+    )
+    .consistent(old, new)
+    .await
+    .map_err(|e| e.to_string())
 }
 
 fn hash_part_of(path: &str) -> Result<HashPart, VerifyError> {

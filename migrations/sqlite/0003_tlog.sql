@@ -71,3 +71,20 @@ CREATE TABLE tlog_signed (
     body   BLOB NOT NULL,
     PRIMARY KEY (cache, sha256)
 ) STRICT;
+
+-- Peers' logs this quorate follows (`[[cache.peer]]`, DESIGN §13): the verifier key (configured,
+-- or kept from first contact), the latest checkpoint proved consistent with the ones before,
+-- how many of its entries were read, and, once two of its checkpoints were found on
+-- different histories, when and both checkpoints: a forked peer is no longer followed.
+CREATE TABLE tlog_peers (
+    cache      TEXT   NOT NULL,
+    url        TEXT   NOT NULL,
+    vkey       TEXT   NOT NULL,
+    checkpoint TEXT,
+    size       INTEGER NOT NULL DEFAULT 0 CHECK (size >= 0),
+    imported   INTEGER NOT NULL DEFAULT 0 CHECK (imported >= 0),
+    forked_at  INTEGER,
+    detail     TEXT,
+    updated_at INTEGER NOT NULL,
+    PRIMARY KEY (cache, url)
+) STRICT;

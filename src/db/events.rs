@@ -19,15 +19,18 @@ pub enum EventKind {
     /// Something failed here, not upstream: the NAR store could not take a NAR (disk full,
     /// permissions).
     StoreFailure,
+    /// A followed peer's log showed two histories under one key: it is no longer followed.
+    PeerFork,
 }
 
 impl EventKind {
     /// Every kind, for listings and for parsing.
-    pub const ALL: [EventKind; 4] = [
+    pub const ALL: [EventKind; 5] = [
         EventKind::Mismatch,
         EventKind::Conflict,
         EventKind::UpstreamFailure,
         EventKind::StoreFailure,
+        EventKind::PeerFork,
     ];
 
     /// The spelling stored in the database and used by the API's `kind=` filter.
@@ -37,6 +40,7 @@ impl EventKind {
             EventKind::Conflict => "conflict",
             EventKind::UpstreamFailure => "upstream_failure",
             EventKind::StoreFailure => "store_failure",
+            EventKind::PeerFork => "peer_fork",
         }
     }
 }

@@ -58,6 +58,7 @@ mod leases;
 mod migrate;
 mod nar_objects;
 mod notify;
+mod peers;
 mod reports;
 mod seen;
 #[cfg(test)]
@@ -71,6 +72,7 @@ pub use events::{Event, EventKind, UnknownEventKind};
 pub use leases::Lease;
 pub use nar_objects::NarObject;
 pub use notify::{Change, ChangeListener};
+pub use peers::PeerState;
 pub use reports::{Agreement, BuilderRecord, ConflictRecord, UnknownKey};
 pub use seen::BuilderKey;
 pub use tlog::{EntryKind, LogAppend, NewEntry, Unlogged};

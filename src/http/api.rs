@@ -8,12 +8,12 @@ use axum::extract::{Path, Query, State};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use quorate_core::protocol::store_path::HashPart;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use super::error::HttpError;
 use crate::app::App;
-use crate::db::EventKind;
+use crate::db::{DbError, EventKind};
 
 /// `GET /api/v1/caches`: the served caches, their policy and quorate's public key.
 pub async fn caches(State(app): State<Arc<App>>) -> Response {
@@ -197,4 +197,59 @@ pub async fn conflicts(
         "next_offset": next,
     }))
     .into_response())
+}
+
+/// A followed peer as `/api/v1/peers` shows it.
+#[derive(Debug, Serialize)]
+struct PeerReport {
+    /// The cache following it.
+    cache: String,
+    /// The log's URL.
+    url: String,
+    /// Its verifier key, when contacted.
+    vkey: Option<String>,
+    /// The size of the latest checkpoint proved consistent.
+    size: u64,
+    /// Entries read.
+    imported: u64,
+    /// `following`, `not contacted yet` or `forked`.
+    status: &'static str,
+    /// For a forked peer: when, and both checkpoints.
+    forked_at: Option<i64>,
+    /// Why.
+    detail: Option<String>,
+}
+
+/// Every configured peer of every cache, with what is known of it.
+async fn peer_reports(app: &App) -> Result<Vec<PeerReport>, DbError> {
+    let mut out = Vec::new();
+    for cache in &app.caches {
+        for peer in &cache.config.peers {
+            let url = peer.url.as_str().trim_end_matches('/').to_owned();
+            let state = app.db.peer_state(cache.name(), &url).await?;
+            let status = match &state {
+                None => "not contacted yet",
+                Some(s) if s.forked_at.is_some() => "forked",
+                Some(_) => "following",
+            };
+            out.push(PeerReport {
+                cache: cache.name().to_owned(),
+                url,
+                vkey: state.as_ref().map(|s| s.vkey.clone()),
+                size: state.as_ref().map_or(0, |s| s.size),
+                imported: state.as_ref().map_or(0, |s| s.imported),
+                status,
+                forked_at: state.as_ref().and_then(|s| s.forked_at),
+                detail: state.and_then(|s| s.detail),
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// `GET /api/v1/peers`: every `[[cache.peer]]`, how far its log was read, and whether it was
+/// found forked (no longer followed).
+pub async fn peers(State(app): State<Arc<App>>) -> Result<Response, HttpError> {
+    let peers = peer_reports(&app).await.map_err(HttpError::from)?;
+    Ok(Json(json!({ "peers": peers })).into_response())
 }

@@ -45,6 +45,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/api/v1/events", get(api::events))
         .route("/api/v1/builders", get(api::builders))
         .route("/api/v1/conflicts", get(api::conflicts))
+        .route("/api/v1/peers", get(api::peers))
         .route("/tlog/{cache}/checkpoint", get(tlog::checkpoint))
         .route("/tlog/{cache}/vkey", get(tlog::vkey))
         .route("/tlog/{cache}/tile/{*path}", get(tlog::tile))

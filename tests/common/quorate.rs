@@ -87,6 +87,8 @@ pub struct CacheSpec {
     pub upstreams: Vec<UpstreamSpec>,
     /// `[[cache.witness]]`s: (url, vkey).
     pub witnesses: Vec<(String, String)>,
+    /// `[[cache.peer]]`s: log URLs, read every second.
+    pub peers: Vec<String>,
     /// `log_key_file`, if set (default: in the state directory).
     pub log_key_file: Option<PathBuf>,
 }
@@ -147,6 +149,7 @@ impl CacheSpec {
             builders: Vec::new(),
             upstreams: Vec::new(),
             witnesses: Vec::new(),
+            peers: Vec::new(),
             log_key_file: None,
         }
     }
@@ -207,6 +210,13 @@ impl CacheSpec {
     /// Sets `log_key_file`.
     pub fn log_key(mut self, file: &Path) -> CacheSpec {
         self.log_key_file = Some(file.to_owned());
+        self
+    }
+
+    /// Adds a `[[cache.peer]]`: another quorate's log (`<url>/tlog/<cache>`), read every
+    /// second, its key taken at first contact.
+    pub fn peer(mut self, url: &str) -> CacheSpec {
+        self.peers.push(url.to_owned());
         self
     }
 
@@ -858,6 +868,11 @@ fn render_config(
                 let hosts: Vec<String> = up.nar_hosts.iter().map(|h| q(h)).collect();
                 let _ = writeln!(t, "  nar_hosts = [{}]", hosts.join(", "));
             }
+        }
+        for url in &c.peers {
+            let _ = writeln!(t, "\n  [[cache.peer]]");
+            let _ = writeln!(t, "  url = {}", q(url));
+            let _ = writeln!(t, "  interval = \"1s\"");
         }
         for (url, vkey) in &c.witnesses {
             let _ = writeln!(t, "\n  [[cache.witness]]");

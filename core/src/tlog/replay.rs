@@ -269,6 +269,53 @@ impl LoggedAttestation {
         })
     }
 
+    /// The narinfo this attestation stands for, as an upstream could have served it (its
+    /// signature included, its NAR URL of no use): what a follower of the log observes like
+    /// any upstream answer, verifying the signature with its own keys. `None` when the entry
+    /// cannot rebuild it (references given by hash, the text beside the log not handed in).
+    pub fn narinfo(&self, entry: &Parsed, beside: Option<&str>) -> Option<String> {
+        let beside = match (&self.signed, beside) {
+            (Signed::Beside(hex), Some(text)) if sha256_hex(text.as_bytes()) == *hex => Some(text),
+            (Signed::Beside(_), _) => return None,
+            _ => None,
+        };
+        if self.scheme == SCHEME_GUIX {
+            let signed = match &self.signed {
+                Signed::Text(text) => text.as_str(),
+                _ => beside?,
+            };
+            return Some(format!("{signed}Signature: {}\n", self.signature));
+        }
+        // Nix: the content lines (references listed, or from the fingerprint kept beside).
+        let references = match (entry.get("references"), beside) {
+            (Some(list), _) => list.to_owned(),
+            (None, Some(fingerprint)) => fingerprint
+                .splitn(5, ';')
+                .nth(4)?
+                .split(',')
+                .filter(|r| !r.is_empty())
+                .map(|r| r.rsplit('/').next().unwrap_or(r))
+                .collect::<Vec<_>>()
+                .join(" "),
+            (None, None) => return None,
+        };
+        let c = &self.content;
+        let key = NarHash::parse(&c.nar_hash).ok()?.key();
+        let mut text = format!(
+            "StorePath: {}\nURL: nar/{key}.nar\nCompression: none\nNarHash: {}\nNarSize: {}\n\
+             References: {references}\n",
+            c.store_path, c.nar_hash, c.nar_size
+        );
+        if let Some(deriver) = entry.get("deriver") {
+            text.push_str(&format!("Deriver: {deriver}\n"));
+        }
+        if let Some(ca) = entry.get("ca") {
+            text.push_str(&format!("CA: {ca}\n"));
+        }
+        text.push_str(&format!("Sig: {}\n", self.signature));
+        Some(text)
+    }
+
     fn check_nix(&self, fingerprint: &str, builders: &[Builder]) -> SigCheck {
         let keys: Vec<NixPublicKey> = builders
             .iter()
@@ -450,21 +497,27 @@ mod tests {
         )
     }
 
-    #[test]
-    fn a_logged_nix_signature_verifies_again_and_a_tampered_entry_does_not() {
+    /// Builder a (a Nix key), a narinfo of hello signed by it, and its logged attestation.
+    fn signed_by_a() -> (Vec<Builder>, String, Parsed, LoggedAttestation) {
         let key = NixSecretKey::generate("builder-a-1").unwrap();
-        let builders = [Builder {
+        let builders = vec![Builder {
             name: "a".into(),
             keys: vec![BuilderKey::Nix(key.public())],
         }];
         let c = content("/nix/store", 120);
         let text = nix_narinfo(&c, &key.sign(&fingerprint_of("/nix/store", &c)));
-        let [(p, a)] = &logged(&builders, "/nix/store", &text)[..] else {
-            panic!("one attestation")
-        };
+        let mut logged = logged(&builders, "/nix/store", &text);
+        assert_eq!(logged.len(), 1, "one attestation");
+        let (p, a) = logged.remove(0);
+        (builders, text, p, a)
+    }
+
+    #[test]
+    fn a_logged_nix_signature_verifies_again_and_a_tampered_entry_does_not() {
+        let (builders, text, p, a) = &signed_by_a();
         assert_eq!(a.signed, Signed::Fingerprint);
-        assert!(a.check(p, &builders, None).unwrap().is_valid());
-        let policy = policy_of(&builders, 1, OnDissent::Refuse);
+        assert!(a.check(p, builders, None).unwrap().is_valid());
+        let policy = policy_of(builders, 1, OnDissent::Refuse);
         let check = a.check(p, &policy.builders, None).unwrap();
         assert_eq!(
             vote_of(a, &check, &policy),
@@ -473,7 +526,7 @@ mod tests {
 
         let tampered = String::from_utf8(
             entry::attestation(&{
-                let mut fe_att = quorate_attestation(&builders, &text);
+                let mut fe_att = quorate_attestation(builders, text);
                 fe_att.content.nar_size = 121;
                 fe_att
             })
@@ -482,7 +535,7 @@ mod tests {
         .unwrap();
         let p2 = parse(tampered.as_bytes()).unwrap();
         let a2 = LoggedAttestation::from_entry(&p2).unwrap();
-        assert!(!a2.check(&p2, &builders, None).unwrap().is_valid());
+        assert!(!a2.check(&p2, builders, None).unwrap().is_valid());
     }
 
     fn quorate_attestation(builders: &[Builder], text: &str) -> crate::attestation::Attestation {
@@ -544,6 +597,37 @@ mod tests {
         let mut changed = a.clone();
         changed.signed = Signed::Text(t.replace("NarSize: 120", "NarSize: 121"));
         assert!(!changed.check(p, &builders, None).unwrap().is_valid());
+    }
+
+    #[test]
+    fn the_narinfo_an_entry_stands_for_is_observed_again_with_the_same_verdict() {
+        let (builders, _, p, a) = &signed_by_a();
+        let again = a.narinfo(p, None).expect("rebuilt");
+        let [(_, b)] = &logged(builders, "/nix/store", &again)[..] else {
+            panic!("one attestation")
+        };
+        assert_eq!(b.status, SigStatus::Valid);
+        assert_eq!(b.content, a.content);
+
+        let g = GuixSecretKey::generate().unwrap();
+        let gb = [Builder {
+            name: "g".into(),
+            keys: vec![BuilderKey::Guix(*g.public())],
+        }];
+        let gc = content("/gnu/store", 7);
+        let gtext = GuixNarInfo::new(&gc, None, None, vec![])
+            .unwrap()
+            .signed("host", &g)
+            .unwrap()
+            .to_string();
+        let [(gp, ga)] = &logged(&gb, "/gnu/store", &gtext)[..] else {
+            panic!("one attestation")
+        };
+        let gagain = ga.narinfo(gp, None).expect("rebuilt");
+        let [(_, gb2)] = &logged(&gb, "/gnu/store", &gagain)[..] else {
+            panic!("one attestation")
+        };
+        assert_eq!(gb2.status, SigStatus::Valid);
     }
 
     #[test]
