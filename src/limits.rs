@@ -136,8 +136,9 @@ pub const CONNECTION_WARNING_INTERVAL: Duration = Duration::from_secs(10);
 /// How often a followed peer's log (`[[cache.peer]]`) is read, unless its `interval` says.
 pub const PEER_INTERVAL: Duration = Duration::from_secs(10);
 
-/// Entries imported from a peer's log per round: a long log is caught up over many rounds.
-pub const PEER_BATCH: u64 = 1024;
+/// Entries imported from a peer's log per round (one entry bundle: at most 16 MiB held): a
+/// long log is caught up over many rounds, one a second.
+pub const PEER_BATCH: u64 = 256;
 
 /// Deadline of one request to a peer's log (its checkpoint, a tile, an entry bundle).
 pub const PEER_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
