@@ -111,6 +111,7 @@ async fn record(app: &Arc<App>, paths: usize) -> Result<(), Box<dyn std::error::
                     signature: format!("builder-{}:{}", b + 1, "A".repeat(86) + "=="),
                     status: SigStatus::Valid,
                     seen_at: now,
+                    first_seen: now,
                 });
             }
             let decision = DecisionRecord {

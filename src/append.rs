@@ -129,6 +129,9 @@ pub async fn append(app: &App, cache: &ServedCache) -> Result<u64, LogError> {
             let hash_part = d.row.hash_part.to_string();
             let mut logged = db.logged_attestations(name, &hash_part).await?;
             logged.extend(fresh.get(&hash_part).into_iter().flatten().cloned());
+            // A revoked key's attestations (first recorded after its revocation) neither
+            // support nor dissent.
+            logged.retain(|(_, a)| !cache.front.revoked(a));
             entries.push(NewEntry {
                 kind: EntryKind::Decision,
                 row: Some(d.id),
@@ -185,15 +188,10 @@ async fn grow(
     Ok(new_size - old_size)
 }
 
-/// The policy entry of `cache` as configured now, and its SHA-256 (hex).
+/// The policy entry of `cache` as configured now (weights, revoked keys and block list
+/// included), and its SHA-256 (hex).
 fn policy_entry(cache: &ServedCache) -> (Vec<u8>, String) {
-    let keys: Vec<(String, String)> = cache
-        .config
-        .builders
-        .iter()
-        .flat_map(|b| b.keys.iter().map(|k| (b.name.clone(), k.to_text())))
-        .collect();
-    let body = entry::policy(cache.name(), &cache.policy, &keys);
+    let body = entry::policy(cache.name(), &cache.policy, &cache.config.builders);
     let hash = Sha256::digest(&body)
         .iter()
         .map(|b| format!("{b:02x}"))

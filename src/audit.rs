@@ -6,7 +6,8 @@
 //! against its level-0 tile; every entry's form; every Nix attestation's signature, again,
 //! under the key its policy entry gives the builder; every accepted decision's support (its
 //! policy entry, valid attestations of that very content by distinct builders of the policy,
-//! the quorum and required builders met, no dissent under `refuse`). A key that signed two
+//! their summed weight meeting the quorum, required builders met, no dissent under `refuse`,
+//! the content not on the policy's block list). A key that signed two
 //! contents for one path is reported as an equivocation (evidence, not a log violation).
 //! Any violation makes the audit fail.
 
@@ -15,6 +16,7 @@ use std::path::Path;
 
 use base64::Engine as _;
 use quorate_core::protocol::nix_key::NixPublicKey;
+use quorate_core::quorum::{BlockTarget, OnDissent};
 use quorate_core::tlog::checkpoint::Checkpoint;
 use quorate_core::tlog::entry::{self, Parsed};
 use quorate_core::tlog::note::{NoteVerifier, VerifierKey};
@@ -285,19 +287,22 @@ impl Replay {
         let Some(policy) = policy else {
             return fail("its policy index is not a policy entry".into());
         };
-        let quorum: usize = policy
-            .get("quorum")
-            .and_then(|q| q.parse().ok())
-            .unwrap_or(usize::MAX);
-        let builders: BTreeSet<&str> = policy
-            .all("builder")
-            .filter_map(|b| b.split(' ').next())
-            .collect();
-        let required: Vec<&str> = policy
-            .get("required")
-            .unwrap_or("")
-            .split_whitespace()
-            .collect();
+        let policy = match entry::parse_policy(&policy) {
+            Ok(p) => p.policy,
+            Err(e) => return fail(format!("its policy entry: {e}")),
+        };
+        let quorum = u64::try_from(policy.quorum).unwrap_or(u64::MAX);
+        let required = &policy.required_builders;
+        let blocked = policy.blocked.iter().find(|b| match &b.target {
+            BlockTarget::Path(p) => d.get("path") == Some(p.as_str()),
+            BlockTarget::NarHash(h) => d.get("nar-hash") == Some(h.to_string().as_str()),
+        });
+        if let Some(b) = blocked {
+            return fail(format!(
+                "accepted although its policy blocks it ({})",
+                b.reason
+            ));
+        }
         let content = |p: &Parsed| {
             ["path", "nar-hash", "nar-size", "references"].map(|k| p.get(k).map(str::to_owned))
         };
@@ -315,23 +320,24 @@ impl Replay {
                 ));
             }
             match a.get("builder") {
-                Some(b) if builders.contains(b) => {
+                Some(b) if policy.weight_of(b).is_some() => {
                     backers.insert(b.to_owned());
                 }
                 _ => return fail(format!("support {s} is by no builder of the policy")),
             }
         }
-        if backers.len() < quorum {
+        let weight: u64 = backers.iter().filter_map(|b| policy.weight_of(b)).sum();
+        if weight < quorum {
             return fail(format!(
-                "{} builder(s) back it, the quorum is {quorum}",
+                "{} builder(s) of summed weight {weight} back it, the quorum is {quorum}",
                 backers.len()
             ));
         }
-        if let Some(r) = required.iter().find(|r| !backers.contains(**r)) {
+        if let Some(r) = required.iter().find(|r| !backers.contains(*r)) {
             return fail(format!("required builder {r} is not among its backers"));
         }
         let dissent = d.indexes("dissent").unwrap_or_default();
-        if policy.get("on-dissent") == Some("refuse") && !dissent.is_empty() {
+        if policy.on_dissent == OnDissent::Refuse && !dissent.is_empty() {
             fail(format!("accepted under `refuse` with dissent {dissent:?}"));
         }
     }

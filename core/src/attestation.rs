@@ -36,8 +36,12 @@ pub struct Attestation {
     pub signature: String,
     /// Whether it verified.
     pub status: SigStatus,
-    /// When it was observed, Unix milliseconds.
+    /// When it was observed, Unix milliseconds (read back from the database: the latest
+    /// sighting).
     pub seen_at: i64,
+    /// When quorate first recorded this observation, Unix milliseconds (for one just
+    /// observed, `seen_at`): what a key's revocation is compared with (DESIGN §13).
+    pub first_seen: i64,
 }
 
 impl Attestation {

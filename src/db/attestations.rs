@@ -34,7 +34,7 @@ ON CONFLICT (observation_key) DO UPDATE SET \
 
 pub(super) const ATTESTATION_COLUMNS: &str =
     "cache, hash_part, store_path, nar_hash, nar_size, refs, \
-    deriver, ca, key_name, builder, upstream, signature, status, last_seen";
+    deriver, ca, key_name, builder, upstream, signature, status, first_seen, last_seen";
 
 const UPSERT_NAR_SOURCE: &str = "\
 INSERT INTO nar_sources (source_key, cache, upstream, nar_hash, url, compression, file_size, \
@@ -118,7 +118,8 @@ impl Db {
     }
 
     /// Every attestation recorded for a store path, whatever its status, oldest first.
-    /// `seen_at` is the most recent sighting.
+    /// `seen_at` is the most recent sighting, `first_seen` the first (what a revocation is
+    /// compared with).
     pub async fn attestations(
         &self,
         cache: &str,
@@ -271,6 +272,7 @@ pub(super) fn attestation_from_row(row: &impl Columns) -> Result<Attestation, Db
             value: status,
         })?,
         seen_at: row.int("last_seen")?,
+        first_seen: row.int("first_seen")?,
     })
 }
 

@@ -1,5 +1,5 @@
 //! Events: what an operator should know about (NAR mismatches, conflicting attestations,
-//! upstream failures), appended as they happen.
+//! upstream failures, paths the block list refused), appended as they happen.
 
 use serde::{Deserialize, Serialize};
 
@@ -19,15 +19,18 @@ pub enum EventKind {
     /// Something failed here, not upstream: the NAR store could not take a NAR (disk full,
     /// permissions).
     StoreFailure,
+    /// The cache's block list refused a path that builders agreed on (the detail says why).
+    Blocked,
 }
 
 impl EventKind {
     /// Every kind, for listings and for parsing.
-    pub const ALL: [EventKind; 4] = [
+    pub const ALL: [EventKind; 5] = [
         EventKind::Mismatch,
         EventKind::Conflict,
         EventKind::UpstreamFailure,
         EventKind::StoreFailure,
+        EventKind::Blocked,
     ];
 
     /// The spelling stored in the database and used by the API's `kind=` filter.
@@ -37,6 +40,7 @@ impl EventKind {
             EventKind::Conflict => "conflict",
             EventKind::UpstreamFailure => "upstream_failure",
             EventKind::StoreFailure => "store_failure",
+            EventKind::Blocked => "blocked",
         }
     }
 }
