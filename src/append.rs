@@ -45,7 +45,17 @@ pub async fn follow(app: Arc<App>) {
     loop {
         tokio::select! {
             () = tokio::time::sleep(EVERY) => {}
-            () = shutdown.cancelled() => return,
+            () = shutdown.cancelled() => {
+                // One last append: what was decided under this run's policy is logged under
+                // it, not under the policy of the next start (a new block list, a revoked
+                // key) that an auditor would then replay it against.
+                for cache in &app.caches {
+                    if let Err(e) = append_leased(&app, cache, &owner).await {
+                        tracing::warn!(cache = %cache.name(), "last append to the transparency log: {e}");
+                    }
+                }
+                return;
+            }
         }
         for cache in &app.caches {
             if let Err(e) = append_leased(&app, cache, &owner).await {
