@@ -112,6 +112,7 @@ async fn record(app: &Arc<App>, paths: usize) -> Result<(), Box<dyn std::error::
                     status: SigStatus::Valid,
                     seen_at: now,
                     signed_body: None,
+                    first_seen: now,
                 });
             }
             let decision = DecisionRecord {

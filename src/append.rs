@@ -51,7 +51,17 @@ pub async fn follow(app: Arc<App>) {
     loop {
         tokio::select! {
             () = tokio::time::sleep(EVERY) => {}
-            () = shutdown.cancelled() => return,
+            () = shutdown.cancelled() => {
+                // One last append: what was decided under this run's policy is logged under
+                // it, not under the policy of the next start (a new block list, a revoked
+                // key) that an auditor would then replay it against.
+                for cache in &app.caches {
+                    if let Err(e) = append_leased(&app, cache, &owner).await {
+                        tracing::warn!(cache = %cache.name(), "last append to the transparency log: {e}");
+                    }
+                }
+                return;
+            }
         }
         for cache in &app.caches {
             match append_leased(&app, cache, &owner).await {
@@ -166,6 +176,9 @@ pub async fn append(app: &App, cache: &ServedCache) -> Result<u64, LogError> {
             let mut logged = db.logged_attestations(name, &hash_part).await?;
             logged.extend(fresh.get(&hash_part).into_iter().flatten().cloned());
             let index = old_size + entries.len() as u64;
+            // A revoked key's attestations (first recorded after its revocation) neither
+            // support nor dissent.
+            logged.retain(|(_, a)| !cache.front.revoked(a));
             entries.push(NewEntry {
                 kind: EntryKind::Decision,
                 row: Some(d.id),
@@ -235,15 +248,10 @@ async fn grow(
     Ok(new_size - old_size)
 }
 
-/// The policy entry of `cache` as configured now, and its SHA-256 (hex).
+/// The policy entry of `cache` as configured now (weights, revoked keys and block list
+/// included), and its SHA-256 (hex).
 fn policy_entry(cache: &ServedCache) -> (Vec<u8>, String) {
-    let keys: Vec<(String, String)> = cache
-        .config
-        .builders
-        .iter()
-        .flat_map(|b| b.keys.iter().map(|k| (b.name.clone(), k.to_text())))
-        .collect();
-    let body = entry::policy(cache.name(), &cache.policy, &keys);
+    let body = entry::policy(cache.name(), &cache.policy, &cache.config.builders);
     let hash = Sha256::digest(&body)
         .iter()
         .map(|b| format!("{b:02x}"))

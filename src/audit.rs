@@ -8,14 +8,16 @@
 //! rebuilt from the entry, Guix signed texts from the entry or beside it), again, under the
 //! keys of the policy entry logged before it; and every accepted decision decided again
 //! (`quorate_core::tlog::replay`): its policy entry's rule applied to the attestations it
-//! cites, each signature checked again, must accept exactly its content. A key that signed
-//! two contents for one path is reported as an equivocation (evidence, not a log
-//! violation). Any violation makes the audit fail.
+//! cites, each signature checked again (an attestation first recorded after its key's
+//! revocation does not count), must accept exactly its content, and the content must not be
+//! on the policy's block list. A key that signed two contents for one path is reported as an
+//! equivocation (evidence, not a log violation). Any violation makes the audit fail.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
 use quorate_core::protocol::signature::SigStatus;
+use quorate_core::quorum::BlockTarget;
 use quorate_core::tlog::checkpoint::Checkpoint;
 use quorate_core::tlog::entry::{self, Parsed};
 use quorate_core::tlog::note::{NoteVerifier, VerifierKey};
@@ -349,6 +351,16 @@ impl Replay<'_> {
         let Some(policy) = policy else {
             return fail("its policy index is not a policy entry".into());
         };
+        let blocked = policy.policy.blocked.iter().find(|b| match &b.target {
+            BlockTarget::Path(p) => d.get("path") == Some(p.as_str()),
+            BlockTarget::NarHash(h) => d.get("nar-hash") == Some(h.to_string().as_str()),
+        });
+        if let Some(b) = blocked {
+            return fail(format!(
+                "accepted although its policy blocks it ({})",
+                b.reason
+            ));
+        }
         let Some(content) = ContentKey::from_entry(d) else {
             return fail("accepted without a content".into());
         };

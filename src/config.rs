@@ -20,8 +20,9 @@
 //!
 //! Parsing happens in two steps: serde reads the raw file with `deny_unknown_fields` (a typo
 //! must never silently drop a security setting), then [`Config::from_raw`] checks the meaning
-//! (quorum reachable, required builders exist, keys parse, no key shared by two builders) and
-//! resolves relative paths against the config file's directory.
+//! (quorum reachable by the builders' summed weight, required builders exist, keys parse, no
+//! key shared by two builders, revoked keys are the builder's own, blocked paths and
+//! NarHashes well-formed) and resolves relative paths against the config file's directory.
 
 use std::collections::{BTreeSet, HashMap};
 use std::net::SocketAddr;
@@ -33,11 +34,13 @@ use quorate_core::tlog::checkpoint::CosignatureVerifier;
 use quorate_core::tlog::note::VerifierKey;
 use serde::Deserialize;
 
-use quorate_core::builder::{Builder, BuilderKey};
+use quorate_core::builder::{Builder, BuilderKey, Revocation};
 pub use quorate_core::flavor::Flavor;
 use quorate_core::protocol::guix_key::GuixPublicKey;
+use quorate_core::protocol::nar_hash::NarHash;
 use quorate_core::protocol::nix_key::NixPublicKey;
-use quorate_core::quorum::OnDissent;
+use quorate_core::protocol::store_path::StorePath;
+use quorate_core::quorum::{Block, BlockTarget, OnDissent};
 
 use crate::limits::{DEFAULT_UPSTREAM_IDLE_TIMEOUT, DEFAULT_UPSTREAM_TIMEOUT, PEER_INTERVAL};
 
@@ -159,6 +162,8 @@ struct RawCache {
     witness: Vec<RawCacheWitness>,
     #[serde(default)]
     peer: Vec<RawPeer>,
+    #[serde(default)]
+    blocked: Vec<RawBlock>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -174,6 +179,32 @@ struct RawPeer {
 struct RawBuilder {
     name: String,
     keys: Vec<String>,
+    weight: Option<i64>,
+    #[serde(default)]
+    revoked: Vec<RawRevocation>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRevocation {
+    key: String,
+    since: RawTime,
+}
+
+/// A time as a quoted RFC 3339 string or a bare TOML datetime; both read the same.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum RawTime {
+    Text(String),
+    Toml(toml::value::Datetime),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawBlock {
+    path: Option<String>,
+    nar_hash: Option<String>,
+    reason: String,
 }
 
 #[derive(Debug, Deserialize)]
@@ -319,14 +350,16 @@ pub struct CacheConfig {
     pub signing_key_name: String,
     /// `Priority:` announced in `nix-cache-info`.
     pub priority: u32,
-    /// Minimum number of distinct builders that must agree.
+    /// Minimum summed weight of the distinct builders that must agree.
     pub quorum: usize,
     /// What a dissenting trusted builder does to the decision.
     pub on_dissent: OnDissent,
     /// Builders that must be among the agreeing ones.
     pub required_builders: Vec<String>,
-    /// The independent parties whose signatures count.
+    /// The independent parties whose signatures count, with their weights and revoked keys.
     pub builders: Vec<Builder>,
+    /// Store paths and NarHashes refused whatever the builders say (`blocked`).
+    pub blocked: Vec<Block>,
     /// Where narinfos and NARs are fetched from (untrusted).
     pub upstreams: Vec<UpstreamConfig>,
     /// Witnesses of the cache's transparency log.
@@ -823,6 +856,7 @@ impl CacheConfig {
             .map_err(|(k, m)| invalid(key(k), m))?;
         let witnesses = cache_witnesses_from_raw(rc.witness, i)?;
         let peers = peers_from_raw(rc.peer, i)?;
+        let blocked = blocks_from_raw(rc.blocked, &store_dir, i)?;
         let log_key_file = match rc.log_key_file {
             Some(p) => base.join(p),
             None => state_dir.join("keys").join(format!("{}.log.sec", rc.name)),
@@ -843,6 +877,7 @@ impl CacheConfig {
             on_dissent,
             required_builders: rc.required_builders,
             builders,
+            blocked,
         })
     }
 }
@@ -923,29 +958,136 @@ fn builders_from_raw(
             }
             keys.push(parsed);
         }
+        let weight = match rb.weight {
+            None => 1,
+            Some(w) => u32::try_from(w).ok().filter(|w| *w >= 1).ok_or_else(|| {
+                invalid(
+                    bkey("weight"),
+                    format!("must be a whole number from 1 to {}, got {w}", u32::MAX),
+                )
+            })?,
+        };
+        let revoked = revocations_from_raw(rb.revoked, flavor, &keys, base, &bkey("revoked"))?;
         builders.push(Builder {
             name: rb.name,
             keys,
+            weight,
+            revoked,
         });
     }
     Ok(builders)
 }
 
-/// The quorum is reachable and every required builder exists; on error, the offending key
-/// (relative to the cache) and why.
+/// A builder's `revoked` list (its key `at`): each key one of the builder's own `keys` (a
+/// revoked key stays among them so that what it signed before still verifies), each once,
+/// with an RFC 3339 UTC `since`.
+fn revocations_from_raw(
+    raw: Vec<RawRevocation>,
+    flavor: Flavor,
+    keys: &[BuilderKey],
+    base: &Path,
+    at: &str,
+) -> Result<Vec<Revocation>, ConfigError> {
+    let mut revoked: Vec<Revocation> = Vec::new();
+    for (k, r) in raw.into_iter().enumerate() {
+        let key_at = format!("{at}[{k}].key");
+        let parsed = parse_builder_key(flavor, &r.key, base).map_err(|m| invalid(&key_at, m))?;
+        let Some(own) = keys
+            .iter()
+            .find(|k| k.key_bytes() == parsed.key_bytes() && k.key_name() == parsed.key_name())
+        else {
+            return Err(invalid(
+                key_at,
+                format!(
+                    "`{}` is not one of this builder's keys: keep a revoked key in `keys` (what \
+                     it signed before `since` still counts); to stop counting a key \
+                     altogether, remove it from `keys`",
+                    parsed.key_name()
+                ),
+            ));
+        };
+        if revoked.iter().any(|r| r.key.key_bytes() == own.key_bytes()) {
+            return Err(invalid(
+                key_at,
+                format!("`{}` is revoked twice", own.key_name()),
+            ));
+        }
+        let since = parse_utc_time(&r.since).map_err(|m| invalid(format!("{at}[{k}].since"), m))?;
+        revoked.push(Revocation {
+            key: own.clone(),
+            since,
+        });
+    }
+    Ok(revoked)
+}
+
+/// An RFC 3339 time in UTC (`2026-11-01T00:00:00Z`) as Unix milliseconds.
+fn parse_utc_time(t: &RawTime) -> Result<i64, String> {
+    let text = match t {
+        RawTime::Text(s) => s.trim().to_owned(),
+        RawTime::Toml(d) => d.to_string(),
+    };
+    let bad = |why: String| {
+        format!("`{text}` is not an RFC 3339 time in UTC such as \"2026-11-01T00:00:00Z\": {why}")
+    };
+    let at = humantime::parse_rfc3339(&text).map_err(|e| bad(e.to_string()))?;
+    let ms = at
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_err(|_| bad("before 1970".into()))?
+        .as_millis();
+    i64::try_from(ms).map_err(|_| bad("too far in the future".into()))
+}
+
+/// The block list of cache `i`: each entry exactly one of `path` (a store path under the
+/// cache's `store_dir`) and `nar_hash` (any form Nix writes, kept as `sha256:<nix32>`).
+fn blocks_from_raw(
+    raw: Vec<RawBlock>,
+    store_dir: &str,
+    i: usize,
+) -> Result<Vec<Block>, ConfigError> {
+    let mut blocked: Vec<Block> = Vec::new();
+    for (j, rb) in raw.into_iter().enumerate() {
+        let at = |k: &str| format!("cache[{i}].blocked[{j}]{k}");
+        let target = match (rb.path, rb.nar_hash) {
+            (Some(path), None) => StorePath::parse(store_dir, path.trim())
+                .map(|p| BlockTarget::Path(p.full().to_owned()))
+                .map_err(|e| invalid(at(".path"), e.to_string()))?,
+            (None, Some(h)) => NarHash::parse(h.trim())
+                .map(BlockTarget::NarHash)
+                .map_err(|e| invalid(at(".nar_hash"), e.to_string()))?,
+            _ => return Err(invalid(at(""), "give exactly one of `path` and `nar_hash`")),
+        };
+        if blocked.iter().any(|b| b.target == target) {
+            return Err(invalid(at(""), "blocks what an earlier entry blocks"));
+        }
+        blocked.push(Block {
+            target,
+            reason: rb.reason,
+        });
+    }
+    Ok(blocked)
+}
+
+/// The quorum is reachable (at most the builders' summed weight) and every required builder
+/// exists; on error, the offending key (relative to the cache) and why.
 fn check_quorum(
     quorum: i64,
     required: &[String],
     builders: &[Builder],
 ) -> Result<usize, (&'static str, String)> {
-    let count = builders.len();
+    let total: u64 = builders.iter().map(|b| u64::from(b.weight)).sum();
     let quorum = usize::try_from(quorum)
         .ok()
-        .filter(|q| (1..=count).contains(q))
+        .filter(|q| *q >= 1 && (*q as u64) <= total)
         .ok_or_else(|| {
+            let of = if builders.iter().all(|b| b.weight == 1) {
+                format!("the number of builders ({total})")
+            } else {
+                format!("the builders' summed weight ({total})")
+            };
             (
                 "quorum",
-                format!("must be between 1 and the number of builders ({count}), got {quorum}"),
+                format!("must be between 1 and {of}, got {quorum}"),
             )
         })?;
     if let Some(unknown) = required
@@ -1264,6 +1406,96 @@ mod tests {
             format!("{MINIMAL}\n[[cache.builder]]\nname = \"other\"\nkeys = [\"{NIXOS_KEY}\"]\n");
         let err = load(&text).unwrap_err().to_string();
         assert!(err.contains("already a key of builder"), "{err}");
+    }
+
+    /// MINIMAL with `extra` lines in hydra's `[[cache.builder]]`.
+    fn with_builder_lines(extra: &str) -> String {
+        let keys = format!("keys = [\"{NIXOS_KEY}\"]");
+        MINIMAL.replace(&keys, &format!("{keys}\n{extra}"))
+    }
+
+    /// MINIMAL with `extra` lines in the `[[cache]]` table.
+    fn with_cache_lines(extra: &str) -> String {
+        MINIMAL.replace("quorum = 1", &format!("quorum = 1\n{extra}"))
+    }
+
+    #[test]
+    fn a_builder_weight_counts_toward_the_quorum_and_must_be_at_least_one() {
+        let c = load(&with_builder_lines("weight = 2").replace("quorum = 1", "quorum = 2"))
+            .expect("weight 2 reaches quorum 2");
+        assert_eq!(c.caches[0].builders[0].weight, 2);
+        assert_eq!(load(MINIMAL).unwrap().caches[0].builders[0].weight, 1);
+        for bad in ["weight = 0", "weight = -1", "weight = 4294967296"] {
+            let err = load(&with_builder_lines(bad)).unwrap_err().to_string();
+            assert!(err.contains("`cache[0].builder[0].weight`"), "{bad}: {err}");
+        }
+        // The quorum is bounded by the summed weight.
+        let err = load(&with_builder_lines("weight = 2").replace("quorum = 1", "quorum = 3"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("cache[0].quorum"), "{err}");
+        assert!(err.contains("summed weight (2)"), "{err}");
+    }
+
+    #[test]
+    fn a_revoked_key_is_one_of_the_builders_own_with_a_utc_time() {
+        let revoked = |key: &str, since: &str| {
+            with_builder_lines(&format!(
+                "revoked = [{{ key = \"{key}\", since = {since} }}]"
+            ))
+        };
+        let c = load(&revoked(NIXOS_KEY, "\"2026-11-01T00:00:00Z\"")).expect("valid");
+        let r = &c.caches[0].builders[0].revoked[0];
+        assert_eq!(r.since, 1_793_491_200_000);
+        assert_eq!(r.key.key_name(), "cache.nixos.org-1");
+        // A bare TOML datetime reads the same.
+        let c = load(&revoked(NIXOS_KEY, "2026-11-01T00:00:00Z")).expect("valid");
+        assert_eq!(c.caches[0].builders[0].revoked[0].since, 1_793_491_200_000);
+        let other = "other-1:Qp0EY9+5bPDeCPWOJJ4EGzQkzgKxzOdvHh6rybfrZ6s=";
+        for (key, since, at) in [
+            (other, "\"2026-11-01T00:00:00Z\"", "revoked[0].key"),
+            ("garbage", "\"2026-11-01T00:00:00Z\"", "revoked[0].key"),
+            (NIXOS_KEY, "\"1 November 2026\"", "revoked[0].since"),
+            (
+                NIXOS_KEY,
+                "\"2026-11-01T00:00:00+01:00\"",
+                "revoked[0].since",
+            ),
+        ] {
+            let err = load(&revoked(key, since)).unwrap_err().to_string();
+            assert!(
+                err.contains(&format!("`cache[0].builder[0].{at}`")),
+                "{key} {since}: {err}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_blocked_entry_is_a_path_in_the_store_or_a_nar_hash() {
+        let path = "/nix/store/w9yy7v61ipb5rx6i35zq1mvc2iqfmps1-hello-2.10";
+        let hash = "sha256:1mi14cqk363wv368ffiiy01knardmnlyphi6h9xv6dkjz44hk30i";
+        let c = load(&with_cache_lines(&format!(
+            "blocked = [{{ path = \"{path}\", reason = \"CVE\" }}, \
+             {{ nar_hash = \"{hash}\", reason = \"bad\" }}]"
+        )))
+        .expect("valid");
+        assert_eq!(
+            c.caches[0].blocked[0].target,
+            BlockTarget::Path(path.into())
+        );
+        assert_eq!(c.caches[0].blocked[1].reason, "bad");
+        for (entry, at) in [
+            (format!("{{ path = \"{path}\", nar_hash = \"{hash}\", reason = \"x\" }}"), "blocked[0]"),
+            ("{ reason = \"x\" }".to_owned(), "blocked[0]"),
+            ("{ path = \"/gnu/store/w9yy7v61ipb5rx6i35zq1mvc2iqfmps1-hello-2.10\", reason = \"x\" }".to_owned(), "blocked[0].path"),
+            ("{ path = \"/nix/store/hello\", reason = \"x\" }".to_owned(), "blocked[0].path"),
+            ("{ nar_hash = \"md5:00\", reason = \"x\" }".to_owned(), "blocked[0].nar_hash"),
+        ] {
+            let err = load(&with_cache_lines(&format!("blocked = [{entry}]")))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(&format!("`cache[0].{at}`")), "{entry}: {err}");
+        }
     }
 
     #[test]

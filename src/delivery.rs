@@ -88,6 +88,7 @@ pub async fn open(
     known: Option<Arc<NarEntry>>,
     range: Option<ByteRange>,
 ) -> Result<NarBody, DeliveryError> {
+    refuse_blocked(cache, key)?;
     if let Some(body) = from_store(app, cache, key, range).await? {
         return Ok(body);
     }
@@ -109,6 +110,7 @@ pub async fn probe(
     key: NarKey,
     known: Option<Arc<NarEntry>>,
 ) -> Result<u64, DeliveryError> {
+    refuse_blocked(cache, key)?;
     if let Some(size) = app
         .fetcher
         .storage()
@@ -132,6 +134,14 @@ pub async fn probe(
         }
     }
     Err(unusable.map_or(DeliveryError::NoSource, DeliveryError::BadNarUrl))
+}
+
+/// A NAR whose NarHash the cache's block list names is not served, even from the store.
+fn refuse_blocked(cache: &ServedCache, key: NarKey) -> Result<(), DeliveryError> {
+    if cache.policy.blocks_nar(&key.hash()) {
+        return Err(DeliveryError::NotAccepted);
+    }
+    Ok(())
 }
 
 /// Warm: the storage holds only verified bytes. A storage that cannot be read is an
@@ -185,6 +195,9 @@ async fn entry(
     let Some(content) = decision.and_then(|d| d.content) else {
         return Ok(None);
     };
+    if cache.policy.block_of(&content).is_some() {
+        return Ok(None); // accepted before the path was blocked
+    }
     let sources = app.db.nar_sources(cache.name(), &nar_hash).await?;
     let entry = Arc::new(NarEntry { content, sources });
     cache.nars.insert(key, entry.clone()).await;

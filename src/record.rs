@@ -87,6 +87,14 @@ pub fn conflict(
     })
 }
 
+/// The block list refusing `store_path` although builders agreed on it, as one write.
+pub fn blocked(cache: &ServedCache, store_path: String, detail: String) -> PendingWrite {
+    PendingWrite::Event(Event {
+        store_path: Some(store_path),
+        ..event(cache, EventKind::Blocked, detail)
+    })
+}
+
 /// Writes `write` now, or queues it in the outbox if the database cannot take it right now;
 /// a write that can never succeed is logged and counted.
 pub async fn best_effort(app: &App, write: PendingWrite) {

@@ -13,7 +13,7 @@ use quorate_core::attestation::{Agreed, Content, NarSource};
 use quorate_core::flavor::{front_end, FrontEnd, Signer};
 use quorate_core::protocol::nar_hash::NarKey;
 use quorate_core::protocol::store_path::HashPart;
-use quorate_core::quorum::Policy;
+use quorate_core::quorum::{Elector, Policy};
 
 use crate::config::CacheConfig;
 use crate::limits::{
@@ -116,7 +116,15 @@ impl ServedCache {
             quorum: config.quorum,
             required_builders: config.required_builders.clone(),
             on_dissent: config.on_dissent,
-            builders: config.builders.iter().map(|b| b.name.clone()).collect(),
+            builders: config
+                .builders
+                .iter()
+                .map(|b| Elector {
+                    name: b.name.clone(),
+                    weight: b.weight,
+                })
+                .collect(),
+            blocked: config.blocked.clone(),
         };
         let front = front_end(&config.name, &config.store_dir, &config.builders, signer);
         ServedCache {

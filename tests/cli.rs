@@ -138,3 +138,68 @@ fn keygen_makes_a_transparency_log_key_named_by_its_origin() {
         .mode();
     assert_eq!(mode & 0o777, 0o600);
 }
+
+/// `check-config` on the config `config` writes, with `builder_lines` added to hydra's
+/// `[[cache.builder]]` and `cache_lines` to the `[[cache]]` table: (exit status, stderr).
+fn check_policy(dir: &Path, cache_lines: &str, builder_lines: &str) -> (bool, String) {
+    let path = config(dir, "quorate.sec");
+    let text = std::fs::read_to_string(&path).expect("reading the config");
+    let text = text
+        .replace(
+            "signing_key_file",
+            &format!("{cache_lines}\nsigning_key_file"),
+        )
+        .replace(
+            &format!("keys = [\"{HYDRA}\"]"),
+            &format!("keys = [\"{HYDRA}\"]\n{builder_lines}"),
+        );
+    std::fs::write(&path, text).expect("writing the config");
+    let out = quorate(&["check-config", "--config", &path]);
+    (out.status.success(), stderr(&out))
+}
+
+#[test]
+fn check_config_names_the_key_of_a_bad_weight_revocation_or_block() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = "/nix/store/w9yy7v61ipb5rx6i35zq1mvc2iqfmps1-hello-2.10";
+    // A valid policy passes.
+    let (ok, err) = check_policy(
+        dir.path(),
+        &format!("quorum = 2\nblocked = [{{ path = \"{path}\", reason = \"CVE\" }}]"),
+        &format!(
+            "weight = 2\nrevoked = [{{ key = \"{HYDRA}\", since = \"2026-11-01T00:00:00Z\" }}]"
+        ),
+    );
+    assert!(ok, "{err}");
+    let cases = [
+        ("", "weight = 0", "`cache[0].builder[0].weight`"),
+        ("quorum = 3", "weight = 2", "`cache[0].quorum`"),
+        (
+            "",
+            "revoked = [{ key = \"other-1:Qp0EY9+5bPDeCPWOJJ4EGzQkzgKxzOdvHh6rybfrZ6s=\", since = \"2026-11-01T00:00:00Z\" }]",
+            "`cache[0].builder[0].revoked[0].key`",
+        ),
+        (
+            "",
+            &format!("revoked = [{{ key = \"{HYDRA}\", since = \"next tuesday\" }}]"),
+            "`cache[0].builder[0].revoked[0].since`",
+        ),
+        (
+            "blocked = [{ path = \"/gnu/store/w9yy7v61ipb5rx6i35zq1mvc2iqfmps1-hello-2.10\", reason = \"x\" }]",
+            "",
+            "`cache[0].blocked[0].path`",
+        ),
+        (
+            "blocked = [{ nar_hash = \"sha256:nope\", reason = \"x\" }]",
+            "",
+            "`cache[0].blocked[0].nar_hash`",
+        ),
+        ("blocked = [{ reason = \"x\" }]", "", "`cache[0].blocked[0]`"),
+    ];
+    for (cache_lines, builder_lines, key) in cases {
+        let (ok, err) = check_policy(dir.path(), cache_lines, builder_lines);
+        assert!(!ok, "{cache_lines} {builder_lines}: accepted");
+        assert!(err.contains(key), "{cache_lines} {builder_lines}: {err}");
+        assert!(!err.contains("panicked"), "{err}");
+    }
+}

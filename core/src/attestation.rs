@@ -36,12 +36,16 @@ pub struct Attestation {
     pub signature: String,
     /// Whether it verified.
     pub status: SigStatus,
-    /// When it was observed, Unix milliseconds.
+    /// When it was observed, Unix milliseconds (read back from the database: the latest
+    /// sighting).
     pub seen_at: i64,
     /// The exact text the signature covers when it is not rebuilt from the content: Guix
     /// signs its narinfo up to the `Signature` line (URLs included). `None` for Nix, whose
     /// fingerprint is a function of [`Attestation::content`].
     pub signed_body: Option<String>,
+    /// When quorate first recorded this observation, Unix milliseconds (for one just
+    /// observed, `seen_at`): what a key's revocation is compared with (DESIGN §13).
+    pub first_seen: i64,
 }
 
 impl Attestation {

@@ -1,5 +1,6 @@
-//! Builders: the independent parties whose signatures count (DESIGN §2). A builder has a name
-//! and one or more public keys; all keys of one builder are one vote.
+//! Builders: the independent parties whose signatures count (DESIGN §2, §13). A builder has a
+//! name, one or more public keys, a weight, and perhaps keys revoked from a time on; all keys
+//! of one builder are one vote of that builder's weight.
 
 use crate::protocol::guix_key::GuixPublicKey;
 use crate::protocol::nix_key::NixPublicKey;
@@ -11,6 +12,42 @@ pub struct Builder {
     pub name: String,
     /// Its keys, in its cache's flavor.
     pub keys: Vec<BuilderKey>,
+    /// What its vote weighs toward the quorum (at least 1; "one fully trusted builder or N
+    /// partially trusted ones" is `weight = N` on the first).
+    pub weight: u32,
+    /// Keys of its own whose attestations stop counting from a time on (a stolen key).
+    pub revoked: Vec<Revocation>,
+}
+
+/// One of a builder's keys, revoked from `since` on: attestations by it first recorded at or
+/// after `since` do not count; earlier ones still do (the key stays among the builder's
+/// keys, so they still verify).
+#[derive(Clone, Debug)]
+pub struct Revocation {
+    /// The revoked key, one of the builder's `keys`.
+    pub key: BuilderKey,
+    /// From when, Unix milliseconds.
+    pub since: i64,
+}
+
+impl Builder {
+    /// A builder of weight 1 with no revoked key.
+    pub fn new(name: impl Into<String>, keys: Vec<BuilderKey>) -> Builder {
+        Builder {
+            name: name.into(),
+            keys,
+            weight: 1,
+            revoked: vec![],
+        }
+    }
+
+    /// Whether an attestation by key `key_name`, first recorded at `first_seen` (Unix
+    /// milliseconds), came after that key of this builder was revoked.
+    pub fn revoked_at(&self, key_name: &str, first_seen: i64) -> bool {
+        self.revoked
+            .iter()
+            .any(|r| first_seen >= r.since && r.key.key_name() == key_name)
+    }
 }
 
 /// A builder public key in its flavor's format.

@@ -1,19 +1,24 @@
-//! The quorum rule (DESIGN §3): (attestations, policy) → decision. Pure, no I/O; the heart of
-//! quorate, table-tested below.
+//! The quorum rule (DESIGN §3, §13): (attestations, policy) → decision. Pure, no I/O; the
+//! heart of quorate, table-tested below.
 //!
 //! Votes are grouped by [`Content`] (store path, NarHash, NarSize, References) and counted by
-//! distinct *builder*: several keys or upstreams of one builder count once. The rule also says
-//! when an answer is *final*: every configured builder not heard from yet, while some upstream
-//! is still outstanding, is counted as a possible vote for anything. So with `majority`, quorum
-//! 2 and builders a, b, c, once a and b agree the answer is final (2 > 0 + 1) and a slow third
-//! upstream is not waited for; with `refuse`, a silent builder could still dissent, so the
-//! answer is final only when every upstream has answered or failed.
+//! distinct *builder*: several keys or upstreams of one builder count once, with that
+//! builder's weight (default 1). The quorum is met by the summed weight of the distinct
+//! builders behind one content; `majority` compares summed weights. The rule also says when
+//! an answer is *final*: every configured builder not heard from yet, while some upstream is
+//! still outstanding, is counted as a possible vote (of its weight) for anything. So with
+//! `majority`, quorum 2 and builders a, b, c of weight 1, once a and b agree the answer is
+//! final (2 > 0 + 1) and a slow third upstream is not waited for; with `refuse`, a silent
+//! builder could still dissent, so the answer is final only when every upstream has answered
+//! or failed. Last, the operator's block list: an accepted content whose store path or
+//! NarHash is blocked is [`Decision::Blocked`] instead, and not served.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
 use crate::attestation::{Attestation, Content};
+use crate::protocol::nar_hash::NarHash;
 
 /// What a dissenting trusted builder does to the decision.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -21,21 +26,98 @@ use crate::attestation::{Attestation, Content};
 pub enum OnDissent {
     /// Any trusted builder attesting another content refuses the path (the default).
     Refuse,
-    /// Accept the content with quorum that strictly more builders back than any other.
+    /// Accept the content with quorum that strictly more weight backs than any other.
     Majority,
 }
 
 /// A cache's quorum policy.
 #[derive(Clone, Debug, Serialize)]
 pub struct Policy {
-    /// Minimum number of distinct agreeing builders.
+    /// Minimum summed weight of the distinct agreeing builders.
     pub quorum: usize,
     /// Builders that must be among the agreeing ones.
     pub required_builders: Vec<String>,
     /// Dissent handling.
     pub on_dissent: OnDissent,
-    /// Every configured builder (the electorate): unheard ones may still vote.
-    pub builders: Vec<String>,
+    /// Every configured builder with its weight (the electorate): unheard ones may still
+    /// vote.
+    pub builders: Vec<Elector>,
+    /// Store paths and NarHashes the operator refuses whatever the builders say. Not in the
+    /// JSON summary recorded with each decision (it may be long); the log's policy entry and
+    /// `/api/v1/caches` carry it.
+    #[serde(skip)]
+    pub blocked: Vec<Block>,
+}
+
+/// A builder of the electorate and what its vote weighs.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Elector {
+    /// The builder's name.
+    pub name: String,
+    /// Its weight toward the quorum, at least 1.
+    pub weight: u32,
+}
+
+impl Elector {
+    /// Builder `name` of weight 1.
+    pub fn new(name: impl Into<String>) -> Elector {
+        Elector {
+            name: name.into(),
+            weight: 1,
+        }
+    }
+}
+
+/// One entry of a cache's block list: refused even with a quorum.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Block {
+    /// What is refused.
+    #[serde(flatten)]
+    pub target: BlockTarget,
+    /// Why, as the operator wrote it (recorded with each refusal).
+    pub reason: String,
+}
+
+/// What a [`Block`] refuses.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BlockTarget {
+    /// One full store path, whatever content is claimed for it.
+    Path(String),
+    /// One NAR, under whatever store path.
+    NarHash(NarHash),
+}
+
+impl Block {
+    /// Whether this entry refuses `content`.
+    pub fn refuses(&self, content: &Content) -> bool {
+        match &self.target {
+            BlockTarget::Path(p) => *p == content.store_path,
+            BlockTarget::NarHash(h) => *h == content.nar_hash,
+        }
+    }
+}
+
+impl Policy {
+    /// The weight of builder `name`, if it is one of the electorate.
+    pub fn weight_of(&self, name: &str) -> Option<u64> {
+        self.builders
+            .iter()
+            .find(|e| e.name == name)
+            .map(|e| u64::from(e.weight))
+    }
+
+    /// The block list entry refusing `content`, if any.
+    pub fn block_of(&self, content: &Content) -> Option<&Block> {
+        self.blocked.iter().find(|b| b.refuses(content))
+    }
+
+    /// Whether the block list refuses NAR `nar_hash` itself.
+    pub fn blocks_nar(&self, nar_hash: &NarHash) -> bool {
+        self.blocked
+            .iter()
+            .any(|b| b.target == BlockTarget::NarHash(*nar_hash))
+    }
 }
 
 /// One counted vote: a configured builder's valid signature over some content.
@@ -70,6 +152,15 @@ pub enum Decision {
         /// The best-supported content, if any was seen.
         best: Option<(Content, Vec<String>)>,
     },
+    /// The builders reached the quorum, but the operator's block list refuses the content.
+    Blocked {
+        /// The content refused.
+        content: Content,
+        /// Builders that signed it.
+        agreeing: Vec<String>,
+        /// The block list entry's reason.
+        reason: String,
+    },
     /// The outcome can still change: wait for outstanding upstreams.
     Pending,
 }
@@ -86,6 +177,8 @@ impl Decision {
             Decision::Accepted { .. } => Some(Outcome::Accepted),
             Decision::Refused { .. } => Some(Outcome::Refused),
             Decision::Insufficient { .. } => Some(Outcome::Insufficient),
+            // Recorded as a refusal; the reason goes with it as a `blocked` event.
+            Decision::Blocked { .. } => Some(Outcome::Refused),
             Decision::Pending => None,
         }
     }
@@ -104,7 +197,9 @@ impl Decision {
         match self {
             Decision::Accepted { dissenters, .. } => dissenters.clone(),
             Decision::Refused { claims } => claims.iter().flat_map(|(_, b)| b.clone()).collect(),
-            Decision::Insufficient { .. } | Decision::Pending => vec![],
+            Decision::Insufficient { .. } | Decision::Blocked { .. } | Decision::Pending => {
+                vec![]
+            }
         }
     }
 }
@@ -115,11 +210,13 @@ impl Decision {
 pub enum Outcome {
     /// Enough builders agreed: the path is served.
     Accepted,
-    /// Builders disagreed under `on_dissent = "refuse"` (or no majority): 404.
+    /// Builders disagreed under `on_dissent = "refuse"` (or no majority), or the block list
+    /// refuses the content: 404.
     Refused,
     /// Not enough attestations to reach the quorum: 404.
     Insufficient,
-    /// An earlier acceptance taken back (a late dissent): no longer served.
+    /// An earlier acceptance taken back (a late dissent, or its attestations no longer count:
+    /// a key revoked or removed, a policy changed): no longer served.
     Withdrawn,
 }
 
@@ -169,15 +266,33 @@ pub fn votes<'a>(attestations: impl IntoIterator<Item = &'a Attestation>) -> Vec
 /// when false the outcome is always final.
 pub fn decide(policy: &Policy, votes: &[Vote], outstanding: bool) -> Decision {
     let tally = Tally::count(policy, votes, outstanding);
-    match policy.on_dissent {
+    let decision = match policy.on_dissent {
         OnDissent::Refuse => tally.refuse_rule(),
         OnDissent::Majority => tally.majority_rule(),
+    };
+    match decision {
+        Decision::Accepted {
+            content, agreeing, ..
+        } if policy.block_of(&content).is_some() => {
+            let reason = policy
+                .block_of(&content)
+                .map(|b| b.reason.clone())
+                .unwrap_or_default();
+            Decision::Blocked {
+                content,
+                agreeing,
+                reason,
+            }
+        }
+        other => other,
     }
 }
 
 /// The votes grouped by content, and the builders who could still vote.
 struct Tally<'a> {
     policy: &'a Policy,
+    /// Each builder of the electorate's weight.
+    weights: BTreeMap<&'a str, u64>,
     /// Each content seen, with the distinct builders backing it.
     groups: BTreeMap<&'a Content, BTreeSet<&'a str>>,
     /// Configured builders not heard from while some upstream is outstanding: each might
@@ -189,7 +304,12 @@ struct Tally<'a> {
 
 impl<'a> Tally<'a> {
     fn count(policy: &'a Policy, votes: &'a [Vote], outstanding: bool) -> Tally<'a> {
-        let electorate: BTreeSet<&str> = policy.builders.iter().map(String::as_str).collect();
+        let weights: BTreeMap<&str, u64> = policy
+            .builders
+            .iter()
+            .map(|e| (e.name.as_str(), u64::from(e.weight)))
+            .collect();
+        let electorate: BTreeSet<&str> = weights.keys().copied().collect();
         let mut groups: BTreeMap<&Content, BTreeSet<&str>> = BTreeMap::new();
         let mut heard: BTreeSet<&str> = BTreeSet::new();
         // Only configured builders vote; the caller should not pass others, but the rule must
@@ -211,15 +331,29 @@ impl<'a> Tally<'a> {
         };
         Tally {
             policy,
+            weights,
             groups,
             unheard,
             outstanding,
         }
     }
 
+    /// The summed weight of `builders` (each counted once: it is a set).
+    fn weight(&self, builders: &BTreeSet<&str>) -> u64 {
+        builders
+            .iter()
+            .map(|b| self.weights.get(b).copied().unwrap_or(0))
+            .sum()
+    }
+
+    /// The quorum, as a weight.
+    fn quorum(&self) -> u64 {
+        u64::try_from(self.policy.quorum).unwrap_or(u64::MAX)
+    }
+
     /// Do `backers` meet the policy now?
     fn meets(&self, backers: &BTreeSet<&str>) -> bool {
-        backers.len() >= self.policy.quorum
+        self.weight(backers) >= self.quorum()
             && self
                 .policy
                 .required_builders
@@ -229,7 +363,7 @@ impl<'a> Tally<'a> {
 
     /// Could `backers` still meet the policy if every unheard builder joined them?
     fn could_meet(&self, backers: &BTreeSet<&str>) -> bool {
-        backers.len() + self.unheard.len() >= self.policy.quorum
+        self.weight(backers) + self.weight(&self.unheard) >= self.quorum()
             && self
                 .policy
                 .required_builders
@@ -276,12 +410,15 @@ impl<'a> Tally<'a> {
     }
 
     /// `on_dissent = "majority"`: accept the content that meets the policy with strictly more
-    /// builders than any other, final once no combination of unheard builders can match it.
+    /// weight behind it than any other, final once no combination of unheard builders can
+    /// match it.
     fn majority_rule(&self) -> Decision {
+        let unheard = self.weight(&self.unheard);
         for (content, backers) in &self.groups {
             let others = self.groups.iter().filter(|(c, _)| *c != content);
-            let strongest_other = others.clone().map(|(_, b)| b.len()).max().unwrap_or(0);
-            if self.meets(backers) && backers.len() > strongest_other + self.unheard.len() {
+            let strongest_other = others.clone().map(|(_, b)| self.weight(b)).max();
+            if self.meets(backers) && self.weight(backers) > strongest_other.unwrap_or(0) + unheard
+            {
                 let dissenters = others
                     .flat_map(|(_, b)| b.iter().copied())
                     .filter(|b| !backers.contains(b))
@@ -315,7 +452,7 @@ impl<'a> Tally<'a> {
         let best = self
             .groups
             .iter()
-            .max_by_key(|(_, b)| b.len())
+            .max_by_key(|(_, b)| self.weight(b))
             .map(|(c, b)| ((*c).clone(), names(b)));
         Decision::Insufficient { best }
     }
@@ -350,11 +487,23 @@ mod tests {
     }
 
     fn policy(quorum: usize, on_dissent: OnDissent, builders: &[&str]) -> Policy {
+        let weighted: Vec<(&str, u32)> = builders.iter().map(|b| (*b, 1)).collect();
+        weighted_policy(quorum, on_dissent, &weighted)
+    }
+
+    fn weighted_policy(quorum: usize, on_dissent: OnDissent, builders: &[(&str, u32)]) -> Policy {
         Policy {
             quorum,
             required_builders: vec![],
             on_dissent,
-            builders: builders.iter().map(|s| s.to_string()).collect(),
+            builders: builders
+                .iter()
+                .map(|(name, weight)| Elector {
+                    name: name.to_string(),
+                    weight: *weight,
+                })
+                .collect(),
+            blocked: vec![],
         }
     }
 
@@ -381,6 +530,12 @@ mod tests {
             ),
             Decision::Refused { .. } => "refuse".into(),
             Decision::Insufficient { .. } => "insufficient".into(),
+            Decision::Blocked {
+                content, reason, ..
+            } => format!(
+                "blocked {} ({reason})",
+                content.nar_hash.digest()[0] as char
+            ),
             Decision::Pending => "pending".into(),
         }
     }
@@ -526,5 +681,151 @@ mod tests {
             false,
         );
         assert_eq!(short(&d), "refuse");
+    }
+
+    /// (quorum, policy, builders with weights, votes, outstanding, expected)
+    type WeightedCase<'a> = (
+        usize,
+        OnDissent,
+        &'a [(&'a str, u32)],
+        &'a [(&'a str, &'a str)],
+        bool,
+        &'a str,
+    );
+
+    #[test]
+    fn weighted_decision_table() {
+        let heavy_a = [("a", 2), ("b", 1), ("c", 1)];
+        let heavier_a = [("a", 3), ("b", 1), ("c", 1)];
+        let cases: &[WeightedCase] = &[
+            // One builder of weight 2 meets quorum 2 alone; two of weight 1 also do.
+            (
+                2,
+                Refuse,
+                &heavy_a,
+                &[("a", "x")],
+                false,
+                "accept x by a against ",
+            ),
+            (
+                2,
+                Refuse,
+                &heavy_a,
+                &[("b", "x"), ("c", "x")],
+                false,
+                "accept x by b+c against ",
+            ),
+            (3, Refuse, &heavy_a, &[("a", "x")], false, "insufficient"),
+            (
+                3,
+                Refuse,
+                &heavy_a,
+                &[("a", "x"), ("c", "x")],
+                false,
+                "accept x by a+c against ",
+            ),
+            // A weight counts once per builder, however many keys or upstreams.
+            (
+                3,
+                Refuse,
+                &heavy_a,
+                &[("a", "x"), ("a", "x")],
+                false,
+                "insufficient",
+            ),
+            // Majority by weight: 2 against 1 + 1 is not strictly more: refused.
+            (
+                2,
+                Majority,
+                &heavy_a,
+                &[("a", "x"), ("b", "y"), ("c", "y")],
+                false,
+                "refuse",
+            ),
+            // 3 against 1 + 1 is.
+            (
+                2,
+                Majority,
+                &heavier_a,
+                &[("a", "x"), ("b", "y"), ("c", "y")],
+                false,
+                "accept x by a against b+c",
+            ),
+            // The two light builders agreeing outweigh nobody when a weighs as much as both.
+            (
+                2,
+                Majority,
+                &heavy_a,
+                &[("b", "y"), ("c", "y")],
+                true,
+                "pending",
+            ),
+            // Weight 1 of y vs weight 2 of x with quorum 2: x wins by weight, not by count.
+            (
+                2,
+                Majority,
+                &[("a", 2), ("b", 1)],
+                &[("a", "x"), ("b", "y")],
+                false,
+                "accept x by a against b",
+            ),
+        ];
+        for (i, (q, od, builders, v, outstanding, want)) in cases.iter().enumerate() {
+            let got = decide(&weighted_policy(*q, *od, builders), &votes(v), *outstanding);
+            assert_eq!(
+                short(&got),
+                *want,
+                "case {i}: {v:?} outstanding={outstanding}"
+            );
+        }
+    }
+
+    #[test]
+    fn finality_counts_the_weight_of_unheard_builders() {
+        // Majority, quorum 2: a (weight 1) and b (weight 1) agree, c (weight 3) is unheard.
+        // Equal weights would make this final (2 > 0 + 1); c's weight could still outvote
+        // them (3 > 2), so the answer waits for c.
+        let p = weighted_policy(2, Majority, &[("a", 1), ("b", 1), ("c", 3)]);
+        let ab = votes(&[("a", "x"), ("b", "x")]);
+        assert_eq!(short(&decide(&p, &ab, true)), "pending");
+        assert_eq!(short(&decide(&p, &ab, false)), "accept x by a+b against ");
+        // c (weight 3) alone for x: final at once, a and b together cannot match it.
+        let c = votes(&[("c", "x")]);
+        assert_eq!(short(&decide(&p, &c, true)), "accept x by c against ");
+        // Refuse, quorum 4 of weights 1 + 1 + 1: unreachable, final at once.
+        let p = weighted_policy(4, Refuse, &[("a", 1), ("b", 1), ("c", 1)]);
+        assert_eq!(
+            short(&decide(&p, &votes(&[("a", "x")]), true)),
+            "insufficient"
+        );
+        // Refuse, quorum 4, the unheard c weighs 3: still reachable, so wait.
+        let p = weighted_policy(4, Refuse, &[("a", 1), ("b", 1), ("c", 3)]);
+        assert_eq!(short(&decide(&p, &votes(&[("a", "x")]), true)), "pending");
+    }
+
+    #[test]
+    fn a_blocked_path_or_nar_hash_is_refused_even_with_a_quorum() {
+        let mut p = policy(2, Refuse, &["a", "b"]);
+        p.blocked = vec![Block {
+            target: BlockTarget::NarHash(content("x").nar_hash),
+            reason: "known bad".into(),
+        }];
+        let xx = votes(&[("a", "x"), ("b", "x")]);
+        assert_eq!(short(&decide(&p, &xx, false)), "blocked x (known bad)");
+        assert_eq!(decide(&p, &xx, false).outcome(), Some(Outcome::Refused));
+        // Another content of the same path is not blocked by the NarHash.
+        let yy = votes(&[("a", "y"), ("b", "y")]);
+        assert_eq!(short(&decide(&p, &yy, false)), "accept y by a+b against ");
+        // Still pending while pending: the block applies to what would be accepted.
+        assert_eq!(short(&decide(&p, &xx, true)), "pending");
+        p.blocked = vec![Block {
+            target: BlockTarget::Path(content("y").store_path),
+            reason: "withdrawn upstream".into(),
+        }];
+        assert_eq!(
+            short(&decide(&p, &yy, false)),
+            "blocked y (withdrawn upstream)"
+        );
+        assert!(!p.blocks_nar(&content("y").nar_hash));
     }
 }

@@ -101,9 +101,11 @@ pub fn nix_front_end() -> &'static dyn FrontEnd {
         .get_or_init(|| {
             let builders: Vec<Builder> = nix_keys()
                 .iter()
-                .map(|key| Builder {
-                    name: format!("builder-{}", key.name),
-                    keys: vec![BuilderKey::Nix(key.clone())],
+                .map(|key| {
+                    Builder::new(
+                        format!("builder-{}", key.name),
+                        vec![BuilderKey::Nix(key.clone())],
+                    )
                 })
                 .collect();
             let signer = Signer::Nix(nix_signer().to_string().parse().expect("key re-parses"));
@@ -120,10 +122,7 @@ pub fn guix_front_end() -> &'static dyn FrontEnd {
             let builders: Vec<Builder> = guix_keys()
                 .iter()
                 .enumerate()
-                .map(|(i, key)| Builder {
-                    name: format!("builder-{i}"),
-                    keys: vec![BuilderKey::Guix(*key)],
-                })
+                .map(|(i, key)| Builder::new(format!("builder-{i}"), vec![BuilderKey::Guix(*key)]))
                 .collect();
             let signer = Signer::Guix(guix_signer().clone());
             front_end("fuzz", "/gnu/store", &builders, signer)

@@ -35,7 +35,8 @@ ON CONFLICT (observation_key) DO UPDATE SET \
 
 pub(super) const ATTESTATION_COLUMNS: &str =
     "cache, hash_part, store_path, nar_hash, nar_size, refs, \
-    deriver, ca, key_name, builder, upstream, signature, status, last_seen, signed_body";
+    deriver, ca, key_name, builder, upstream, signature, status, first_seen, last_seen, \
+    signed_body";
 
 const UPSERT_NAR_SOURCE: &str = "\
 INSERT INTO nar_sources (source_key, cache, upstream, nar_hash, url, compression, file_size, \
@@ -120,7 +121,8 @@ impl Db {
     }
 
     /// Every attestation recorded for a store path, whatever its status, oldest first.
-    /// `seen_at` is the most recent sighting.
+    /// `seen_at` is the most recent sighting, `first_seen` the first (what a revocation is
+    /// compared with).
     pub async fn attestations(
         &self,
         cache: &str,
@@ -274,6 +276,7 @@ pub(super) fn attestation_from_row(row: &impl Columns) -> Result<Attestation, Db
         })?,
         seen_at: row.int("last_seen")?,
         signed_body: row.opt_text("signed_body")?,
+        first_seen: row.int("first_seen")?,
     })
 }
 

@@ -1,5 +1,5 @@
 //! Events: what an operator should know about (NAR mismatches, conflicting attestations,
-//! upstream failures), appended as they happen.
+//! upstream failures, paths the block list refused), appended as they happen.
 
 use serde::{Deserialize, Serialize};
 
@@ -21,16 +21,19 @@ pub enum EventKind {
     StoreFailure,
     /// A followed peer's log showed two histories under one key: it is no longer followed.
     PeerFork,
+    /// The cache's block list refused a path that builders agreed on (the detail says why).
+    Blocked,
 }
 
 impl EventKind {
     /// Every kind, for listings and for parsing.
-    pub const ALL: [EventKind; 5] = [
+    pub const ALL: [EventKind; 6] = [
         EventKind::Mismatch,
         EventKind::Conflict,
         EventKind::UpstreamFailure,
         EventKind::StoreFailure,
         EventKind::PeerFork,
+        EventKind::Blocked,
     ];
 
     /// The spelling stored in the database and used by the API's `kind=` filter.
@@ -41,6 +44,7 @@ impl EventKind {
             EventKind::UpstreamFailure => "upstream_failure",
             EventKind::StoreFailure => "store_failure",
             EventKind::PeerFork => "peer_fork",
+            EventKind::Blocked => "blocked",
         }
     }
 }

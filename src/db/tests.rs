@@ -173,6 +173,7 @@ fn attestation(builder: &str, upstream: &str, seen_at: i64) -> Attestation {
         status: SigStatus::Valid,
         seen_at,
         signed_body: None,
+        first_seen: seen_at,
     }
 }
 
@@ -283,6 +284,7 @@ async fn attestation_seen_again_only_moves_last_seen(fx: &Fixture) {
         stored[0],
         Attestation {
             seen_at: 2_000,
+            first_seen: 500, // the late answer was observed first
             ..first.clone()
         }
     );
@@ -313,7 +315,14 @@ async fn attestation_seen_again_only_moves_last_seen(fx: &Fixture) {
         .await
         .unwrap();
     assert_eq!(valid.len(), 4);
-    assert_eq!(valid[3], now_known);
+    // Its first sighting, under the unknown key, stays its first.
+    assert_eq!(
+        valid[3],
+        Attestation {
+            first_seen: 4_000,
+            ..now_known
+        }
+    );
     assert_eq!(db.count_attestations(None).await.unwrap(), 4);
 }
 

@@ -15,7 +15,8 @@ use super::error::HttpError;
 use crate::app::App;
 use crate::db::{DbError, EventKind};
 
-/// `GET /api/v1/caches`: the served caches, their policy and quorate's public key.
+/// `GET /api/v1/caches`: the served caches, their policy (builders with weights), block list
+/// and quorate's public key.
 pub async fn caches(State(app): State<Arc<App>>) -> Response {
     let list: Vec<_> = app
         .caches
@@ -26,6 +27,7 @@ pub async fn caches(State(app): State<Arc<App>>) -> Response {
                 "flavor": c.config.flavor.as_str(),
                 "mount": if c.config.mount.is_empty() { "/".to_string() } else { c.config.mount.clone() },
                 "policy": c.policy,
+                "blocked": c.policy.blocked,
                 "public_key": c.front.public_key_text(),
                 "upstreams": c.config.upstreams.iter().map(|u| u.url.clone()).collect::<Vec<_>>(),
             })
@@ -113,6 +115,11 @@ pub async fn builders(
                 json!({
                     "name": b.name,
                     "keys": b.keys.iter().map(|k| k.to_text()).collect::<Vec<_>>(),
+                    "weight": b.weight,
+                    "revoked": b.revoked.iter().map(|r| json!({
+                        "key": r.key.to_text(),
+                        "since": r.since,
+                    })).collect::<Vec<_>>(),
                     "attestations": {
                         "valid": record.map_or(0, |r| r.valid),
                         "invalid": record.map_or(0, |r| r.invalid),

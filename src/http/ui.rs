@@ -78,12 +78,27 @@ async fn cache_section(page: &mut String, app: &App, cache: &ServedCache) -> Res
     let _ = writeln!(
         page,
         r#"<section class="cache" data-cache="{n}"><h2>Cache {n} <small>({f}, at <code>{m}</code>)</small></h2>
-<p class="policy">quorum {q} of {b} builder(s), on dissent: {d}; clients trust <code>{k}</code></p>"#,
+<p class="policy">quorum {q} of {b} builder(s){w}, on dissent: {d}{x}; clients trust <code>{k}</code></p>"#,
         n = esc(name),
         f = cache.config.flavor.as_str(),
         m = esc(mount),
         q = cache.policy.quorum,
         b = cache.config.builders.len(),
+        w = if cache.config.builders.iter().all(|b| b.weight == 1) {
+            String::new()
+        } else {
+            let total: u64 = cache
+                .config
+                .builders
+                .iter()
+                .map(|b| u64::from(b.weight))
+                .sum();
+            format!(" of summed weight {total}")
+        },
+        x = match cache.policy.blocked.len() {
+            0 => String::new(),
+            n => format!("; {n} path(s) or NAR(s) blocked"),
+        },
         d = esc(&format!("{:?}", cache.policy.on_dissent).to_lowercase()),
         k = esc(cache.front.public_key_text().trim()),
     );
@@ -149,14 +164,19 @@ async fn cache_section(page: &mut String, app: &App, cache: &ServedCache) -> Res
 fn builders(page: &mut String, cache: &ServedCache, records: &[BuilderRecord]) {
     let _ = writeln!(
         page,
-        r#"<h3>Builders</h3><table class="builders"><tr><th>builder</th><th>keys</th><th>valid</th><th>invalid</th><th>paths</th></tr>"#
+        r#"<h3>Builders</h3><table class="builders"><tr><th>builder</th><th>weight</th><th>keys</th><th>valid</th><th>invalid</th><th>paths</th></tr>"#
     );
     for b in &cache.config.builders {
         let r = records.iter().find(|r| r.builder == b.name);
+        let revoked = match b.revoked.len() {
+            0 => String::new(),
+            n => format!(" ({n} revoked)"),
+        };
         let _ = writeln!(
             page,
-            r#"<tr class="builder" data-builder="{n}"><td>{n}</td><td>{k}</td><td>{v}</td><td>{i}</td><td>{p}</td></tr>"#,
+            r#"<tr class="builder" data-builder="{n}"><td>{n}</td><td>{w}</td><td>{k}{revoked}</td><td>{v}</td><td>{i}</td><td>{p}</td></tr>"#,
             n = esc(&b.name),
+            w = b.weight,
             k = b.keys.len(),
             v = r.map_or(0, |r| r.valid),
             i = r.map_or(0, |r| r.invalid),

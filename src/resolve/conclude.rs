@@ -37,6 +37,11 @@ pub(super) async fn conclude(
             served(cache, agreed).await
         }
         Decision::Refused { claims } => decided.refused(app, claims).await,
+        Decision::Blocked {
+            content,
+            agreeing,
+            reason,
+        } => decided.blocked(app, content, agreeing, reason).await,
         Decision::Insufficient { best } => {
             decided
                 .insufficient(app, best.as_ref(), !gathered.seen.is_empty())
@@ -58,6 +63,31 @@ pub(super) async fn served(
         body: body.into(),
         agreed: Box::new(agreed),
     })
+}
+
+/// Takes back the recorded acceptance of `content`, which the attestations that count today
+/// no longer carry (a key revoked or removed, the policy changed), before `decision`, what
+/// the path's evidence amounts to now, is recorded.
+pub(super) async fn withdrawn(
+    app: &App,
+    cache: &ServedCache,
+    hash_part: &HashPart,
+    content: Content,
+    decision: &Decision,
+) -> Result<(), ResolveError> {
+    let decided = Decided { cache, hash_part };
+    tracing::warn!(cache = %cache.name(), %hash_part, nar_hash = %content.nar_hash,
+        "withdrawn: its attestations no longer meet today's policy");
+    cache.nars.invalidate(&content.nar_hash.key()).await;
+    let record = decided.record(
+        Outcome::Withdrawn,
+        Some(content),
+        vec![],
+        decision.dissenters(),
+    );
+    app.db.record_decision(&record).await?;
+    app.metrics.decided(cache.name(), Outcome::Withdrawn);
+    Ok(())
 }
 
 /// A decision about one path, being recorded.
@@ -148,6 +178,38 @@ impl Decided<'_> {
         })
     }
 
+    /// Builders agreed, but the block list refuses the content: recorded as a refusal of that
+    /// content, with a `blocked` event giving the reason.
+    async fn blocked(
+        &self,
+        app: &App,
+        content: &Content,
+        agreeing: &[String],
+        reason: &str,
+    ) -> Result<Resolution, ResolveError> {
+        let record = self.record(
+            Outcome::Refused,
+            Some(content.clone()),
+            agreeing.to_vec(),
+            vec![],
+        );
+        app.db.record_decision(&record).await?;
+        let detail = format!(
+            "blocked by the operator ({reason}); {} agreed on {}",
+            agreeing.join("+"),
+            content.nar_hash
+        );
+        record::blocked(self.cache, content.store_path.clone(), detail)
+            .write(&app.db)
+            .await?;
+        app.metrics.decided(self.cache.name(), Outcome::Refused);
+        tracing::warn!(cache = %self.cache.name(), hash_part = %self.hash_part,
+            "refused: blocked by the operator: {reason}");
+        Ok(Resolution::NotServed {
+            reason: format!("blocked by the operator: {reason}"),
+        })
+    }
+
     /// Not enough agreement. Recorded only when there was something to decide about
     /// (`anything_seen`, or a best content): a plain "nobody has it" is the common case of
     /// a mass query and stays in memory.
@@ -167,11 +229,12 @@ impl Decided<'_> {
         }
         app.metrics
             .decided(self.cache.name(), Outcome::Insufficient);
+        let policy = &self.cache.policy;
         let reason = match best {
             Some((_, b)) => format!(
-                "not enough agreeing builders: {} of quorum {}",
-                b.len(),
-                self.cache.policy.quorum
+                "not enough agreeing builders: weight {} of quorum {}",
+                b.iter().filter_map(|n| policy.weight_of(n)).sum::<u64>(),
+                policy.quorum
             ),
             None => "no trusted attestation".into(),
         };

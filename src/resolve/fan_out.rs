@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use quorate_core::attestation::{Attestation, NarSource, Observation, SigStatus};
 use quorate_core::protocol::store_path::HashPart;
-use quorate_core::quorum::{decide, votes, Decision, Policy, Vote};
+use quorate_core::quorum::{decide, votes, Decision, Vote};
 use std::time::Instant;
 
 use tokio::sync::mpsc;
@@ -56,10 +56,19 @@ impl Gathered {
         }
     }
 
-    /// The attestations whose signature verified.
-    pub fn valid(&self) -> impl Iterator<Item = &Attestation> {
-        self.seen.iter().filter(|a| a.status == SigStatus::Valid)
+    /// The attestations that count in `cache`: signature verified, key not revoked.
+    pub fn counted<'a>(&'a self, cache: &'a ServedCache) -> impl Iterator<Item = &'a Attestation> {
+        counted(cache, &self.seen).filter(|a| a.status == SigStatus::Valid)
     }
+}
+
+/// Those of `seen` whose key was not revoked when they were observed (a revoked key's
+/// signature is recorded as evidence but does not vote).
+pub(super) fn counted<'a>(
+    cache: &'a ServedCache,
+    seen: &'a [Attestation],
+) -> impl Iterator<Item = &'a Attestation> {
+    seen.iter().filter(|a| !cache.front.revoked(a))
 }
 
 /// The answers of one fan-out, as they arrive.
@@ -108,19 +117,20 @@ impl FanOut {
         }
     }
 
-    /// Reads answers until `policy` reaches a final decision over `votes` plus what they
-    /// add (or every upstream has answered), extending `votes` as it goes.
+    /// Reads answers until `cache`'s policy reaches a final decision over `votes` plus what
+    /// they add (or every upstream has answered), extending `votes` as it goes.
     pub async fn until_final(
         &mut self,
-        policy: &Policy,
+        cache: &ServedCache,
         votes_so_far: &mut Vec<Vote>,
     ) -> (Gathered, Decision) {
+        let policy = &cache.policy;
         let mut gathered = Gathered::default();
         while let Some((i, answer)) = self.answers.recv().await {
             self.pending -= 1;
             let before = gathered.seen.len();
             gathered.absorb(&self.upstreams[i], answer);
-            votes_so_far.extend(votes(&gathered.seen[before..]));
+            votes_so_far.extend(votes(counted(cache, &gathered.seen[before..])));
             let decision = decide(policy, votes_so_far, self.pending > 0);
             if decision.is_final() {
                 return (gathered, decision);

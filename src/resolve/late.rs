@@ -56,7 +56,8 @@ impl Late {
             &late.failures,
         );
         record::best_effort(&self.app, observed).await;
-        self.votes.extend(votes(&late.seen));
+        self.votes
+            .extend(votes(super::fan_out::counted(&self.cache, &late.seen)));
         let full = decide(&self.cache.policy, &self.votes, false);
         let first = &self.first;
         let changed = full.outcome() != first.outcome()

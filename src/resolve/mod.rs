@@ -3,6 +3,7 @@
 //! ```text
 //! memory (hot answers) ─► database (recorded.rs): an accepted decision still backed by
 //!                         attestations that count under today's policy is served as is
+//!                         (one that no longer is is withdrawn, unless upstreams carry it)
 //!                       ─► fan-out (fan_out.rs): every upstream at once; each answer becomes
 //!                          attestations through the flavor front end; quorum::decide after
 //!                          each one, stopping as soon as the outcome is final
@@ -75,22 +76,28 @@ async fn resolve_uncached(
 ) -> Result<Resolution, ResolveError> {
     // 1. The database: an accepted decision whose attestations still meet the policy.
     let recorded = recorded::still_trusted(app, cache, hash_part).await?;
-    if let Some(agreed) = recorded::still_accepted(app, cache, hash_part, &recorded).await? {
-        return conclude::served(cache, agreed).await;
-    }
+    let unbacked = match recorded::in_force(app, cache, hash_part, &recorded).await? {
+        recorded::InForce::Backed(agreed) => return conclude::served(cache, agreed).await,
+        recorded::InForce::Unbacked(content) => Some(content),
+        recorded::InForce::NotAccepted => None,
+    };
 
     // 2. Fan out to every upstream at once; decide after each answer.
     let mut fan_out = fan_out::FanOut::start(app, cache, hash_part);
     let mut votes = votes(&recorded);
-    let (gathered, decision) = fan_out.until_final(&cache.policy, &mut votes).await;
+    let (gathered, decision) = fan_out.until_final(cache, &mut votes).await;
 
-    // 3. Record what we saw, then the decision.
+    // 3. Record what we saw, then the decision (after withdrawing an acceptance that no
+    // longer holds).
     let seen = &gathered;
     record::observations(app, cache, &seen.seen, &seen.sources, &seen.failures)
         .write(&app.db)
         .await?;
+    if let Some(content) = unbacked.filter(|c| decision.accepted_content() != Some(c)) {
+        conclude::withdrawn(app, cache, hash_part, content, &decision).await?;
+    }
     let mut valid = recorded;
-    valid.extend(gathered.valid().cloned());
+    valid.extend(gathered.counted(cache).cloned());
     let resolution = conclude::conclude(app, cache, hash_part, &decision, &valid, gathered).await?;
 
     // 4. Answers still outstanding: recorded in the background; a late dissent withdraws.

@@ -1,6 +1,7 @@
-//! Step 1 of a resolution: what the database already knows.
+//! Step 1 of a resolution: what the database already knows, checked against today's policy
+//! (keys, revocations, weights, quorum, block list).
 
-use quorate_core::attestation::{Agreed, Attestation};
+use quorate_core::attestation::{Agreed, Attestation, Content};
 use quorate_core::protocol::store_path::HashPart;
 use quorate_core::quorum::{decide, votes, Decision, Outcome};
 
@@ -9,8 +10,9 @@ use crate::app::App;
 use crate::served_cache::ServedCache;
 
 /// The valid attestations recorded for the path that still count: their key still belongs
-/// to the same builder and (Nix) still verifies them. A key removed from the config, or
-/// replaced under the same name, stops counting at once.
+/// to the same builder, was not revoked before they were first recorded, and (Nix) still
+/// verifies them. A key removed from the config, replaced under the same name, or revoked,
+/// stops counting at once.
 pub(super) async fn still_trusted(
     app: &App,
     cache: &ServedCache,
@@ -21,30 +23,44 @@ pub(super) async fn still_trusted(
     Ok(recorded)
 }
 
-/// The agreement to serve without asking upstreams: the path's decision in force accepted a
-/// content, and the attestations that still count accept that same content under today's
-/// policy.
-pub(super) async fn still_accepted(
+/// The path's decision in force, checked against today's policy.
+pub(super) enum InForce {
+    /// An accepted content that the attestations counting today still accept: served
+    /// without asking upstreams.
+    Backed(Agreed),
+    /// An accepted content that they no longer accept (a key revoked or removed, weights or
+    /// the quorum changed, the content blocked): withdrawn unless the upstreams' answers
+    /// carry it again.
+    Unbacked(Content),
+    /// No accepted decision in force.
+    NotAccepted,
+}
+
+/// What the path's decision in force amounts to today, given the `recorded` attestations
+/// that still count.
+pub(super) async fn in_force(
     app: &App,
     cache: &ServedCache,
     hash_part: &HashPart,
     recorded: &[Attestation],
-) -> Result<Option<Agreed>, ResolveError> {
+) -> Result<InForce, ResolveError> {
     let Some(latest) = app.db.latest_decision(cache.name(), hash_part).await? else {
-        return Ok(None);
+        return Ok(InForce::NotAccepted);
     };
-    if latest.outcome != Outcome::Accepted {
-        return Ok(None);
-    }
+    let (Outcome::Accepted, Some(accepted)) = (latest.outcome, latest.content) else {
+        return Ok(InForce::NotAccepted);
+    };
     let Decision::Accepted {
         content, agreeing, ..
     } = decide(&cache.policy, &votes(recorded), false)
     else {
-        return Ok(None);
+        return Ok(InForce::Unbacked(accepted));
     };
-    if latest.content.as_ref() != Some(&content) {
-        return Ok(None);
+    if content != accepted {
+        return Ok(InForce::Unbacked(accepted));
     }
     let sources = app.db.nar_sources(cache.name(), &content.nar_hash).await?;
-    Ok(Some(Agreed::new(content, agreeing, recorded, sources)))
+    Ok(InForce::Backed(Agreed::new(
+        content, agreeing, recorded, sources,
+    )))
 }

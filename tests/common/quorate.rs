@@ -91,6 +91,12 @@ pub struct CacheSpec {
     pub peers: Vec<String>,
     /// `log_key_file`, if set (default: in the state directory).
     pub log_key_file: Option<PathBuf>,
+    /// Per builder name, `weight` (omitted: 1).
+    pub weights: Vec<(String, u32)>,
+    /// Per builder name, its `revoked` entries: (key, since as RFC 3339).
+    pub revoked: Vec<(String, String, String)>,
+    /// `blocked` entries: (`path` or `nar_hash`, its value, reason).
+    pub blocked: Vec<(String, String, String)>,
 }
 
 /// One `[[cache.upstream]]` of a cache.
@@ -151,6 +157,9 @@ impl CacheSpec {
             witnesses: Vec::new(),
             peers: Vec::new(),
             log_key_file: None,
+            weights: Vec::new(),
+            revoked: Vec::new(),
+            blocked: Vec::new(),
         }
     }
 
@@ -204,6 +213,33 @@ impl CacheSpec {
     pub fn builder<S: AsRef<str>>(mut self, name: &str, keys: &[S]) -> CacheSpec {
         let keys = keys.iter().map(|k| k.as_ref().to_owned()).collect();
         self.builders.push((name.to_owned(), keys));
+        self
+    }
+
+    /// Sets builder `builder`'s `weight`.
+    pub fn weight(mut self, builder: &str, weight: u32) -> CacheSpec {
+        self.weights.push((builder.to_owned(), weight));
+        self
+    }
+
+    /// Adds `{ key, since }` (RFC 3339) to builder `builder`'s `revoked`.
+    pub fn revoke(mut self, builder: &str, key: &str, since: &str) -> CacheSpec {
+        self.revoked
+            .push((builder.to_owned(), key.to_owned(), since.to_owned()));
+        self
+    }
+
+    /// Adds `{ path = ..., reason }` to `blocked`.
+    pub fn block_path(mut self, path: &str, reason: &str) -> CacheSpec {
+        self.blocked
+            .push(("path".into(), path.to_owned(), reason.to_owned()));
+        self
+    }
+
+    /// Adds `{ nar_hash = ..., reason }` to `blocked`.
+    pub fn block_nar_hash(mut self, nar_hash: &str, reason: &str) -> CacheSpec {
+        self.blocked
+            .push(("nar_hash".into(), nar_hash.to_owned(), reason.to_owned()));
         self
     }
 
@@ -267,6 +303,10 @@ pub struct Quorate {
     wrapper: Vec<String>,
     /// Extra environment of `quorate serve`, kept for restarts.
     env: Vec<(String, String)>,
+    /// The top-level settings and tables of the config, kept to rewrite it
+    /// ([`Quorate::restart_with`]).
+    settings: Vec<(String, String)>,
+    sections: Vec<(String, toml::Table)>,
     /// Owns the config, keys, state and log; deleted on drop (unless QUORATE_TEST_KEEP=1).
     dir: tempfile::TempDir,
 }
@@ -394,6 +434,31 @@ impl Quorate {
             .unwrap_or_else(|log| panic!("quorate did not come back:\n{log}"));
     }
 
+    /// Stops quorate (SIGTERM), rewrites its config with `caches` instead (same port, state,
+    /// database and keys), and starts it again: how an operator changes the policy.
+    pub fn restart_with(&mut self, caches: Vec<CacheSpec>) {
+        let status = self.terminate();
+        assert!(
+            status.success(),
+            "quorate exited with {status}\n{}",
+            self.log()
+        );
+        let config = render_config(
+            self.addr().port(),
+            &self.state_dir,
+            (self.backend == Backend::Postgres).then_some(self.database_url.as_str()),
+            self.test_key
+                .as_ref()
+                .map(|(prefix, _)| prefix.with_extension("sec")),
+            &caches,
+            &self.settings,
+            &self.sections,
+        );
+        std::fs::write(&self.config_path, config).expect("rewriting quorate.toml");
+        self.caches = caches;
+        self.restart();
+    }
+
     async fn try_start(
         backend: Backend,
         caches: &[CacheSpec],
@@ -469,6 +534,8 @@ impl Quorate {
             caches: caches.to_vec(),
             wrapper,
             env,
+            settings: placement.settings.clone(),
+            sections,
             dir,
         };
         match q.wait_healthy().await {
@@ -849,11 +916,31 @@ fn render_config(
             let names: Vec<String> = c.required_builders.iter().map(|b| q(b)).collect();
             let _ = writeln!(t, "required_builders = [{}]", names.join(", "));
         }
+        if !c.blocked.is_empty() {
+            let entries: Vec<String> = c
+                .blocked
+                .iter()
+                .map(|(k, v, reason)| format!("{{ {k} = {}, reason = {} }}", q(v), q(reason)))
+                .collect();
+            let _ = writeln!(t, "blocked = [{}]", entries.join(", "));
+        }
         for (name, keys) in &c.builders {
             let keys: Vec<String> = keys.iter().map(|k| q(k)).collect();
             let _ = writeln!(t, "\n  [[cache.builder]]");
             let _ = writeln!(t, "  name = {}", q(name));
             let _ = writeln!(t, "  keys = [{}]", keys.join(", "));
+            if let Some((_, w)) = c.weights.iter().find(|(b, _)| b == name) {
+                let _ = writeln!(t, "  weight = {w}");
+            }
+            let revoked: Vec<String> = c
+                .revoked
+                .iter()
+                .filter(|(b, _, _)| b == name)
+                .map(|(_, key, since)| format!("{{ key = {}, since = {} }}", q(key), q(since)))
+                .collect();
+            if !revoked.is_empty() {
+                let _ = writeln!(t, "  revoked = [{}]", revoked.join(", "));
+            }
         }
         for up in &c.upstreams {
             let _ = writeln!(t, "\n  [[cache.upstream]]");

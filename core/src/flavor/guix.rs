@@ -103,6 +103,10 @@ impl FrontEnd for GuixFrontEnd {
         self.scope.same_builder_still(a)
     }
 
+    fn revoked(&self, a: &Attestation) -> bool {
+        self.scope.revoked(a)
+    }
+
     fn render(&self, agreed: &Agreed) -> Result<String, FrontEndError> {
         let c = &agreed.content;
         // The basename as one URL path segment: of the store-path name characters only `?`
@@ -166,10 +170,7 @@ mod tests {
     #[test]
     fn a_question_mark_in_a_store_path_name_is_escaped_in_nar_urls_and_routed_back() {
         let key = GuixSecretKey::generate().expect("randomness");
-        let builders = [Builder {
-            name: "b".into(),
-            keys: vec![BuilderKey::Guix(*key.public())],
-        }];
+        let builders = [Builder::new("b", vec![BuilderKey::Guix(*key.public())])];
         let front = front_end("g", "/gnu/store", &builders, Signer::Guix(key));
         let basename = "0vpqfxbkx0ffrnhbws6g9qwhmliksz7f-odd?name=1";
         let content = Content {

@@ -6,7 +6,9 @@
 //! - [`FrontEnd::observe`]: an upstream narinfo → attestations (one per signature, valid or
 //!   not) and where the NAR is;
 //! - [`FrontEnd::still_trusted`]: whether an attestation recorded earlier still counts under
-//!   today's keys;
+//!   today's keys and revocations;
+//! - [`FrontEnd::revoked`]: whether an attestation's key was revoked before it was first
+//!   recorded (it is kept as evidence but does not vote);
 //! - [`FrontEnd::render`]: an agreed content → quorate's own signed narinfo;
 //! - [`FrontEnd::nar_request`]: which NAR a client's `nar/...` URL names.
 //!
@@ -128,9 +130,14 @@ pub trait FrontEnd: Send + Sync {
     ) -> Result<Observation, FrontEndError>;
 
     /// Whether a recorded attestation still counts: it was valid, its key belongs to the
-    /// same builder now, and (where keys are named) its signature verifies under the key
-    /// configured under that name today.
+    /// same builder now and was not revoked before the attestation was first recorded, and
+    /// (where keys are named) its signature verifies under the key configured under that
+    /// name today.
     fn still_trusted(&self, attestation: &Attestation) -> bool;
+
+    /// Whether `attestation`'s key was revoked (`revoked = [{ key, since }]` of its builder)
+    /// at or before the time it was first recorded: it does not vote.
+    fn revoked(&self, attestation: &Attestation) -> bool;
 
     /// quorate's own narinfo for an agreed content, signed with quorate's key.
     fn render(&self, agreed: &Agreed) -> Result<String, FrontEndError>;
@@ -265,14 +272,22 @@ impl Scope {
             status,
             seen_at: seen.seen_at,
             signed_body: seen.signed_body.map(str::to_owned),
+            first_seen: seen.seen_at,
         }
     }
 
     /// The flavor-independent part of [`FrontEnd::still_trusted`]: a valid observation whose
-    /// key belongs to the same builder today.
+    /// key belongs to the same builder today and was not revoked when it was first recorded.
     fn same_builder_still(&self, a: &Attestation) -> bool {
         a.status == SigStatus::Valid
             && builder_of(&self.builders, &a.key_name)
                 .is_some_and(|b| Some(&b.name) == a.builder.as_ref())
+            && !self.revoked(a)
+    }
+
+    /// [`FrontEnd::revoked`], for both flavors.
+    fn revoked(&self, a: &Attestation) -> bool {
+        builder_of(&self.builders, &a.key_name)
+            .is_some_and(|b| b.revoked_at(&a.key_name, a.first_seen))
     }
 }

@@ -93,6 +93,10 @@ impl FrontEnd for NixFrontEnd {
             .is_valid()
     }
 
+    fn revoked(&self, a: &Attestation) -> bool {
+        self.scope.revoked(a)
+    }
+
     fn render(&self, agreed: &Agreed) -> Result<String, FrontEndError> {
         let c = &agreed.content;
         let mut ni = NixNarInfo {
@@ -142,10 +146,7 @@ mod tests {
     use crate::protocol::nar_hash::NarHash;
 
     fn cache_trusting(builder: &str, key: &NixPublicKey) -> Box<dyn FrontEnd> {
-        let builders = [Builder {
-            name: builder.into(),
-            keys: vec![BuilderKey::Nix(key.clone())],
-        }];
+        let builders = [Builder::new(builder, vec![BuilderKey::Nix(key.clone())])];
         let signer = Signer::Nix(NixSecretKey::generate("quorate-1").expect("key"));
         front_end("c", "/nix/store", &builders, signer)
     }
@@ -173,6 +174,7 @@ mod tests {
             status: SigStatus::Valid,
             seen_at: 0,
             signed_body: None,
+            first_seen: 0,
         }
     }
 
@@ -192,6 +194,32 @@ mod tests {
             ..att
         };
         assert!(!cache_trusting("rebuilder", &old.public()).still_trusted(&invalid));
+    }
+
+    #[test]
+    fn a_revoked_key_counts_only_for_what_was_recorded_before_its_revocation() {
+        let stolen = NixSecretKey::generate("rebuilder-1").expect("key");
+        let mut builder = Builder::new("rebuilder", vec![BuilderKey::Nix(stolen.public())]);
+        builder.revoked = vec![crate::builder::Revocation {
+            key: BuilderKey::Nix(stolen.public()),
+            since: 1_000,
+        }];
+        let signer = Signer::Nix(NixSecretKey::generate("quorate-1").expect("key"));
+        let front = front_end("c", "/nix/store", &[builder], signer);
+        let before = Attestation {
+            first_seen: 999,
+            seen_at: 5_000, // seen again later: the first sighting is what counts
+            ..attestation_by(&stolen, "rebuilder")
+        };
+        assert!(!front.revoked(&before));
+        assert!(front.still_trusted(&before));
+        let after = Attestation {
+            first_seen: 1_000,
+            seen_at: 1_000,
+            ..before
+        };
+        assert!(front.revoked(&after));
+        assert!(!front.still_trusted(&after));
     }
 
     #[test]

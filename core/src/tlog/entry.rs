@@ -23,7 +23,19 @@
 //! required
 //! builder a upstream-A-1:3Xk…=
 //! builder b upstream-B-1:Qp0…=
+//! builder b upstream-B-2:Zx9…=
+//! weight 2 a
+//! revoked 1793491200000 b upstream-B-1:Qp0…=
+//! blocked-path /nix/store/wa25…-hello-1 CVE-2026-0001
+//! blocked-nar-hash sha256:04zw…dqw
 //! ```
+//!
+//! A policy entry lists, after its builders' keys (config order): a `weight <n> <builder>`
+//! line for each builder whose weight is not 1, a `revoked <since, Unix ms> <builder> <key>`
+//! line per revoked key, and a `blocked-path <path> [<reason>]` or `blocked-nar-hash
+//! <nar-hash> [<reason>]` line per block list entry, each in config order. An entry without
+//! them (every entry before weights existed) means weight 1 for all, nothing revoked, nothing
+//! blocked; a policy without them renders exactly as it did, so upgrading logs no new one.
 //!
 //! One `key value` per line, in this order, `\n`-terminated; a line whose value is absent is
 //! left out (`deriver`, `ca`, `builder`, a decision's content), a list is space-separated
@@ -41,9 +53,11 @@
 use sha2::{Digest, Sha256};
 
 use crate::attestation::Attestation;
+use crate::builder::Builder;
 use crate::protocol::content::Content;
+use crate::protocol::nar_hash::NarHash;
 use crate::protocol::narinfo::fingerprint_of;
-use crate::quorum::{OnDissent, Policy};
+use crate::quorum::{Block, BlockTarget, Elector, OnDissent, Policy};
 
 /// The largest entry a tile's entry bundle can hold (a 16-bit length).
 pub const MAX_ENTRY: usize = 65_535;
@@ -150,7 +164,8 @@ pub fn attestation(a: &Attestation) -> AttestationEntry {
             (Some(body), false) => l.line("signed", body),
             (None, false) => &mut l, // the fingerprint is rebuilt from the lines above
         };
-        l.line("status", a.status.as_str());
+        l.line("status", a.status.as_str())
+            .line("first-seen", &a.first_seen.to_string());
         l.done()
     };
     let entry = render(false, false);
@@ -246,9 +261,9 @@ pub fn decision(d: &DecisionEntry<'_>) -> Vec<u8> {
     within_limit(render)
 }
 
-/// A `quorate/policy/v1` entry: the policy and every builder's keys (`(builder, key text)`,
-/// in config order).
-pub fn policy(cache: &str, p: &Policy, keys: &[(String, String)]) -> Vec<u8> {
+/// A `quorate/policy/v1` entry: the policy (with its weights and block list) and every
+/// builder's keys and revoked keys, in config order.
+pub fn policy(cache: &str, p: &Policy, builders: &[Builder]) -> Vec<u8> {
     let mut l = Lines::new("quorate/policy/v1");
     let on_dissent = match p.on_dissent {
         OnDissent::Refuse => "refuse",
@@ -258,10 +273,147 @@ pub fn policy(cache: &str, p: &Policy, keys: &[(String, String)]) -> Vec<u8> {
         .line("quorum", &p.quorum.to_string())
         .line("on-dissent", on_dissent)
         .line("required", &p.required_builders.join(" "));
-    for (builder, key) in keys {
-        l.line("builder", &format!("{builder} {key}"));
+    for b in builders {
+        for key in &b.keys {
+            l.line("builder", &format!("{} {}", b.name, key.to_text()));
+        }
+    }
+    for e in p.builders.iter().filter(|e| e.weight != 1) {
+        l.line("weight", &format!("{} {}", e.weight, e.name));
+    }
+    for b in builders {
+        for r in &b.revoked {
+            let key = r.key.to_text();
+            l.line("revoked", &format!("{} {} {key}", r.since, b.name));
+        }
+    }
+    for block in &p.blocked {
+        let (key, target) = match &block.target {
+            BlockTarget::Path(path) => ("blocked-path", path.clone()),
+            BlockTarget::NarHash(h) => ("blocked-nar-hash", h.to_string()),
+        };
+        let value = if block.reason.is_empty() {
+            target
+        } else {
+            format!("{target} {}", block.reason)
+        };
+        l.line(key, &value);
     }
     l.done()
+}
+
+/// A policy entry read back: enough to replay its decisions offline
+/// ([`crate::quorum::decide`] with [`PolicyEntry::policy`]).
+#[derive(Clone, Debug)]
+pub struct PolicyEntry {
+    /// The cache.
+    pub cache: String,
+    /// The quorum policy: quorum, required builders, dissent rule, builders with their
+    /// weights, block list.
+    pub policy: Policy,
+    /// `(builder, key text)` per `builder` line.
+    pub keys: Vec<(String, String)>,
+    /// Revoked keys: `(builder, since in Unix ms, key text)`.
+    pub revoked: Vec<(String, i64, String)>,
+}
+
+impl PolicyEntry {
+    /// Whether an attestation by key `key_text` of `builder`, first recorded at
+    /// `first_seen`, came after that key was revoked.
+    pub fn revoked_at(&self, builder: &str, key_text: &str, first_seen: i64) -> bool {
+        self.revoked
+            .iter()
+            .any(|(b, since, k)| b == builder && k == key_text && first_seen >= *since)
+    }
+}
+
+/// Reads a `quorate/policy/v1` entry's meaning.
+pub fn parse_policy(p: &Parsed) -> Result<PolicyEntry, EntryError> {
+    if p.kind != "quorate/policy/v1" {
+        return Err(EntryError::Malformed("not a policy entry"));
+    }
+    let cache = p.get("cache").ok_or(EntryError::Malformed("no cache"))?;
+    let quorum = p
+        .get("quorum")
+        .and_then(|q| q.parse().ok())
+        .ok_or(EntryError::Malformed("no quorum"))?;
+    let on_dissent = match p.get("on-dissent") {
+        Some("refuse") => OnDissent::Refuse,
+        Some("majority") => OnDissent::Majority,
+        _ => return Err(EntryError::Malformed("no on-dissent rule")),
+    };
+    let required_builders = p
+        .get("required")
+        .unwrap_or("")
+        .split_whitespace()
+        .map(str::to_owned)
+        .collect();
+    let mut keys = Vec::new();
+    let mut builders: Vec<Elector> = Vec::new();
+    for line in p.all("builder") {
+        let (name, key) = line
+            .split_once(' ')
+            .ok_or(EntryError::Malformed("a builder line without a key"))?;
+        if !builders.iter().any(|e| e.name == name) {
+            builders.push(Elector::new(name));
+        }
+        keys.push((name.to_owned(), key.to_owned()));
+    }
+    for line in p.all("weight") {
+        let (weight, name) = line
+            .split_once(' ')
+            .and_then(|(w, n)| Some((w.parse::<u32>().ok().filter(|w| *w >= 1)?, n)))
+            .ok_or(EntryError::Malformed(
+                "a weight line is not `weight <n> <builder>`",
+            ))?;
+        let elector = builders
+            .iter_mut()
+            .find(|e| e.name == name)
+            .ok_or(EntryError::Malformed("a weight for no builder"))?;
+        elector.weight = weight;
+    }
+    let mut revoked = Vec::new();
+    for line in p.all("revoked") {
+        let mut parts = line.splitn(3, ' ');
+        let (Some(since), Some(builder), Some(key)) = (parts.next(), parts.next(), parts.next())
+        else {
+            return Err(EntryError::Malformed(
+                "a revoked line is not `revoked <since> <builder> <key>`",
+            ));
+        };
+        let since = since
+            .parse()
+            .map_err(|_| EntryError::Malformed("a revoked line's since is not a number"))?;
+        revoked.push((builder.to_owned(), since, key.to_owned()));
+    }
+    let mut blocked = Vec::new();
+    for (k, v) in &p.fields {
+        let (target, reason) = v.split_once(' ').unwrap_or((v, ""));
+        let target = match k.as_str() {
+            "blocked-path" => BlockTarget::Path(target.to_owned()),
+            "blocked-nar-hash" => BlockTarget::NarHash(
+                NarHash::parse(target)
+                    .map_err(|_| EntryError::Malformed("a blocked NarHash does not parse"))?,
+            ),
+            _ => continue,
+        };
+        blocked.push(Block {
+            target,
+            reason: reason.to_owned(),
+        });
+    }
+    Ok(PolicyEntry {
+        cache: cache.to_owned(),
+        policy: Policy {
+            quorum,
+            required_builders,
+            on_dissent,
+            builders,
+            blocked,
+        },
+        keys,
+        revoked,
+    })
 }
 
 /// An entry read back: its kind line and its `key value` lines, values unescaped.
@@ -377,6 +529,7 @@ mod tests {
             status: SigStatus::Valid,
             seen_at: 1,
             signed_body: None,
+            first_seen: 1,
         }
     }
 
@@ -390,7 +543,7 @@ mod tests {
              nar-hash sha256:04zwf782yjwnh3q6hz5izfd6jyip8kgw6g6yj43fiqhbyhdd0dqw\n\
              nar-size 120\nreferences\nderiver p2is4vfrfhngnrfzsdiyad85n1hqshbk-hello-1.drv\n\
              upstream http://127.0.0.1:41234\nkey upstream-A-1\nbuilder a\n\
-             scheme nix-fingerprint\nsignature upstream-A-1:sig==\nstatus valid\n"
+             scheme nix-fingerprint\nsignature upstream-A-1:sig==\nstatus valid\nfirst-seen 1\n"
         );
     }
 
@@ -491,16 +644,92 @@ mod tests {
             quorum: 2,
             required_builders: vec!["a".into()],
             on_dissent: OnDissent::Majority,
-            builders: vec!["a".into(), "b".into()],
+            builders: vec![Elector::new("a"), Elector::new("b")],
+            blocked: vec![],
         };
-        let keys = [
-            ("a".to_owned(), "ka:x=".to_owned()),
-            ("b".to_owned(), "kb:y=".to_owned()),
+        let builders = [
+            Builder::new("a", vec![nix_key("ka")]),
+            Builder::new("b", vec![nix_key("kb")]),
         ];
+        let (ka, kb) = (builders[0].keys[0].to_text(), builders[1].keys[0].to_text());
+        // Weight 1, nothing revoked, nothing blocked: the lines of a policy before weights.
         assert_eq!(
-            String::from_utf8(policy("nixos", &p, &keys)).unwrap(),
-            "quorate/policy/v1\ncache nixos\nquorum 2\non-dissent majority\nrequired a\n\
-             builder a ka:x=\nbuilder b kb:y=\n"
+            String::from_utf8(policy("nixos", &p, &builders)).unwrap(),
+            format!(
+                "quorate/policy/v1\ncache nixos\nquorum 2\non-dissent majority\nrequired a\n\
+                 builder a {ka}\nbuilder b {kb}\n"
+            )
         );
+    }
+
+    fn nix_key(name: &str) -> crate::builder::BuilderKey {
+        let secret = crate::protocol::nix_key::NixSecretKey::generate(name).unwrap();
+        crate::builder::BuilderKey::Nix(secret.public())
+    }
+
+    #[test]
+    fn a_policy_entry_carries_weights_revocations_and_blocks_and_parses_back() {
+        let hash = content(vec![]).nar_hash;
+        let p = Policy {
+            quorum: 3,
+            required_builders: vec![],
+            on_dissent: OnDissent::Refuse,
+            builders: vec![
+                Elector {
+                    name: "a".into(),
+                    weight: 2,
+                },
+                Elector::new("b"),
+            ],
+            blocked: vec![
+                Block {
+                    target: BlockTarget::Path(content(vec![]).store_path),
+                    reason: "CVE-2026-0001, see\nthe advisory".into(),
+                },
+                Block {
+                    target: BlockTarget::NarHash(hash),
+                    reason: String::new(),
+                },
+            ],
+        };
+        let mut b = Builder::new("b", vec![nix_key("kb-1"), nix_key("kb-2")]);
+        b.revoked = vec![crate::builder::Revocation {
+            key: b.keys[0].clone(),
+            since: 1_793_491_200_000,
+        }];
+        let builders = [Builder::new("a", vec![nix_key("ka")]), b];
+        let kb1 = builders[1].keys[0].to_text();
+        let text = String::from_utf8(policy("nixos", &p, &builders)).unwrap();
+        assert!(
+            text.ends_with(&format!(
+                "weight 2 a\nrevoked 1793491200000 b {kb1}\n\
+                 blocked-path {} CVE-2026-0001, see\\nthe advisory\n\
+                 blocked-nar-hash {hash}\n",
+                content(vec![]).store_path
+            )),
+            "{text}"
+        );
+        let back = parse_policy(&parse(text.as_bytes()).unwrap()).unwrap();
+        assert_eq!(back.cache, "nixos");
+        assert_eq!(back.policy.quorum, 3);
+        assert_eq!(back.policy.builders, p.builders);
+        assert_eq!(back.policy.blocked, p.blocked);
+        assert_eq!(back.keys.len(), 3);
+        assert!(back.revoked_at("b", &kb1, 1_793_491_200_000));
+        assert!(!back.revoked_at("b", &kb1, 1_793_491_199_999));
+        // An entry of before weights: everyone weighs 1, nothing revoked or blocked.
+        let old = "quorate/policy/v1\ncache c\nquorum 1\non-dissent refuse\nrequired\n\
+                   builder a ka:x=\n";
+        let back = parse_policy(&parse(old.as_bytes()).unwrap()).unwrap();
+        assert_eq!(back.policy.builders, vec![Elector::new("a")]);
+        assert!(back.policy.blocked.is_empty() && back.revoked.is_empty());
+        // A weight for nobody, or of 0, is malformed.
+        for bad in ["weight 2 z\n", "weight 0 a\n", "revoked x a ka:x=\n"] {
+            let e = format!("{old}{bad}");
+            assert!(
+                parse_policy(&parse(e.as_bytes()).unwrap()).is_err(),
+                "{bad}"
+            );
+        }
     }
 }

@@ -8,15 +8,15 @@
 //! compares equal to one that lists them.
 
 use crate::attestation::Content;
-use crate::builder::{builder_of, Builder, BuilderKey};
+use crate::builder::{builder_of, Builder, BuilderKey, Revocation};
 use crate::protocol::guix_key::GuixPublicKey;
 use crate::protocol::guix_narinfo::GuixNarInfo;
 use crate::protocol::nar_hash::NarHash;
 use crate::protocol::nix_key::{check_sig, NixPublicKey};
 use crate::protocol::signature::{SigCheck, SigStatus};
-use crate::quorum::{decide, Decision, OnDissent, Policy, Vote};
+use crate::quorum::{decide, Decision, Policy, Vote};
 
-use super::entry::{sha256_hex, signed_text_of, Parsed, SCHEME_GUIX, SCHEME_NIX};
+use super::entry::{parse_policy, sha256_hex, signed_text_of, Parsed, SCHEME_GUIX, SCHEME_NIX};
 
 /// Why an entry cannot be replayed.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -101,49 +101,38 @@ pub struct LoggedPolicy {
 }
 
 impl LoggedPolicy {
-    /// Reads a policy entry.
+    /// Reads a policy entry: its rule ([`super::entry::parse_policy`]) and its builders with
+    /// their keys, weights and revoked keys.
     pub fn from_entry(p: &Parsed) -> Result<LoggedPolicy, ReplayError> {
         const KIND: &str = "policy";
-        if p.kind != "quorate/policy/v1" {
-            return Err(malformed(KIND, format!("kind {:?}", p.kind)));
-        }
-        let quorum = p
-            .get("quorum")
-            .and_then(|q| q.parse().ok())
-            .ok_or_else(|| malformed(KIND, "no quorum"))?;
-        let on_dissent = match p.get("on-dissent") {
-            Some("refuse") => OnDissent::Refuse,
-            Some("majority") => OnDissent::Majority,
-            other => return Err(malformed(KIND, format!("on-dissent {other:?}"))),
-        };
-        let required_builders = p
-            .get("required")
-            .unwrap_or("")
-            .split_whitespace()
-            .map(str::to_owned)
-            .collect();
+        let entry = parse_policy(p).map_err(|e| malformed(KIND, e.to_string()))?;
         let mut builders: Vec<Builder> = Vec::new();
-        for line in p.all("builder") {
-            let (name, key) = line
-                .split_once(' ')
-                .ok_or_else(|| malformed(KIND, format!("builder line {line:?}")))?;
+        for (name, key) in &entry.keys {
             let key = parse_key(key)
                 .ok_or_else(|| malformed(KIND, format!("builder {name}'s key {key:?}")))?;
-            match builders.iter_mut().find(|b| b.name == name) {
+            match builders.iter_mut().find(|b| b.name == *name) {
                 Some(b) => b.keys.push(key),
-                None => builders.push(Builder {
-                    name: name.to_owned(),
-                    keys: vec![key],
-                }),
+                None => builders.push(Builder::new(name.clone(), vec![key])),
             }
         }
-        let policy = Policy {
-            quorum,
-            required_builders,
-            on_dissent,
-            builders: builders.iter().map(|b| b.name.clone()).collect(),
-        };
-        Ok(LoggedPolicy { policy, builders })
+        for b in &mut builders {
+            if let Some(e) = entry.policy.builders.iter().find(|e| e.name == b.name) {
+                b.weight = e.weight;
+            }
+        }
+        for (name, since, key) in &entry.revoked {
+            let key = parse_key(key)
+                .ok_or_else(|| malformed(KIND, format!("builder {name}'s revoked key {key:?}")))?;
+            let builder = builders
+                .iter_mut()
+                .find(|b| b.name == *name)
+                .ok_or_else(|| malformed(KIND, format!("a revoked key of no builder: {name}")))?;
+            builder.revoked.push(Revocation { key, since: *since });
+        }
+        Ok(LoggedPolicy {
+            policy: entry.policy,
+            builders,
+        })
     }
 
     /// The builder holding the key named `key_name`, if any.
@@ -193,6 +182,9 @@ pub struct LoggedAttestation {
     pub signed: Signed,
     /// The verdict logged.
     pub status: SigStatus,
+    /// When the logging quorate first recorded it (Unix ms): what a revocation is compared
+    /// with.
+    pub first_seen: i64,
 }
 
 impl LoggedAttestation {
@@ -233,6 +225,10 @@ impl LoggedAttestation {
             signature: need("signature")?,
             signed,
             status,
+            first_seen: p
+                .get("first-seen")
+                .and_then(|t| t.parse().ok())
+                .ok_or_else(|| malformed(KIND, "no first-seen"))?,
         })
     }
 
@@ -386,7 +382,8 @@ fn nix_fingerprint_claims(fingerprint: &str, content: &ContentKey) -> bool {
 }
 
 /// What an attestation counts for in a replay: its builder (under the policy) and content,
-/// when its signature verified again.
+/// when its signature verified again and it was first recorded before any revocation of
+/// its key.
 pub fn vote_of(
     a: &LoggedAttestation,
     check: &SigCheck,
@@ -395,8 +392,11 @@ pub fn vote_of(
     if check.status() != SigStatus::Valid {
         return None;
     }
-    let builder = policy.builder_of(check.key_name())?;
-    Some((builder.to_owned(), a.content.clone()))
+    let builder = builder_of(&policy.builders, check.key_name())?;
+    if builder.revoked_at(check.key_name(), a.first_seen) {
+        return None; // first recorded after its key was revoked
+    }
+    Some((builder.name.clone(), a.content.clone()))
 }
 
 /// The decision `policy` reaches from `votes` (builder, content), every upstream answered.
@@ -432,6 +432,7 @@ mod tests {
     use crate::protocol::guix_narinfo::NarUrl;
     use crate::protocol::narinfo::fingerprint_of;
     use crate::protocol::nix_key::NixSecretKey;
+    use crate::quorum::{Elector, OnDissent};
     use crate::tlog::entry::{self, parse};
 
     const HASH: &str = "sha256:04zwf782yjwnh3q6hz5izfd6jyip8kgw6g6yj43fiqhbyhdd0dqw";
@@ -450,13 +451,16 @@ mod tests {
             quorum,
             required_builders: vec![],
             on_dissent,
-            builders: builders.iter().map(|b| b.name.clone()).collect(),
+            builders: builders
+                .iter()
+                .map(|b| Elector {
+                    name: b.name.clone(),
+                    weight: b.weight,
+                })
+                .collect(),
+            blocked: vec![],
         };
-        let keys: Vec<(String, String)> = builders
-            .iter()
-            .flat_map(|b| b.keys.iter().map(|k| (b.name.clone(), k.to_text())))
-            .collect();
-        let text = entry::policy("c", &p, &keys);
+        let text = entry::policy("c", &p, builders);
         LoggedPolicy::from_entry(&parse(&text).unwrap()).expect("a policy entry reads back")
     }
 
@@ -500,10 +504,7 @@ mod tests {
     /// Builder a (a Nix key), a narinfo of hello signed by it, and its logged attestation.
     fn signed_by_a() -> (Vec<Builder>, String, Parsed, LoggedAttestation) {
         let key = NixSecretKey::generate("builder-a-1").unwrap();
-        let builders = vec![Builder {
-            name: "a".into(),
-            keys: vec![BuilderKey::Nix(key.public())],
-        }];
+        let builders = vec![Builder::new("a", vec![BuilderKey::Nix(key.public())])];
         let c = content("/nix/store", 120);
         let text = nix_narinfo(&c, &key.sign(&fingerprint_of("/nix/store", &c)));
         let mut logged = logged(&builders, "/nix/store", &text);
@@ -555,10 +556,7 @@ mod tests {
     #[test]
     fn a_logged_guix_signature_verifies_again_from_its_signed_text() {
         let key = GuixSecretKey::generate().unwrap();
-        let builders = [Builder {
-            name: "g".into(),
-            keys: vec![BuilderKey::Guix(*key.public())],
-        }];
+        let builders = [Builder::new("g", vec![BuilderKey::Guix(*key.public())])];
         let c = content("/gnu/store", 120);
         let url = NarUrl {
             url: "nar/zstd/x".into(),
@@ -576,12 +574,12 @@ mod tests {
         assert!(matches!(a.signed, Signed::Text(_)));
         assert!(a.check(p, &builders, None).unwrap().is_valid());
         // Under a policy without that key, it is an unknown key.
-        let other = [Builder {
-            name: "g".into(),
-            keys: vec![BuilderKey::Guix(
+        let other = [Builder::new(
+            "g",
+            vec![BuilderKey::Guix(
                 *GuixSecretKey::generate().unwrap().public(),
             )],
-        }];
+        )];
         assert_eq!(
             a.check(p, &other, None).unwrap().status(),
             SigStatus::UnknownKey
@@ -610,10 +608,7 @@ mod tests {
         assert_eq!(b.content, a.content);
 
         let g = GuixSecretKey::generate().unwrap();
-        let gb = [Builder {
-            name: "g".into(),
-            keys: vec![BuilderKey::Guix(*g.public())],
-        }];
+        let gb = [Builder::new("g", vec![BuilderKey::Guix(*g.public())])];
         let gc = content("/gnu/store", 7);
         let gtext = GuixNarInfo::new(&gc, None, None, vec![])
             .unwrap()
@@ -642,6 +637,7 @@ mod tests {
             signature: "1;h;x".into(),
             signed: Signed::Beside(sha256_hex(b"text")),
             status: SigStatus::Valid,
+            first_seen: 0,
         };
         let p = parse(b"quorate/attestation/v1\n").unwrap();
         assert!(matches!(
@@ -661,14 +657,45 @@ mod tests {
     }
 
     #[test]
+    fn an_attestation_first_recorded_after_its_keys_revocation_does_not_vote() {
+        let (builders, _, p, a) = &signed_by_a();
+        let mut revoking = builders.clone();
+        let key = revoking[0].keys[0].clone();
+        revoking[0].revoked.push(Revocation { key, since: 100 });
+        let policy = policy_of(&revoking, 1, OnDissent::Refuse);
+        assert_eq!(
+            policy.builders[0].revoked.len(),
+            1,
+            "read back from the entry"
+        );
+        let check = a.check(p, &policy.builders, None).unwrap();
+        assert!(check.is_valid(), "the signature itself still verifies");
+        let at = |first_seen| LoggedAttestation {
+            first_seen,
+            ..a.clone()
+        };
+        assert!(
+            vote_of(&at(99), &check, &policy).is_some(),
+            "before: counts"
+        );
+        assert_eq!(
+            vote_of(&at(100), &check, &policy),
+            None,
+            "from since on: not"
+        );
+    }
+
+    #[test]
     fn a_decision_replays_under_its_policy() {
         let builders: Vec<Builder> = ["a", "b", "c"]
             .iter()
-            .map(|n| Builder {
-                name: (*n).into(),
-                keys: vec![BuilderKey::Nix(
-                    NixSecretKey::generate(&format!("{n}-1")).unwrap().public(),
-                )],
+            .map(|n| {
+                Builder::new(
+                    *n,
+                    vec![BuilderKey::Nix(
+                        NixSecretKey::generate(&format!("{n}-1")).unwrap().public(),
+                    )],
+                )
             })
             .collect();
         let x = ContentKey::of(&content("/nix/store", 120));
@@ -690,20 +717,18 @@ mod tests {
     fn a_policy_entry_reads_back_with_guix_and_nix_keys() {
         let g = GuixSecretKey::generate().unwrap();
         let builders = [
-            Builder {
-                name: "g".into(),
-                keys: vec![BuilderKey::Guix(*g.public())],
-            },
-            Builder {
-                name: "n".into(),
-                keys: vec![
+            Builder::new("g", vec![BuilderKey::Guix(*g.public())]),
+            Builder::new(
+                "n",
+                vec![
                     BuilderKey::Nix(NixSecretKey::generate("n-1").unwrap().public()),
                     BuilderKey::Nix(NixSecretKey::generate("n-2").unwrap().public()),
                 ],
-            },
+            ),
         ];
         let p = policy_of(&builders, 1, OnDissent::Majority);
-        assert_eq!(p.policy.builders, ["g", "n"]);
+        let names: Vec<&str> = p.policy.builders.iter().map(|e| e.name.as_str()).collect();
+        assert_eq!(names, ["g", "n"]);
         assert_eq!(p.builders[1].keys.len(), 2);
         assert_eq!(p.builder_of(&g.public().q_hex()), Some("g"));
         assert_eq!(p.builder_of("n-2"), Some("n"));
