@@ -5,14 +5,14 @@
 //! ends) are the `quorate_core` crate. This crate is the service on top; data walks one way,
 //! route → resolution → record → respond, and modules only use those listed before them:
 //!
-//! - foundations: [`clock`], [`limits`], [`config`];
+//! - foundations: [`clock`], [`limits`], [`config`], [`rate_limit`];
 //! - I/O, independent of each other: [`db`] (SQL), [`upstream`] (HTTP client), [`nar`]
 //!   (streaming verification and the content-addressed store); then [`fleet`] (one download
 //!   per NAR for a whole replica set: leases in the database, relays between replicas);
 //! - state: [`metrics`], [`outbox`], [`keys`], [`tlog`] (each cache's log key and stored
 //!   hashes), [`served_cache`], [`tasks`], [`app`];
 //! - the request path: [`record`], [`resolve`] (narinfo → decision), [`delivery`] (NAR
-//!   bytes), [`http`] (routes); [`changes`]: other replicas' decisions leave memory;
+//!   bytes), [`pushed`] (attestations builders push), [`http`] (routes); [`changes`]: other replicas' decisions leave memory;
 //!   [`evict`]: the bucket's LRU eviction, one replica at a time; [`append`]: the
 //!   transparency logs grow from the recorded rows; [`witnessing`]: their checkpoints go to
 //!   their witnesses;
@@ -23,6 +23,7 @@
 pub mod clock;
 pub mod config;
 pub mod limits;
+pub mod rate_limit;
 
 pub mod db;
 pub mod nar;
@@ -40,6 +41,7 @@ pub mod tlog;
 
 pub mod delivery;
 pub mod http;
+pub mod pushed;
 pub mod record;
 pub mod resolve;
 
