@@ -18,7 +18,8 @@
 //!   their witnesses;
 //! - [`serve`]: listening and clean shutdown; [`challenge`]: the `quorate challenge` report;
 //!   [`verify`]: `quorate verify`, a client's check of a path against the transparency log;
-//!   [`audit`]: `quorate audit mirror|check`, a log copied and replayed offline.
+//!   [`audit`]: `quorate audit mirror|check`, a log copied and replayed offline; [`push`]:
+//!   `quorate push`, a rebuilder's signed narinfos from its local Nix store, and its queue.
 
 pub mod clock;
 pub mod config;
@@ -54,4 +55,5 @@ pub mod serve;
 
 pub mod audit;
 pub mod challenge;
+pub mod push;
 pub mod verify;
