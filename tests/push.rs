@@ -617,3 +617,32 @@ fn the_queue_keeps_what_could_not_be_sent_and_sends_it_on_a_later_drain() {
         );
     });
 }
+
+/// Two replicas sharing one PostgreSQL database: replica 1 has refused hello (A alone) and
+/// keeps that answer in memory for a minute; B's vote pushed to replica 0 reaches replica 1
+/// through the database's notice, which then serves hello well before its memory answer
+/// would have expired. (Replica sets are PostgreSQL-only.)
+#[test]
+fn a_push_to_one_replica_lifts_the_refusal_another_replica_holds_in_memory() {
+    if !common::backends().contains(&common::Backend::Postgres) {
+        return;
+    }
+    let fx = fixtures();
+    let hello = &fx.paths.hello;
+    let a = serve_builder("A");
+    let spec = with_builders(CacheSpec::nix(CACHE).quorum(2), &["A", "B"]).upstream(a.url());
+    let set = common::ReplicaSet::start_plain(2, vec![spec]);
+    let url = |i: usize| format!("{}{}", set.replica(i).url(), hello.narinfo_path());
+    let refused = http_get(&url(1)).expect("narinfo on replica 1");
+    assert_eq!(refused.status, 404, "A alone is not a quorum");
+
+    let pushed = push_narinfos(
+        set.replica(0),
+        &narinfo_of(hello, &[signature(&builder_key("B"), hello)]),
+    );
+    assert_eq!(pushed.status, 200, "{}", pushed.text);
+    assert_eq!(pushed.json()["accepted"], 1, "{}", pushed.text);
+    eventually("replica 1 serves hello", Duration::from_secs(20), || {
+        http_get(&url(1)).is_ok_and(|a| a.status == 200)
+    });
+}
