@@ -646,3 +646,47 @@ fn a_push_to_one_replica_lifts_the_refusal_another_replica_holds_in_memory() {
         http_get(&url(1)).is_ok_and(|a| a.status == 200)
     });
 }
+
+/// The Guix flavor: builder b2 pushes the narinfo it signed with libgcrypt (as `guix publish`
+/// signs) to a Guix cache whose only upstream is b1's; with b1's vote that is quorum 2, and
+/// quorate serves hello with the NAR from b1. A narinfo of hello tampered after signing is
+/// rejected.
+#[test]
+fn a_guix_builder_pushes_its_signed_narinfo_and_completes_the_quorum() {
+    let Some(world) = common::guix::oracle::Oracle::get().map(common::guix::world::World::build)
+    else {
+        return;
+    };
+    let hello = world.item("hello");
+    for_each_backend(|backend| {
+        let b1 = common::UpstreamServer::serve_files(world.upstream("b1").files.clone());
+        let key = |b: &str| world.key(b).public.display().to_string();
+        let spec = CacheSpec::guix("guix")
+            .mount("/guix")
+            .quorum(2)
+            .builder("b1", &[key("b1")])
+            .builder("b2", &[key("b2")])
+            .upstream(b1.url());
+        let q = Quorate::start(backend, vec![spec]);
+        let narinfo_url = format!("{}{}", q.cache_url("guix"), hello.narinfo_path());
+        let before = http_get(&narinfo_url).expect("narinfo");
+        assert_eq!(before.status, 404, "b1 alone is not a quorum");
+
+        let signed = world.narinfo("b2", "hello");
+        let tampered = signed.replacen("NarSize: ", "NarSize: 1", 1);
+        let body = format!("{tampered}\n{signed}");
+        let answer = post(&q, "guix", "text/x-nix-narinfo", body);
+        assert_eq!(answer.status, 200, "{}", answer.text);
+        let json = answer.json();
+        assert_eq!(json["narinfos"][0]["error"], "bad_signature", "{json}");
+        assert_eq!(json["narinfos"][1]["status"], "accepted", "{json}");
+        assert_eq!(json["narinfos"][1]["builders"][0], "b2", "{json}");
+
+        let served = http_get(&narinfo_url).expect("narinfo");
+        assert_eq!(served.status, 200, "{}", served.summary());
+        let nar = http_get(&format!("{}/nar/{}", q.cache_url("guix"), hello.basename()))
+            .expect("the NAR");
+        assert_eq!(nar.status, 200, "{}", nar.summary());
+        assert_eq!(common::nar_hash_of(nar.bytes()), hello.nar_hash());
+    });
+}
