@@ -13,6 +13,7 @@ use crate::keys::{self, KeyFileError};
 use crate::metrics::Metrics;
 use crate::nar::{NarFetcher, NarStorage, NarStore, ObjectError, ObjectNars};
 use crate::outbox::Outbox;
+use crate::rate_limit::RateLimiter;
 use crate::served_cache::ServedCache;
 use crate::tasks::Background;
 use crate::tlog;
@@ -76,6 +77,11 @@ pub struct App {
     pub fleet: Option<Fleet>,
     /// This process as a witness of other logs (`[witness]`).
     pub witness: Option<tlog::Witness>,
+    /// Pushed narinfos per builder key (party `<cache> <key name>`): `[push]
+    /// per_key_per_minute`.
+    pub push_per_key: RateLimiter,
+    /// Pushed narinfos per client address: `[push] per_client_per_minute`.
+    pub push_per_client: RateLimiter,
 }
 
 impl App {
@@ -130,6 +136,8 @@ impl App {
             caches.push(Arc::new(ServedCache::new(c.clone(), signer, log)));
         }
         Ok(Arc::new(App {
+            push_per_key: RateLimiter::new(config.push.per_key_per_minute),
+            push_per_client: RateLimiter::new(config.push.per_client_per_minute),
             config,
             db,
             upstream,

@@ -1,8 +1,9 @@
 //! Other replicas' decisions leave this replica's memory (DESIGN §11): a background task
 //! follows the database's change notices ([`crate::db::ChangeListener`]) and forgets the
-//! memory answer of every path another replica decided (withdrew, refused, accepted), so
-//! the next request reads the decision in force from the database. After a lost connection
-//! it forgets every memory answer: it cannot know what it missed.
+//! memory answer of every path another replica decided (withdrew, refused, accepted) or
+//! received pushed attestations for, so the next request reads the decision in force from
+//! the database (or decides afresh). After a lost connection it forgets every memory answer:
+//! it cannot know what it missed.
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -42,7 +42,10 @@ use quorate_core::protocol::nix_key::NixPublicKey;
 use quorate_core::protocol::store_path::StorePath;
 use quorate_core::quorum::{Block, BlockTarget, OnDissent};
 
-use crate::limits::{DEFAULT_UPSTREAM_IDLE_TIMEOUT, DEFAULT_UPSTREAM_TIMEOUT, PEER_INTERVAL};
+use crate::limits::{
+    DEFAULT_PUSH_PER_CLIENT_PER_MINUTE, DEFAULT_PUSH_PER_KEY_PER_MINUTE,
+    DEFAULT_UPSTREAM_IDLE_TIMEOUT, DEFAULT_UPSTREAM_TIMEOUT, PEER_INTERVAL,
+};
 
 /// A configuration problem, phrased for the operator.
 #[derive(Debug, thiserror::Error)]
@@ -96,8 +99,16 @@ struct RawConfig {
     nar_store: Option<RawNarStore>,
     replica: Option<RawReplica>,
     witness: Option<RawWitness>,
+    push: Option<RawPush>,
     #[serde(default)]
     cache: Vec<RawCache>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPush {
+    per_key_per_minute: Option<i64>,
+    per_client_per_minute: Option<i64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -246,6 +257,8 @@ pub struct Config {
     pub replica: Option<ReplicaConfig>,
     /// Other logs this process witnesses (`[witness]`), if any.
     pub witness: Option<WitnessConfig>,
+    /// Rate limits of pushed attestations (`[push]`).
+    pub push: PushConfig,
     /// The served caches.
     pub caches: Vec<CacheConfig>,
 }
@@ -259,6 +272,18 @@ pub struct WitnessConfig {
     /// The logs it witnesses: their verifier keys (`[[witness.log]] vkey`); a vkey's name
     /// is the log's origin.
     pub logs: Vec<VerifierKey>,
+}
+
+/// `[push]`: how fast builders may push attestations (`POST
+/// /api/v1/caches/<cache>/attestations`). Operators tune these: a large rebuilder pushing a
+/// whole evaluation's outputs may need more than the defaults, a quorate open to the internet
+/// less.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PushConfig {
+    /// Narinfos a minute one builder key may push into one cache (and at once).
+    pub per_key_per_minute: u32,
+    /// Narinfos a minute one client address (IPv6: its /64) may push, accepted or not.
+    pub per_client_per_minute: u32,
 }
 
 /// `[[cache.witness]]`: a witness the cache's log sends its checkpoints to.
@@ -544,8 +569,10 @@ impl Config {
             .witness
             .map(|w| witness_from_raw(w, base, &state_dir))
             .transpose()?;
+        let push = push_from_raw(raw.push)?;
         Ok(Config {
             witness,
+            push,
             listen,
             state_dir,
             database_url,
@@ -558,6 +585,29 @@ impl Config {
             caches,
         })
     }
+}
+
+/// `[push]`: the rates, each at least 1 narinfo a minute.
+fn push_from_raw(raw: Option<RawPush>) -> Result<PushConfig, ConfigError> {
+    let rate = |value: Option<i64>, key: &str, default: u32| match value {
+        None => Ok(default),
+        Some(n) => u32::try_from(n)
+            .ok()
+            .filter(|&n| n >= 1)
+            .ok_or_else(|| invalid(format!("push.{key}"), "must be a whole number from 1")),
+    };
+    let (key, client) = match raw {
+        Some(r) => (r.per_key_per_minute, r.per_client_per_minute),
+        None => (None, None),
+    };
+    Ok(PushConfig {
+        per_key_per_minute: rate(key, "per_key_per_minute", DEFAULT_PUSH_PER_KEY_PER_MINUTE)?,
+        per_client_per_minute: rate(
+            client,
+            "per_client_per_minute",
+            DEFAULT_PUSH_PER_CLIENT_PER_MINUTE,
+        )?,
+    })
 }
 
 /// `[witness]`: the witness key (default `<state_dir>/keys/witness.sec`) and the logs it
@@ -1336,6 +1386,33 @@ mod tests {
         );
         let err = load(&twice).unwrap_err().to_string();
         assert!(err.contains("cache[0].peer[1].url"), "{err}");
+    }
+
+    #[test]
+    fn push_rates_default_and_must_be_positive() {
+        let c = load(MINIMAL).unwrap();
+        assert_eq!(
+            c.push.per_key_per_minute,
+            crate::limits::DEFAULT_PUSH_PER_KEY_PER_MINUTE
+        );
+        let tuned = format!("[push]\nper_key_per_minute = 5\n{MINIMAL}");
+        let c = load(&tuned).unwrap();
+        assert_eq!(c.push.per_key_per_minute, 5);
+        assert_eq!(
+            c.push.per_client_per_minute,
+            crate::limits::DEFAULT_PUSH_PER_CLIENT_PER_MINUTE
+        );
+        for bad in ["per_client_per_minute = 0", "per_key_per_minute = -1"] {
+            let err = load(&format!("[push]\n{bad}\n{MINIMAL}"))
+                .unwrap_err()
+                .to_string();
+            let key = bad.split(' ').next().unwrap();
+            assert!(err.contains(&format!("push.{key}")), "{err}");
+        }
+        let typo = load(&format!("[push]\nper_key = 5\n{MINIMAL}"))
+            .unwrap_err()
+            .to_string();
+        assert!(typo.contains("per_key"), "{typo}");
     }
 
     #[test]

@@ -146,3 +146,31 @@ pub const PEER_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// The largest answer read from a peer's log: an entry bundle of 256 entries of at most
 /// 64 KiB each, with their length prefixes.
 pub const PEER_MAX_BODY: usize = 256 * (65_535 + 2);
+/// Largest body of `POST /api/v1/caches/<cache>/attestations` (pushed narinfos), in bytes;
+/// a larger one is refused with 413 before it is read in full. A narinfo is about 1 KiB (at
+/// most [`MAX_NARINFO_BYTES`]), so this holds a hundred of the largest and thousands of the
+/// usual ones; `quorate push` sends at most a hundred at a time.
+pub const MAX_PUSH_BODY_BYTES: usize = 8 * 1024 * 1024;
+
+/// Most narinfos one push may carry (413 beyond): what one request makes quorate verify and
+/// record in one transaction. Lower when a `[push]` rate allows fewer at once.
+pub const MAX_PUSHED_NARINFOS: usize = 1000;
+
+/// Narinfos a minute one builder key may push into one cache when the config does not say
+/// (`[push] per_key_per_minute`), and how many at once. Bounds what one key (a stolen one,
+/// or a rebuilder gone wrong) can add to the database and the transparency log; 20 a second
+/// keeps up with a busy rebuilder.
+pub const DEFAULT_PUSH_PER_KEY_PER_MINUTE: u32 = 1200;
+
+/// Narinfos a minute one client address (IPv6: its /64) may push when the config does not
+/// say (`[push] per_client_per_minute`), accepted or not: bounds the signature checks
+/// anyone can make quorate do.
+pub const DEFAULT_PUSH_PER_CLIENT_PER_MINUTE: u32 = 1200;
+
+/// Parties (keys, client addresses) a rate limiter remembers at once; past this, those whose
+/// bucket is full again are forgotten.
+pub const RATE_LIMIT_PARTIES: usize = 100_000;
+
+/// How long a pushed body may take to arrive in full (`POST .../attestations`): a client
+/// sending it too slowly must not hold its connection for ever.
+pub const PUSH_BODY_DEADLINE: Duration = Duration::from_secs(60);

@@ -81,6 +81,35 @@ enum Command {
         #[command(subcommand)]
         action: AuditAction,
     },
+    /// Vouch for store paths of the local Nix store as a builder that hosts no cache: sign
+    /// their narinfos with the builder's key and push them to a quorate cache; or push the
+    /// paths queued in a directory (by the post-build hook).
+    Push {
+        /// The quorate's base URL, or a cache's URL with its mount (http://cache.lan:8080/nix).
+        #[arg(long)]
+        url: String,
+        /// The builder's Nix secret key file (as nix-store --generate-binary-cache-key makes).
+        #[arg(long)]
+        key_file: PathBuf,
+        /// The cache (default: the one the URL's mount names, the only one, or the one at /).
+        #[arg(long)]
+        cache: Option<String>,
+        /// The Nix store to read (nix-store --store), e.g. a chroot store; default: Nix's.
+        #[arg(long)]
+        store: Option<String>,
+        /// Push the paths queued in DIR instead; exits 1 if some stay queued for later.
+        #[arg(long, value_name = "DIR", conflicts_with = "paths")]
+        queue: Option<PathBuf>,
+        /// With --queue: keep draining it until SIGTERM/SIGINT.
+        #[arg(long, requires = "queue")]
+        watch: bool,
+        /// Tries per batch while the quorate cannot take it (waits 1 s, 2 s, 4 s, ... between).
+        #[arg(long, default_value_t = 3)]
+        attempts: u32,
+        /// Store paths, or links to them such as ./result.
+        #[arg(required_unless_present = "queue")]
+        paths: Vec<String>,
+    },
     /// Validate a configuration file and exit.
     CheckConfig {
         /// TOML configuration file.
@@ -170,7 +199,88 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             paths,
         } => verify(&url, cache.as_deref(), state, &paths),
         Command::Audit { action } => audit(action),
+        Command::Push {
+            url,
+            key_file,
+            cache,
+            store,
+            queue,
+            watch,
+            attempts,
+            paths,
+        } => {
+            let key = quorate::push::read_key(&key_file)?;
+            let store = quorate::push::local::LocalStore { store };
+            let pusher = quorate::push::Pusher::new(&url, cache.as_deref(), key, store, attempts)?;
+            match queue {
+                Some(dir) => push_queue(&pusher, &dir, watch),
+                None => push_paths(&pusher, &paths),
+            }
+        }
     }
+}
+
+fn current_thread() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")
+}
+
+/// `quorate push PATHS`: a line per path on stdout; exit 1 if any was rejected.
+fn push_paths(pusher: &quorate::push::Pusher, paths: &[String]) -> anyhow::Result<()> {
+    let report = current_thread()?.block_on(pusher.push(paths))?;
+    for (path, builders) in &report.accepted {
+        println!("accepted {path} (as builder {})", builders.join(", "));
+    }
+    for (path, why) in &report.rejected {
+        println!("rejected {path}: {why}");
+    }
+    if !report.rejected.is_empty() {
+        bail!(
+            "{} of {} path(s) rejected",
+            report.rejected.len(),
+            report.rejected.len() + report.accepted.len()
+        );
+    }
+    Ok(())
+}
+
+/// How often `quorate push --queue DIR --watch` looks for new items.
+const QUEUE_POLL: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// `quorate push --queue DIR [--watch]`.
+fn push_queue(pusher: &quorate::push::Pusher, dir: &Path, watch: bool) -> anyhow::Result<()> {
+    use quorate::push::queue;
+    let rt = current_thread()?;
+    if watch {
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("creating the queue {}", dir.display()))?;
+        return Ok(rt.block_on(queue::watch(pusher, dir, QUEUE_POLL))?);
+    }
+    let drained = rt.block_on(queue::drain(pusher, dir))?;
+    println!(
+        "queue {}: {} item(s) pushed, {} set aside as rejected, {} left",
+        dir.display(),
+        drained.sent,
+        drained.rejected,
+        drained.left
+    );
+    if let Some(why) = drained.stopped {
+        bail!(
+            "{} item(s) stay queued in {} for a later try: {why}",
+            drained.left,
+            dir.display()
+        );
+    }
+    if drained.rejected > 0 {
+        bail!(
+            "{} item(s) had paths rejected for good; see {}",
+            drained.rejected,
+            dir.join(queue::REJECTED_DIR).display()
+        );
+    }
+    Ok(())
 }
 
 /// `quorate audit`: mirror prints the size copied; check prints the report and exits 1 on

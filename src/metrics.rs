@@ -1,7 +1,7 @@
 //! What `/metrics` exports, in Prometheus conventions with labels, through the
 //! `prometheus-client` crate (the Prometheus project's own Rust client): requests by route
 //! and status, decisions by cache and outcome, conflicts, attestations by builder and
-//! verdict, upstream latency histograms and errors by upstream, NAR requests (the hit ratio),
+//! verdict, pushed narinfos by outcome, upstream latency histograms and errors by upstream, NAR requests (the hit ratio),
 //! NAR bytes served and fetched, mismatches by upstream, and the health of recording.
 //!
 //! Label values come from the config (cache, builder and upstream names) or from small fixed
@@ -106,6 +106,7 @@ pub struct Metrics {
     decisions: Family<DecisionLabels, Counter>,
     conflicts: Family<CacheLabels, Counter>,
     attestations: Family<AttestationLabels, Counter>,
+    pushed_narinfos: Family<DecisionLabels, Counter>,
     upstream_seconds: Latency,
     upstream_errors: Family<UpstreamLabels, Counter>,
     nar_requests: Family<NarLabels, Counter>,
@@ -136,6 +137,7 @@ impl Metrics {
             decisions: Family::default(),
             conflicts: Family::default(),
             attestations: Family::default(),
+            pushed_narinfos: Family::default(),
             upstream_seconds: Family::new_with_constructor(latency_histogram),
             upstream_errors: Family::default(),
             nar_requests: Family::default(),
@@ -175,6 +177,12 @@ impl Metrics {
             "attestations",
             "signatures observed, by builder (empty: a key no builder holds) and verdict",
             m.attestations.clone(),
+        );
+        r.register(
+            "pushed_narinfos",
+            "narinfos builders pushed, by outcome (accepted, rejected; or the whole push \
+             refused: malformed, too_large, rate_limited)",
+            m.pushed_narinfos.clone(),
         );
         r.register(
             "upstream_request_duration_seconds",
@@ -277,6 +285,15 @@ impl Metrics {
             status: status.as_str(),
         };
         self.attestations.get_or_create(&labels).inc();
+    }
+
+    /// `n` pushed narinfos in `cache` met `outcome` (a fixed set: see the registration).
+    pub fn pushed(&self, cache: &str, outcome: &'static str, n: usize) {
+        let labels = DecisionLabels {
+            cache: cache.to_owned(),
+            outcome,
+        };
+        self.pushed_narinfos.get_or_create(&labels).inc_by(n as u64);
     }
 
     /// An upstream answered (or failed to) after `elapsed`.

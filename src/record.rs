@@ -2,7 +2,8 @@
 //! memory cache.
 //!
 //! Two kinds of write:
-//! - writes an answer rests on (a resolution's attestations and decision) return their error:
+//! - writes an answer rests on (a resolution's attestations and decision, attestations a
+//!   builder pushed) return their error:
 //!   the request then fails with 503 rather than serve what was not recorded;
 //! - writes nothing waits for (late answers, withdrawals, NAR objects, evictions, mismatch
 //!   and store events) go through [`best_effort`]: written at once if the database takes
@@ -71,6 +72,22 @@ pub fn observations(
         sources: sources.to_vec(),
         events,
     }
+}
+
+/// Attestations a builder pushed (valid, by the cache's builders), written now: the pusher's
+/// answer rests on it ("accepted" means recorded), so its error is returned, never queued.
+/// Counted like observed ones.
+pub async fn pushed(
+    app: &App,
+    cache: &ServedCache,
+    accepted: &[Attestation],
+) -> Result<(), DbError> {
+    app.db.record_attestations(accepted).await?;
+    for a in accepted {
+        app.metrics
+            .attestation(cache.name(), a.builder.as_deref(), a.status);
+    }
+    Ok(())
 }
 
 /// A conflict between trusted builders about `store_path`, as one write (counted here).

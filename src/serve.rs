@@ -31,6 +31,7 @@ use std::collections::HashMap;
 use std::convert::Infallible;
 use std::future::Future;
 use std::io;
+use std::net::SocketAddr;
 use std::pin::{pin, Pin};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -110,10 +111,10 @@ pub async fn serve_until(
     let accept_errors = Throttle::default();
     let mut stop = pin!(stop);
     loop {
-        let stream = tokio::select! {
+        let (stream, peer) = tokio::select! {
             () = &mut stop => break,
             accepted = listener.accept() => match accepted {
-                Ok((stream, _peer)) => stream,
+                Ok((stream, peer)) => (stream, peer),
                 Err(e) if is_connection_error(&e) => continue,
                 Err(e) => {
                     if let Some(n) = accept_errors.note() {
@@ -132,6 +133,7 @@ pub async fn serve_until(
         let service = ConnectionService {
             router: router.clone(),
             state: admitted.state.clone(),
+            peer,
         };
         let conn = http.serve_connection(TokioIo::new(ClientStream::new(stream)), service);
         tracker.spawn(run_connection(conn, admitted, stopping.clone()));
@@ -413,6 +415,9 @@ impl Throttle {
 struct ConnectionService {
     router: Router,
     state: Arc<ConnectionState>,
+    /// The client's address, put on each request (`ConnectInfo`) for the routes that count
+    /// per client (pushed attestations' rate limit, their `push:<address>` mark).
+    peer: SocketAddr,
 }
 
 impl hyper::service::Service<Request<Incoming>> for ConnectionService {
@@ -420,8 +425,11 @@ impl hyper::service::Service<Request<Incoming>> for ConnectionService {
     type Error = Infallible;
     type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Infallible>> + Send>>;
 
-    fn call(&self, request: Request<Incoming>) -> Self::Future {
+    fn call(&self, mut request: Request<Incoming>) -> Self::Future {
         let busy = Busy::new(self.state.clone());
+        request
+            .extensions_mut()
+            .insert(axum::extract::ConnectInfo(self.peer));
         let answer = self.router.clone().oneshot(request);
         Box::pin(async move {
             let response = answer.await?;

@@ -84,6 +84,18 @@ pub struct Observation {
     pub source: Option<NarSource>,
 }
 
+/// What a flavor front end reads from one narinfo a builder pushed (DESIGN §13): the path it
+/// names and one attestation per signature. A pusher hosts no NAR, so there is no source.
+#[derive(Debug)]
+pub struct Pushed {
+    /// The full store path the narinfo describes.
+    pub store_path: String,
+    /// Its hash part, the key its attestations are recorded under.
+    pub hash_part: HashPart,
+    /// One per signature (valid, invalid or unknown key), seen through the pusher.
+    pub attestations: Vec<Attestation>,
+}
+
 /// What a served store path rests on: enough to render its narinfo and find its NAR.
 #[derive(Clone, Debug)]
 pub struct Agreed {

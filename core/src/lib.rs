@@ -8,6 +8,8 @@
 //! - [`attestation`]: the domain types every layer above shares (what a builder vouched
 //!   for, what a decision rests on).
 //! - [`quorum`]: the rule that turns attestations into a decision (DESIGN §3).
+//! - [`push`]: narinfos pushed by builders that host no cache: how a body splits, which are
+//!   accepted (DESIGN §13).
 //! - [`flavor`]: the Nix and Guix front ends (narinfo → attestations, agreement → quorate's
 //!   signed narinfo), behind one trait.
 //! - [`tlog`]: the transparency log's Merkle trees, tiles, signed notes and checkpoints
@@ -23,5 +25,6 @@ pub mod builder;
 pub mod flavor;
 pub mod limits;
 pub mod protocol;
+pub mod push;
 pub mod quorum;
 pub mod tlog;

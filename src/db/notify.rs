@@ -1,7 +1,8 @@
 //! Change notices between replicas (DESIGN §11): every decision recorded in PostgreSQL is
 //! announced with `NOTIFY quorate_decisions`, and every replica `LISTEN`s, so a decision
 //! withdrawn (or newly taken) on one replica leaves the others' memory at once instead of
-//! when its memory lifetime ends. SQLite serves one process: it neither sends nor listens.
+//! when its memory lifetime ends. Attestations a builder pushed are announced the same way
+//! (a notice without a NAR): a path refused for want of that vote is decided afresh. SQLite serves one process: it neither sends nor listens.
 //!
 //! A notice is a hint, never the truth: the replica that receives one forgets its memory
 //! answer and asks the database again. A listener that lost its connection cannot know what
@@ -69,6 +70,13 @@ impl Db {
             .execute(pool)
             .await?;
         Ok(())
+    }
+
+    /// Announces that what is known about a path changed without a decision being taken (a
+    /// builder pushed attestations for it): the other replicas forget their memory answer and
+    /// decide afresh at the next request (PostgreSQL only).
+    pub async fn announce_path(&self, cache: &str, hash_part: &HashPart) -> Result<(), DbError> {
+        self.notify_decision(cache, hash_part, None).await
     }
 
     /// Listens for the other replicas' changes; `None` on SQLite (one process, nothing to

@@ -41,6 +41,8 @@ fn route_of(path: &str) -> &'static str {
         "cache_info"
     } else if path.contains("/log/") {
         "log"
+    } else if path.starts_with("/api/") && path.ends_with("/attestations") {
+        "push"
     } else if path.starts_with("/api/") {
         "api"
     } else if path == "/metrics" {
@@ -68,6 +70,7 @@ mod tests {
             ),
             ("/nix-cache-info", "cache_info"),
             ("/api/v1/builders", "api"),
+            ("/api/v1/caches/nixos/attestations", "push"),
             ("/", "ui"),
             ("/whatever-a-client-sends", "other"),
         ] {

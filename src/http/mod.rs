@@ -1,5 +1,7 @@
 //! HTTP routes (axum): per cache under its mount, `nix-cache-info`, `<hash>.narinfo`,
-//! `nar/<...>` and `log/<drv>`; globally `/healthz`, `/readyz`, `/metrics` and `/api/v1/...`;
+//! `nar/<...>` and `log/<drv>`; globally `/healthz`, `/readyz`, `/metrics` and `/api/v1/...`
+//! (read-only, but for the narinfos builders push to `POST
+//! /api/v1/caches/<cache>/attestations`);
 //! `/tlog/<cache>/...` (the transparency log); in a replica set, the internal
 //! `/_quorate/replica/...` (the set's secret required).
 //!
@@ -15,6 +17,7 @@ mod log;
 mod metrics;
 mod nar;
 mod narinfo;
+mod push;
 mod replica;
 mod tlog;
 mod ui;
@@ -42,6 +45,10 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/metrics", get(metrics::metrics))
         .route("/api/v1/caches", get(api::caches))
         .route("/api/v1/caches/{cache}/paths/{hash_part}", get(api::path))
+        .route(
+            "/api/v1/caches/{cache}/attestations",
+            axum::routing::post(push::attestations),
+        )
         .route("/api/v1/events", get(api::events))
         .route("/api/v1/builders", get(api::builders))
         .route("/api/v1/conflicts", get(api::conflicts))

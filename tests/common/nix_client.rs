@@ -160,18 +160,24 @@ impl NixClient {
         Ok((infos, text))
     }
 
-    /// A Nix command with the isolated configuration and a fresh narinfo disk cache (Nix
-    /// remembers narinfos per URL for 30 days in `$XDG_CACHE_HOME/nix`).
+    /// A Nix command with the isolated configuration and a fresh narinfo disk cache.
     fn nix(&self, scratch: &Path, program: &str) -> Command {
-        let fx = fixtures();
-        let mut cmd = Command::new(program);
-        cmd.env("NIX_CONF_DIR", &fx.nix_conf_dir)
-            .env("NIX_USER_CONF_FILES", fx.nix_conf())
-            .env("XDG_CACHE_HOME", scratch.join("xdg-cache"))
-            .env("NIX_PATH", "")
-            .env_remove("NIX_REMOTE");
-        cmd
+        nix_command(program, scratch)
     }
+}
+
+/// `program` (a Nix command, or one that runs them) with the fixtures' isolated
+/// configuration and a narinfo disk cache in `scratch` (Nix remembers narinfos per URL for
+/// 30 days in `$XDG_CACHE_HOME/nix`).
+pub fn nix_command(program: &str, scratch: &Path) -> Command {
+    let fx = fixtures();
+    let mut cmd = Command::new(program);
+    cmd.env("NIX_CONF_DIR", &fx.nix_conf_dir)
+        .env("NIX_USER_CONF_FILES", fx.nix_conf())
+        .env("XDG_CACHE_HOME", scratch.join("xdg-cache"))
+        .env("NIX_PATH", "")
+        .env_remove("NIX_REMOTE");
+    cmd
 }
 
 impl Substitution {

@@ -2,7 +2,7 @@
 //! edwards25519, the key embedded), NARs at `nar/<basename>` (uncompressed) and
 //! `nar/zstd/<basename>` (compressed on the fly).
 
-use crate::attestation::{Agreed, Attestation, NarSource, Observation};
+use crate::attestation::{Agreed, Attestation, NarSource, Observation, Pushed};
 use crate::builder::BuilderKey;
 use crate::protocol::compression::Compression;
 use crate::protocol::guix_key::{GuixPublicKey, GuixSecretKey};
@@ -40,6 +40,36 @@ impl GuixFrontEnd {
     }
 }
 
+impl GuixFrontEnd {
+    /// The attestation of `ni`'s signature (none when it is unsigned: an unsigned narinfo
+    /// attests nothing), once its store path is known to be in this cache's store.
+    fn attestations(
+        &self,
+        ni: &GuixNarInfo,
+        hash_part: &HashPart,
+        upstream: &str,
+        seen_at: i64,
+    ) -> Result<Vec<Attestation>, FrontEndError> {
+        StorePath::parse(&self.scope.store_dir, ni.store_path())?;
+        let content = ni.content();
+        let seen = Seen {
+            hash_part,
+            content: &content,
+            deriver: ni.deriver().map(str::to_owned),
+            ca: None,
+            upstream,
+            seen_at,
+            signed_body: Some(ni.signed_part()),
+        };
+        Ok(match (ni.verify_signature(&self.keys), ni.signature()) {
+            (Some(check), Some(signature)) => {
+                vec![self.scope.attestation(&seen, &check, signature)]
+            }
+            _ => vec![],
+        })
+    }
+}
+
 impl FrontEnd for GuixFrontEnd {
     fn observe(
         &self,
@@ -55,24 +85,8 @@ impl FrontEnd for GuixFrontEnd {
                 got: ni.store_path().to_owned(),
             });
         }
-        StorePath::parse(&self.scope.store_dir, ni.store_path())?;
-        let content = ni.content();
-        let seen = Seen {
-            hash_part,
-            content: &content,
-            deriver: ni.deriver().map(str::to_owned),
-            ca: None,
-            upstream,
-            seen_at,
-            signed_body: Some(ni.signed_part()),
-        };
-        // An unsigned narinfo attests nothing.
-        let attestations = match (ni.verify_signature(&self.keys), ni.signature()) {
-            (Some(check), Some(signature)) => {
-                vec![self.scope.attestation(&seen, &check, signature)]
-            }
-            _ => vec![],
-        };
+        let attestations = self.attestations(&ni, hash_part, upstream, seen_at)?;
+        let nar_hash = ni.nar_hash();
         // Prefer a compression quorate can decode, in the order the upstream lists them.
         let source = ni
             .urls()
@@ -86,7 +100,7 @@ impl FrontEnd for GuixFrontEnd {
             })
             .map(|u| NarSource {
                 upstream: upstream.to_owned(),
-                nar_hash: content.nar_hash,
+                nar_hash,
                 url: u.url.clone(),
                 compression: u.compression.clone().unwrap_or_else(|| "none".into()),
                 file_size: u.file_size,
@@ -94,6 +108,18 @@ impl FrontEnd for GuixFrontEnd {
         Ok(Observation {
             attestations,
             source,
+        })
+    }
+
+    fn read_pushed(&self, pusher: &str, text: &str, seen_at: i64) -> Result<Pushed, FrontEndError> {
+        let ni = GuixNarInfo::parse(text)?;
+        let hash_part = StorePath::parse(&self.scope.store_dir, ni.store_path())?
+            .hash_part()
+            .parse()?;
+        Ok(Pushed {
+            store_path: ni.store_path().to_owned(),
+            attestations: self.attestations(&ni, &hash_part, pusher, seen_at)?,
+            hash_part,
         })
     }
 

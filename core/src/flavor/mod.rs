@@ -2,9 +2,10 @@
 //! trait, one file per flavor ([`nix`], [`guix`]).
 //!
 //! A front end knows its cache's builders and quorate's own signing key for it, and does
-//! four pure things:
+//! five pure things:
 //! - [`FrontEnd::observe`]: an upstream narinfo → attestations (one per signature, valid or
 //!   not) and where the NAR is;
+//! - [`FrontEnd::read_pushed`]: a narinfo a builder pushed (DESIGN §13) → its attestations;
 //! - [`FrontEnd::still_trusted`]: whether an attestation recorded earlier still counts under
 //!   today's keys and revocations;
 //! - [`FrontEnd::revoked`]: whether an attestation's key was revoked before it was first
@@ -20,7 +21,7 @@ pub mod nix;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
-use crate::attestation::{Agreed, Attestation, Content, Observation, SigStatus};
+use crate::attestation::{Agreed, Attestation, Content, Observation, Pushed, SigStatus};
 use crate::builder::{builder_of, Builder};
 use crate::protocol::guix_key::{GuixKeyError, GuixSecretKey};
 use crate::protocol::guix_narinfo::GuixNarInfoError;
@@ -128,6 +129,12 @@ pub trait FrontEnd: Send + Sync {
         text: &str,
         seen_at: i64,
     ) -> Result<Observation, FrontEndError>;
+
+    /// Reads one narinfo a builder pushed (`POST /api/v1/caches/<cache>/attestations`): the
+    /// path it names and its attestations (one per signature, valid or not), each recorded as
+    /// seen through `pusher` (e.g. `push:192.0.2.7`). Its `URL`/`Compression` fields are
+    /// ignored: a pusher hosts no NAR. Whether it is accepted is `push::judge`'s.
+    fn read_pushed(&self, pusher: &str, text: &str, seen_at: i64) -> Result<Pushed, FrontEndError>;
 
     /// Whether a recorded attestation still counts: it was valid, its key belongs to the
     /// same builder now and was not revoked before the attestation was first recorded, and

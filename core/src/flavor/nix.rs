@@ -1,7 +1,7 @@
 //! The Nix front end: narinfos with `Sig:` lines (Ed25519 over the fingerprint), NARs at
 //! `nar/<nix32 NarHash>.nar`, served uncompressed.
 
-use crate::attestation::{Agreed, Attestation, NarSource, Observation};
+use crate::attestation::{Agreed, Attestation, NarSource, Observation, Pushed};
 use crate::builder::BuilderKey;
 use crate::protocol::narinfo::{fingerprint_of, NixNarInfo};
 use crate::protocol::nix_key::{check_sig, NixPublicKey, NixSecretKey};
@@ -35,6 +35,36 @@ impl NixFrontEnd {
     }
 }
 
+impl NixFrontEnd {
+    /// One attestation per `Sig:` of `ni`, checked against the builders' keys.
+    fn attestations(
+        &self,
+        ni: &NixNarInfo,
+        hash_part: &HashPart,
+        upstream: &str,
+        seen_at: i64,
+    ) -> Vec<Attestation> {
+        let fingerprint = ni.fingerprint();
+        let content = ni.content();
+        let seen = Seen {
+            hash_part,
+            content: &content,
+            deriver: ni.deriver.clone(),
+            ca: ni.ca.clone(),
+            upstream,
+            seen_at,
+            signed_body: None,
+        };
+        ni.sigs
+            .iter()
+            .map(|sig| {
+                let check = check_sig(sig, &fingerprint, &self.keys);
+                self.scope.attestation(&seen, &check, sig)
+            })
+            .collect()
+    }
+}
+
 impl FrontEnd for NixFrontEnd {
     fn observe(
         &self,
@@ -50,27 +80,8 @@ impl FrontEnd for NixFrontEnd {
                 got: ni.store_path.to_string(),
             });
         }
-        let fingerprint = ni.fingerprint();
-        let content = ni.content();
-        let seen = Seen {
-            hash_part,
-            content: &content,
-            deriver: ni.deriver.clone(),
-            ca: ni.ca.clone(),
-            upstream,
-            seen_at,
-            signed_body: None,
-        };
-        let attestations = ni
-            .sigs
-            .iter()
-            .map(|sig| {
-                let check = check_sig(sig, &fingerprint, &self.keys);
-                self.scope.attestation(&seen, &check, sig)
-            })
-            .collect();
         Ok(Observation {
-            attestations,
+            attestations: self.attestations(&ni, hash_part, upstream, seen_at),
             source: Some(NarSource {
                 upstream: upstream.to_owned(),
                 nar_hash: ni.nar_hash,
@@ -78,6 +89,16 @@ impl FrontEnd for NixFrontEnd {
                 compression: ni.compression,
                 file_size: ni.file_size,
             }),
+        })
+    }
+
+    fn read_pushed(&self, pusher: &str, text: &str, seen_at: i64) -> Result<Pushed, FrontEndError> {
+        let ni = NixNarInfo::parse(&self.scope.store_dir, text)?;
+        let hash_part = ni.store_path.hash_part().parse()?;
+        Ok(Pushed {
+            store_path: ni.store_path.full().to_owned(),
+            attestations: self.attestations(&ni, &hash_part, pusher, seen_at),
+            hash_part,
         })
     }
 
