@@ -186,10 +186,7 @@ mod tests {
     fn nix_cache(builder_keys: &[(&str, &NixSecretKey)]) -> Box<dyn FrontEnd> {
         let builders: Vec<Builder> = builder_keys
             .iter()
-            .map(|(name, k)| Builder {
-                name: (*name).into(),
-                keys: vec![BuilderKey::Nix(k.public())],
-            })
+            .map(|(name, k)| Builder::new(*name, vec![BuilderKey::Nix(k.public())]))
             .collect();
         let signer = Signer::Nix(NixSecretKey::generate("quorate-1").expect("key"));
         front_end("c", "/nix/store", &builders, signer)
@@ -294,10 +291,10 @@ mod tests {
     #[test]
     fn a_guix_narinfo_signed_by_a_builder_is_accepted_when_pushed() {
         let builder_key = GuixSecretKey::generate().expect("randomness");
-        let builders = [Builder {
-            name: "g".into(),
-            keys: vec![BuilderKey::Guix(*builder_key.public())],
-        }];
+        let builders = [Builder::new(
+            "g",
+            vec![BuilderKey::Guix(*builder_key.public())],
+        )];
         let signer = Signer::Guix(GuixSecretKey::generate().expect("randomness"));
         let front = front_end("guix", "/gnu/store", &builders, signer);
         let c = Content {
