@@ -58,7 +58,10 @@ fuzz_target!(|data: &[u8]| {
         let _ = entry.indexes("support");
         let policy = LoggedPolicy::from_entry(&entry);
         if let Ok(a) = LoggedAttestation::from_entry(&entry) {
-            let builders = policy.as_ref().map(|p| p.builders.clone()).unwrap_or_default();
+            let builders = policy
+                .as_ref()
+                .map(|p| p.builders.clone())
+                .unwrap_or_default();
             let _ = a.check(&entry, &builders, Some(""));
         }
         if let Ok(p) = policy {
