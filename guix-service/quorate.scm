@@ -34,6 +34,25 @@
             quorate-builder?
             quorate-builder-name
             quorate-builder-keys
+            quorate-builder-weight
+            quorate-builder-revoked
+
+            quorate-revocation
+            quorate-revocation?
+            quorate-revocation-key
+            quorate-revocation-since
+
+            quorate-block
+            quorate-block?
+            quorate-block-path
+            quorate-block-nar-hash
+            quorate-block-reason
+
+            quorate-peer
+            quorate-peer?
+            quorate-peer-url
+            quorate-peer-vkey
+            quorate-peer-interval
 
             quorate-upstream
             quorate-upstream?
@@ -50,6 +69,8 @@
             quorate-cache-on-dissent
             quorate-cache-builders
             quorate-cache-upstreams
+            quorate-cache-blocked
+            quorate-cache-peers
 
             quorate-configuration
             quorate-configuration?
@@ -71,11 +92,39 @@
 ;;;
 ;;; Code:
 
+(define-record-type* <quorate-revocation>
+  quorate-revocation make-quorate-revocation
+  quorate-revocation?
+  (key   quorate-revocation-key)                  ;string: one of the builder's keys
+  (since quorate-revocation-since))               ;string: RFC 3339 UTC, "2026-11-01T00:00:00Z"
+
 (define-record-type* <quorate-builder>
   quorate-builder make-quorate-builder
   quorate-builder?
-  (name quorate-builder-name)                     ;string
-  (keys quorate-builder-keys))                    ;list of strings or file-like (.pub files)
+  (name    quorate-builder-name)                  ;string
+  (keys    quorate-builder-keys)                  ;list of strings or file-like (.pub files)
+  (weight  quorate-builder-weight                 ;#f (1) | positive integer
+           (default #f))
+  (revoked quorate-builder-revoked                ;list of <quorate-revocation>
+           (default '())))
+
+(define-record-type* <quorate-block>
+  quorate-block make-quorate-block
+  quorate-block?
+  (path     quorate-block-path                    ;#f | store file name
+            (default #f))
+  (nar-hash quorate-block-nar-hash                ;#f | "sha256:..."
+            (default #f))
+  (reason   quorate-block-reason))                ;string
+
+(define-record-type* <quorate-peer>
+  quorate-peer make-quorate-peer
+  quorate-peer?
+  (url      quorate-peer-url)                     ;string: https://host/tlog/<cache>
+  (vkey     quorate-peer-vkey                     ;#f (kept from first contact) | string
+            (default #f))
+  (interval quorate-peer-interval                 ;#f ("10s") | string
+            (default #f)))
 
 (define-record-type* <quorate-upstream>
   quorate-upstream make-quorate-upstream
@@ -109,7 +158,11 @@
   (required-builders quorate-cache-required-builders ;list of builder names
                      (default '()))
   (builders          quorate-cache-builders)      ;list of <quorate-builder>
-  (upstreams         quorate-cache-upstreams))    ;list of <quorate-upstream>
+  (upstreams         quorate-cache-upstreams)     ;list of <quorate-upstream>
+  (blocked           quorate-cache-blocked        ;list of <quorate-block>
+                     (default '()))
+  (peers             quorate-cache-peers          ;list of <quorate-peer>: logs followed
+                     (default '())))
 
 (define %quorate-guix-build-farms
   ;; Guix's two build farms are built and keyed independently (Cuirass on ci.guix.gnu.org,
@@ -159,9 +212,26 @@
 ;;; Records to the serializer's tables.
 ;;;
 
+(define (quorate-revocation->table revocation)
+  (quorate-revocation-table #:key (quorate-revocation-key revocation)
+                            #:since (quorate-revocation-since revocation)))
+
 (define (quorate-builder->table builder)
   (quorate-builder-table #:name (quorate-builder-name builder)
-                         #:keys (quorate-builder-keys builder)))
+                         #:keys (quorate-builder-keys builder)
+                         #:weight (quorate-builder-weight builder)
+                         #:revoked (map quorate-revocation->table
+                                        (quorate-builder-revoked builder))))
+
+(define (quorate-block->table block)
+  (quorate-block-table #:path (quorate-block-path block)
+                       #:nar-hash (quorate-block-nar-hash block)
+                       #:reason (quorate-block-reason block)))
+
+(define (quorate-peer->table peer)
+  (quorate-peer-table #:url (quorate-peer-url peer)
+                      #:vkey (quorate-peer-vkey peer)
+                      #:interval (quorate-peer-interval peer)))
 
 (define (quorate-upstream->table upstream)
   (quorate-upstream-table #:url (quorate-upstream-url upstream)
@@ -181,7 +251,9 @@
    #:on-dissent (quorate-cache-on-dissent cache)
    #:required-builders (quorate-cache-required-builders cache)
    #:builders (map quorate-builder->table (quorate-cache-builders cache))
-   #:upstreams (map quorate-upstream->table (quorate-cache-upstreams cache))))
+   #:upstreams (map quorate-upstream->table (quorate-cache-upstreams cache))
+   #:blocked (map quorate-block->table (quorate-cache-blocked cache))
+   #:peers (map quorate-peer->table (quorate-cache-peers cache))))
 
 (define (quorate-configuration->table config)
   (quorate-config-table

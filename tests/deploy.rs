@@ -564,6 +564,21 @@ fn guix_service_renders_a_nix_and_a_guix_cache_that_quorate_accepts() {
         caches[1]["upstream"][2]["bearer_token"].as_str(),
         Some("s3cret")
     );
+    // Federation: a weight, a revoked key, the block list, a followed peer.
+    assert_eq!(caches[1]["builder"][1]["weight"].as_integer(), Some(2));
+    assert_eq!(
+        caches[1]["builder"][2]["revoked"][0]["since"].as_str(),
+        Some("2026-11-01T00:00:00Z")
+    );
+    assert_eq!(caches[1]["blocked"].as_array().map(Vec::len), Some(2));
+    assert_eq!(
+        caches[1]["blocked"][1]["reason"].as_str(),
+        Some("a bad build")
+    );
+    assert_eq!(
+        caches[1]["peer"][0]["url"].as_str(),
+        Some("https://peer.lan/tlog/guix")
+    );
 }
 
 #[test]

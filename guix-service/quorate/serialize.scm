@@ -28,7 +28,10 @@
   #:export (quorate-config-table
             quorate-cache-table
             quorate-builder-table
+            quorate-revocation-table
             quorate-upstream-table
+            quorate-block-table
+            quorate-peer-table
             quorate-toml-fragments
             quorate-toml-string
             %store-directory))
@@ -100,14 +103,51 @@ must not be there" field value))
 ;;; Tables.
 ;;;
 
-(define* (quorate-builder-table #:key name (keys '()))
-  "A [[cache.builder]]: NAME and its public KEYS (all count as one vote).  Nix keys are
-\"name:base64\"; Guix keys the s-expression itself or the name of a .pub file."
+(define (list->optional-vector lst)
+  ;; An array of tables, left out when empty.
+  (and (pair? lst) (list->vector lst)))
+
+(define* (quorate-builder-table #:key name (keys '()) weight (revoked '()))
+  "A [[cache.builder]]: NAME and its public KEYS (all count as one vote, of WEIGHT, default
+1).  Nix keys are \"name:base64\"; Guix keys the s-expression itself or the name of a .pub
+file.  REVOKED: revocation tables of some of those keys."
   (check-string "builder name" name)
   (when (null? keys)
     (config-error "builder ~s needs at least one key" name))
   `(("name" . ,name)
-    ("keys" . ,keys)))
+    ("weight" . ,(and weight (check-positive (string-append "builder " name ": weight")
+                                             weight)))
+    ("keys" . ,keys)
+    ("revoked" . ,(list->optional-vector revoked))))
+
+(define* (quorate-revocation-table #:key key since)
+  "A builder's KEY (as written in its keys) revoked from SINCE on, an RFC 3339 UTC time such
+as \"2026-11-01T00:00:00Z\": its attestations first recorded from then on stop counting."
+  (check-string "revoked key" key)
+  (check-string "revoked since" since)
+  `(("key" . ,key)
+    ("since" . ,since)))
+
+(define* (quorate-block-table #:key path nar-hash reason)
+  "A [[cache.blocked]] entry: exactly one of a store PATH or a NAR-HASH, refused whatever
+the builders say, and the REASON."
+  (when (eq? (not path) (not nar-hash))
+    (config-error "a blocked entry names exactly one of path and nar-hash, got ~s and ~s"
+                  path nar-hash))
+  `(("path" . ,(check-optional-string "blocked path" path))
+    ("nar_hash" . ,(check-optional-string "blocked nar-hash" nar-hash))
+    ("reason" . ,(check-string "blocked reason" reason))))
+
+(define* (quorate-peer-table #:key url vkey interval)
+  "A [[cache.peer]]: another quorate's transparency log URL (\"https://host/tlog/<cache>\"),
+optionally its VKEY (else the one it serves at first contact is kept) and the INTERVAL it is
+read at (\"10s\")."
+  (check-string "peer url" url)
+  (unless (or (string-prefix? "http://" url) (string-prefix? "https://" url))
+    (config-error "peer url ~s is not an http:// or https:// URL" url))
+  `(("url" . ,url)
+    ("vkey" . ,(check-optional-string "peer vkey" vkey))
+    ("interval" . ,(check-optional-string "peer interval" interval))))
 
 (define* (quorate-upstream-table #:key url priority bearer-token)
   "A [[cache.upstream]]: URL, and optionally its NAR source PRIORITY (lower first) and a
@@ -122,7 +162,8 @@ BEARER-TOKEN for a private cache."
 (define* (quorate-cache-table #:key name (flavor 'guix) mount store-directory
                               signing-key-file signing-key-name priority
                               (quorum 1) (on-dissent 'refuse)
-                              (required-builders '()) (builders '()) (upstreams '()))
+                              (required-builders '()) (builders '()) (upstreams '())
+                              (blocked '()) (peers '()))
   "A [[cache]]: one served substitute endpoint.  FLAVOR is 'nix or 'guix, ON-DISSENT
 'refuse or 'majority; SIGNING-KEY-FILE (#f: generated in the state directory on first start)
 is a file name on the running system, never a store item."
@@ -142,7 +183,9 @@ is a file name on the running system, never a store item."
                                      '("refuse" "majority")))
       ("required_builders" . ,(and (pair? required-builders) required-builders))
       ("builder" . ,(list->vector builders))
-      ("upstream" . ,(list->vector upstreams)))))
+      ("upstream" . ,(list->vector upstreams))
+      ("blocked" . ,(list->optional-vector blocked))
+      ("peer" . ,(list->optional-vector peers)))))
 
 (define* (quorate-config-table #:key listen state-directory database-url
                                max-cache-size upstream-timeout (caches '()))

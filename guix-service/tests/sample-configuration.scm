@@ -33,10 +33,23 @@
                  (keys '("(public-key (ecc (curve Ed25519) (q #8D156F295D24B0D9A86FA5741A840FF2D24F60F7B6C4134814AD55625971B394#)))")))
                 (quorate-builder
                  (name "bordeaux.guix.gnu.org")
+                 (weight 2)
                  (keys '("(public-key (ecc (curve Ed25519) (q #7D602902D3A2DBB83F8A0FB98602A754C5493B0B778C8D1DD4E0F41DE14DE34F#)))")))
                 (quorate-builder
                  (name "home-rebuilder")
-                 (keys '("home-rebuilder.pub")))))
+                 (keys '("home-rebuilder.pub"))
+                 (revoked (list (quorate-revocation
+                                 (key "home-rebuilder.pub")
+                                 (since "2026-11-01T00:00:00Z")))))))
+         (blocked
+          (list (quorate-block
+                 (path "/gnu/store/wa25gr1jwvlca76cr58b77168s56r7fz-openssl-3.0.1")
+                 (reason "CVE-2026-0001"))
+                (quorate-block
+                 (nar-hash "sha256:1mi14cqk363wv368ffiiy01knardmnlyphi6h9xv6dkjz44hk30i")
+                 (reason "a bad build"))))
+         (peers
+          (list (quorate-peer (url "https://peer.lan/tlog/guix") (interval "30s"))))
          (upstreams
           (list (quorate-upstream (url "https://ci.guix.gnu.org"))
                 (quorate-upstream (url "https://bordeaux.guix.gnu.org"))
