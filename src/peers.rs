@@ -300,9 +300,14 @@ async fn import(
     record::observations(app, cache, &valid, &[], &[])
         .write(&app.db)
         .await?;
+    // What memory said about those paths is stale, here and on the other replicas of a set.
     let paths: BTreeSet<HashPart> = valid.iter().map(|a| a.hash_part.clone()).collect();
     for hash_part in &paths {
         cache.forget(hash_part, None).await;
+        if let Err(e) = app.db.announce_path(cache.name(), hash_part).await {
+            tracing::warn!(cache = %cache.name(), %hash_part,
+                "announcing imported attestations to the other replicas: {e}");
+        }
     }
     Ok(valid.len())
 }
