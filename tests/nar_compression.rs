@@ -241,44 +241,82 @@ async fn with_zstd_guix_url_groups_get_the_stored_copys_file_size() {
 fn bench_bytes_on_the_wire_and_nix_client_time_with_and_without_zstd() {
     let fx = fixtures();
     let big = &fx.paths.big;
-    for setting in ["none", "zstd"] {
-        let ups = serve_builders(&["A", "B", "C"]);
-        let spec = with_builders(CacheSpec::nix(CACHE).quorum(2), &["A", "B", "C"])
-            .upstreams(&ups)
-            .nar_compression(setting);
-        let q = Quorate::start(backends()[0], vec![spec]);
-        let client = NixClient::new(&q.substituter(), &[q.public_key()]);
-        client.substitute(&[&big.store_path]).assert_ok("cold");
-        let url = format!("{}{}", q.substituter(), big.narinfo_path());
-        let narinfo = eventually_sync("the advertised form settles", &url, |a| {
-            setting == "none" || a.text().contains("Compression: zstd")
-        });
-        let served = r#"quorate_nar_served_bytes_total{cache="main"}"#;
-        let mut runs = Vec::new();
-        for _ in 0..3 {
-            let before = q.metric(served);
-            let got = client.substitute(&[&big.store_path]);
-            got.assert_ok("warm");
-            assert_eq!(got.info(&big.store_path).nar_hash, big.nar_hash_sri);
-            runs.push((got.elapsed, q.metric(served) - before));
-        }
-        let best = runs.iter().map(|(t, _)| *t).min().unwrap_or_default();
-        let bytes = runs.first().map_or(0.0, |(_, b)| *b);
-        common::report(&format!(
-            "nar_compression = {setting}: NarSize {} B, on the wire {bytes} B ({:.3}x), Nix \
-             client best of 3 {:.3} s (all: {:?}); narinfo {}",
-            big.nar_size,
-            bytes / big.nar_size as f64,
-            best.as_secs_f64(),
-            runs.iter()
-                .map(|(t, _)| format!("{:.3}", t.as_secs_f64()))
-                .collect::<Vec<_>>(),
-            narinfo
-                .text()
-                .lines()
-                .filter(|l| l.starts_with("Compression") || l.starts_with("FileSize"))
-                .collect::<Vec<_>>()
-                .join(", ")
-        ));
+    // (label, store path, its own upstream cache (signed by A alone) or the fixtures',
+    // NarSize or 0 to read it from the client)
+    let mut subjects = vec![(
+        "incompressible fixture",
+        big.store_path.clone(),
+        None,
+        big.nar_size,
+    )];
+    if let (Ok(path), Ok(cache)) = (
+        std::env::var("QUORATE_BENCH_TEXT_PATH"),
+        std::env::var("QUORATE_BENCH_TEXT_CACHE"),
+    ) {
+        subjects.push(("compressible seq text", path, Some(cache), 0));
     }
+    for (label, store_path, cache, nar_size) in subjects {
+        for setting in ["none", "zstd"] {
+            bench_one(label, &store_path, cache.as_deref(), nar_size, setting);
+        }
+    }
+}
+
+/// One row of the measurement above.
+fn bench_one(label: &str, store_path: &str, cache: Option<&str>, nar_size: u64, setting: &str) {
+    let (spec, _ups) = match cache {
+        None => {
+            let ups = serve_builders(&["A", "B", "C"]);
+            let spec =
+                with_builders(CacheSpec::nix(CACHE).quorum(2), &["A", "B", "C"]).upstreams(&ups);
+            (spec, ups)
+        }
+        Some(dir) => {
+            let ups = vec![UpstreamServer::serve(dir)];
+            let spec = with_builders(CacheSpec::nix(CACHE).quorum(1), &["A"]).upstreams(&ups);
+            (spec, ups)
+        }
+    };
+    let q = Quorate::start(backends()[0], vec![spec.nar_compression(setting)]);
+    let client = NixClient::new(&q.substituter(), &[q.public_key()]);
+    let cold = client.substitute(&[store_path]);
+    cold.assert_ok("cold");
+    let nar_size = match nar_size {
+        0 => cold.info(store_path).nar_size,
+        n => n,
+    };
+    let hash_part = store_path
+        .rsplit('/')
+        .next()
+        .and_then(|b| b.split('-').next())
+        .unwrap_or_default();
+    let url = format!("{}/{hash_part}.narinfo", q.substituter());
+    let narinfo = eventually_sync("the advertised form settles", &url, |a| {
+        setting == "none" || a.text().contains("Compression: zstd")
+    });
+    let served = r#"quorate_nar_served_bytes_total{cache="main"}"#;
+    let mut runs = Vec::new();
+    for _ in 0..3 {
+        let before = q.metric(served);
+        let got = client.substitute(&[store_path]);
+        got.assert_ok("warm");
+        runs.push((got.elapsed, q.metric(served) - before));
+    }
+    let best = runs.iter().map(|(t, _)| *t).min().unwrap_or_default();
+    let bytes = runs.first().map_or(0.0, |(_, b)| *b);
+    common::report(&format!(
+        "{label}, nar_compression = {setting}: NarSize {nar_size} B, on the wire {bytes} B \
+             ({:.3}x), Nix client best of 3 {:.3} s (all: {:?}); narinfo {}",
+        bytes / nar_size as f64,
+        best.as_secs_f64(),
+        runs.iter()
+            .map(|(t, _)| format!("{:.3}", t.as_secs_f64()))
+            .collect::<Vec<_>>(),
+        narinfo
+            .text()
+            .lines()
+            .filter(|l| l.starts_with("Compression") || l.starts_with("FileSize"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    ));
 }
