@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use common::guix::narinfo::Narinfo;
 use common::guix::oracle::Oracle;
 use common::guix::world::{World, AGREED, HONEST};
-use common::http::{eventually, http_get, HttpAnswer};
+use common::http::{eventually, http_get, http_head, HttpAnswer};
 use common::{
     backends, fixtures, for_each_backend, nar_hash_of, serve_builders, with_builders, CacheSpec,
     NixClient, Quorate, UpstreamServer,
@@ -96,7 +96,11 @@ fn with_zstd_the_nix_client_gets_the_stored_compressed_copy_once_it_exists() {
             let key = p.nar_hash.trim_start_matches("sha256:");
             assert_eq!(ni.one("URL"), format!("nar/{key}.nar.zst"));
             assert_eq!(ni.one("NarHash"), p.nar_hash);
-            let zst = fetched(&format!("{}/{}", q.substituter(), ni.one("URL")));
+            let zst_url = format!("{}/{}", q.substituter(), ni.one("URL"));
+            let head = http_head(&zst_url).expect("HEAD answered");
+            assert_eq!(head.status, 200, "HEAD {zst_url}");
+            assert_eq!(head.header("content-length"), Some(ni.one("FileSize")));
+            let zst = fetched(&zst_url);
             assert_eq!(ni.one("FileHash"), file_hash_of(&zst), "{}", p.store_path);
             assert_eq!(
                 ni.one("FileSize"),
