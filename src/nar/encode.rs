@@ -173,6 +173,15 @@ mod tests {
         let absent = NarHash::from_digest([1; 32]).key();
         assert!(store.claim_compression(&absent).is_none());
 
+        // The same NAR committed again (two fetches racing) keeps its copy: same bytes.
+        let (temp, mut file) = store.create_temp(&key).expect("temp");
+        file.write_all(&nar).expect("write");
+        store
+            .commit_blocking(&key, &temp, nar.len() as u64)
+            .expect("recommit");
+        assert_eq!(store.compressed(&key), Some(copy));
+        assert_eq!(store.total_size(), nar.len() as u64 + copy.file_size);
+
         // A restart finds the copy by its name alone.
         drop(store);
         let store = NarStore::open(dir.path().to_owned(), None).expect("reopen");
