@@ -5,8 +5,8 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use crate::config::Config;
 use crate::config::NarStoreConfig;
+use crate::config::{Config, NarCompression};
 use crate::db::{Db, DbError};
 use crate::fleet::Fleet;
 use crate::keys::{self, KeyFileError};
@@ -189,6 +189,14 @@ async fn open_storage(config: &Config) -> Result<NarStorage, StartError> {
                 })
                 .transpose()?;
             let objects = ObjectNars::new(s3, secret)?;
+            for cache in &config.caches {
+                if cache.nar_compression == NarCompression::Zstd {
+                    // A bucket keeps no zstd copies (yet): say so rather than pretend.
+                    tracing::warn!(cache = %cache.name,
+                        "nar_compression = \"zstd\" is not supported with an S3 nar_store: \
+                         NARs are offered uncompressed (as with \"none\")");
+                }
+            }
             // The spool only ever holds fetches in progress: no size bound.
             let spool = open_directory(config.state_dir.join("spool"), None)
                 .await

@@ -163,6 +163,7 @@ struct RawCache {
     priority: Option<u32>,
     quorum: Option<i64>,
     on_dissent: Option<String>,
+    nar_compression: Option<String>,
     #[serde(default)]
     required_builders: Vec<String>,
     #[serde(default)]
@@ -391,6 +392,18 @@ pub struct CacheConfig {
     pub witnesses: Vec<CacheWitness>,
     /// Other quorates' logs whose attestations this cache imports (`[[cache.peer]]`).
     pub peers: Vec<PeerConfig>,
+    /// How NARs are offered to clients once stored (`nar_compression`).
+    pub nar_compression: NarCompression,
+}
+
+/// `nar_compression`: the form a cache offers its stored NARs in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NarCompression {
+    /// The NAR as it is (`Compression: none`): right on a LAN.
+    None,
+    /// A zstd copy made once beside each verified NAR in the local store, advertised once
+    /// it exists: right for clients across a WAN.
+    Zstd,
 }
 
 /// An upstream substitute server.
@@ -901,6 +914,16 @@ impl CacheConfig {
                 ))
             }
         };
+        let nar_compression = match rc.nar_compression.as_deref().unwrap_or("none") {
+            "none" => NarCompression::None,
+            "zstd" => NarCompression::Zstd,
+            other => {
+                return Err(invalid(
+                    key("nar_compression"),
+                    format!("`{other}` is not one of \"none\", \"zstd\""),
+                ))
+            }
+        };
         let builders = builders_from_raw(rc.builder, rc.flavor, i, base)?;
         let quorum = check_quorum(rc.quorum.unwrap_or(1), &rc.required_builders, &builders)
             .map_err(|(k, m)| invalid(key(k), m))?;
@@ -925,6 +948,7 @@ impl CacheConfig {
             priority: rc.priority.unwrap_or(40),
             quorum,
             on_dissent,
+            nar_compression,
             required_builders: rc.required_builders,
             builders,
             blocked,
@@ -1653,6 +1677,18 @@ mod tests {
         let r = c.replica.expect("a replica");
         assert_eq!(r.advertise_url, "http://10.0.0.2:8080");
         assert_eq!(r.secret_file, PathBuf::from("/etc/quorate/replica.secret"));
+    }
+
+    #[test]
+    fn nar_compression_is_none_by_default_and_must_be_known() {
+        let config = load(MINIMAL).expect("minimal config");
+        assert_eq!(config.caches[0].nar_compression, NarCompression::None);
+        let zstd = MINIMAL.replace("quorum = 1", "quorum = 1\nnar_compression = \"zstd\"");
+        let config = load(&zstd).expect("zstd config");
+        assert_eq!(config.caches[0].nar_compression, NarCompression::Zstd);
+        let text = MINIMAL.replace("quorum = 1", "quorum = 1\nnar_compression = \"xz\"");
+        let err = load(&text).unwrap_err().to_string();
+        assert!(err.contains("cache[0].nar_compression"), "{err}");
     }
 
     #[test]

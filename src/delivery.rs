@@ -14,6 +14,10 @@
 //!
 //! A body never yields a NAR's last byte before its hash and size are verified (see
 //! `nar::fetch`), so a client gets the verified NAR or a failed transfer.
+//!
+//! With `nar_compression = "zstd"` (local store only), a stored NAR also gets a zstd copy,
+//! made once on the blocking pool after the NAR is stored ([`compress_later`]) and served as
+//! it is ([`open_compressed`]): it exists only beside a verified NAR, made from its bytes.
 
 use std::io;
 use std::ops::Range;
@@ -26,17 +30,20 @@ use quorate_core::attestation::NarSource;
 use quorate_core::protocol::nar_hash::NarKey;
 
 use crate::app::App;
-use crate::config::UpstreamConfig;
+use crate::config::{NarCompression, UpstreamConfig};
 use crate::db::{DbError, Event, EventKind};
 use crate::fleet::{Claim, ClaimError};
+use crate::limits::NAR_READ_CHUNK;
 use crate::metrics::UpstreamKind;
 use crate::nar::{
-    ByteRange, Compression, Expected, FetchReport, FetchSource, Inflight, NarError, Opened,
+    compress_stored_blocking, ByteRange, Compression, Expected, FetchReport, FetchSource, Inflight,
+    NarError, NarStore, Opened,
 };
 use crate::outbox::PendingWrite;
 use crate::record;
 use crate::served_cache::{NarEntry, ServedCache};
 use crate::upstream::{UpstreamClient, UpstreamError};
+use quorate_core::flavor::CompressedNar;
 
 /// A NAR on its way to a client.
 pub struct NarBody {
@@ -134,6 +141,68 @@ pub async fn probe(
         }
     }
     Err(unusable.map_or(DeliveryError::NoSource, DeliveryError::BadNarUrl))
+}
+
+/// The local store, when `cache` offers zstd copies (`nar_compression = "zstd"`; a bucket
+/// keeps none, see the README).
+fn compressing_store<'a>(app: &'a App, cache: &ServedCache) -> Option<&'a Arc<NarStore>> {
+    match cache.config.nar_compression {
+        NarCompression::None => None,
+        NarCompression::Zstd => app.fetcher.storage().local(),
+    }
+}
+
+/// Whether `cache` offers stored zstd copies: `nar_compression = "zstd"` with a local store.
+pub fn keeps_copies(app: &App, cache: &ServedCache) -> bool {
+    compressing_store(app, cache).is_some()
+}
+
+/// The stored zstd copy of NAR `key`, if `cache` offers copies and it has been made.
+/// Never for a NAR the block list names.
+pub fn stored_copy(app: &App, cache: &ServedCache, key: NarKey) -> Option<CompressedNar> {
+    refuse_blocked(cache, key).ok()?;
+    compressing_store(app, cache)?.compressed(&key)
+}
+
+/// Makes NAR `key`'s zstd copy in the background, on the blocking pool, if `cache` offers
+/// copies and the store holds the NAR without one (at most one making per NAR).
+pub fn compress_later(app: &App, cache: &ServedCache, key: NarKey) {
+    let Some(claim) = compressing_store(app, cache).and_then(|s| s.claim_compression(&key)) else {
+        return;
+    };
+    app.background.spawn(async move {
+        let made = tokio::task::spawn_blocking(move || compress_stored_blocking(claim));
+        match made.await {
+            Ok(Ok(Some(copy))) => {
+                tracing::debug!(%key, file_size = copy.file_size, "stored the NAR's zstd copy")
+            }
+            Ok(Ok(None)) => {}
+            Ok(Err(e)) => tracing::warn!(%key, "cannot store the NAR's zstd copy: {e}"),
+            Err(e) => tracing::warn!(%key, "compressing the NAR failed: {e}"),
+        }
+    });
+}
+
+/// The stored zstd copy of NAR `key` as it streams, with its size; `None` when there is
+/// none (not made yet, evicted, or `cache` offers none).
+pub async fn open_compressed(
+    app: &App,
+    cache: &ServedCache,
+    key: NarKey,
+) -> Result<Option<(BoxStream<'static, io::Result<Bytes>>, u64)>, DeliveryError> {
+    refuse_blocked(cache, key)?;
+    let Some(store) = compressing_store(app, cache) else {
+        return Ok(None);
+    };
+    let opened = store
+        .open_compressed(&key)
+        .await
+        .map_err(DeliveryError::Storage)?;
+    Ok(opened.map(|(file, copy)| {
+        app.metrics.nar_request(cache.name(), true);
+        let stream = tokio_util::io::ReaderStream::with_capacity(file, NAR_READ_CHUNK).boxed();
+        (stream, copy.file_size)
+    }))
 }
 
 /// A NAR whose NarHash the cache's block list names is not served, even from the store.
@@ -422,6 +491,7 @@ impl FetchOutcome {
                 size,
                 location: self.app.fetcher.storage().location(&self.key),
             };
+            compress_later(&self.app, &self.cache, self.key);
             record::best_effort(&self.app, stored).await;
         }
     }

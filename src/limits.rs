@@ -20,6 +20,10 @@ pub const POSITIVE_TTL: Duration = Duration::from_secs(3600);
 
 /// `Cache-Control: max-age` of a served narinfo: clients may keep it a day (Guix honours it).
 pub const NARINFO_MAX_AGE: Duration = Duration::from_secs(86_400);
+/// `max-age` of a narinfo offering the NAR uncompressed while its zstd copy is being made
+/// (`nar_compression = "zstd"`): HTTP caches in front of quorate ask again soon and get the
+/// compressed form.
+pub const UNCOMPRESSED_NARINFO_MAX_AGE: Duration = Duration::from_secs(60);
 
 /// `Cache-Control: max-age` of `nix-cache-info`.
 pub const CACHE_INFO_MAX_AGE: Duration = Duration::from_secs(3600);

@@ -27,8 +27,13 @@ use crate::tlog::CacheLog;
 pub enum Resolution {
     /// Served: the rendered narinfo body and what it rests on.
     Served {
-        /// The narinfo quorate answers with, signed by quorate.
+        /// The narinfo quorate answers with, signed by quorate: the NAR uncompressed.
         body: bytes::Bytes,
+        /// The same narinfo advertising the NAR's stored zstd copy (`nar_compression =
+        /// "zstd"`), rendered by the narinfo route once that copy exists; from then on it is
+        /// the answer. Kept inside the answer rather than replacing it in `decisions`, so a
+        /// withdrawal's invalidation can never be overwritten by an upgrade racing it.
+        compressed_body: std::sync::OnceLock<bytes::Bytes>,
         /// The agreement behind it (boxed: it is large and most answers are negative).
         agreed: Box<Agreed>,
     },

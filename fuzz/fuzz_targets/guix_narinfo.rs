@@ -106,7 +106,7 @@ fuzz_target!(|data: &[u8]| {
         &observation.attestations,
         observation.source,
     );
-    let served = front.render(&agreed).expect("agreed content renders");
+    let served = front.render(&agreed, None).expect("agreed content renders");
     let served = GuixNarInfo::parse(&served)
         .unwrap_or_else(|e| panic!("quorate's narinfo does not parse: {e}\n{served}"));
     assert_eq!(served.content(), content);

@@ -1,6 +1,8 @@
 //! `GET <mount>/nar/<file>` and `<mount>/nar/<compression>/<file>`: which NAR a URL names is
 //! the flavor's business (Nix: `<nix32 NarHash>.nar`; Guix: `<basename>`, `zstd/<basename>`);
-//! the bytes always come from [`crate::delivery`], verified.
+//! the bytes always come from [`crate::delivery`], verified. A zstd URL gets the stored zstd
+//! copy when the cache keeps one (`nar_compression = "zstd"`), with its Content-Length; else
+//! the verified NAR compressed on the fly.
 
 use std::sync::Arc;
 
@@ -92,6 +94,13 @@ async fn respond(
         Ok(named) => named,
         Err(e) => return e.into_response(),
     };
+    if encoding == NarEncoding::Zstd {
+        match stored_copy(app, &cache, key, method).await {
+            Ok(Some(resp)) => return resp,
+            Ok(None) => {}
+            Err(e) => return e.into_response(),
+        }
+    }
     let result = match method {
         Method::Get(range) => {
             // Ranges are of the NAR itself: a NAR sent compressed is sent whole.
@@ -127,7 +136,13 @@ async fn named(
     file: &str,
 ) -> Result<(NarKey, Option<Arc<NarEntry>>, NarEncoding), HttpError> {
     let (hash_part, basename, encoding) = match cache.front.nar_request(compression, file)? {
-        NarRequest::ByKey(key) => return Ok((key, None, NarEncoding::Identity)),
+        // `<key>.nar.zst` exists only where stored copies are offered.
+        NarRequest::ByKey { encoding, .. }
+            if encoding == NarEncoding::Zstd && !delivery::keeps_copies(app, cache) =>
+        {
+            return Err(HttpError::not_found("not found"))
+        }
+        NarRequest::ByKey { key, encoding } => return Ok((key, None, encoding)),
         NarRequest::ByStorePath {
             hash_part,
             basename,
@@ -146,6 +161,26 @@ async fn named(
         sources: agreed.sources.clone(),
     });
     Ok((agreed.content.nar_hash.key(), Some(entry), encoding))
+}
+
+/// The stored zstd copy of NAR `key` (its bytes for GET, its length for HEAD), if the cache
+/// keeps one; `None`: compress on the fly instead.
+async fn stored_copy(
+    app: &Arc<App>,
+    cache: &Arc<ServedCache>,
+    key: NarKey,
+    method: Method,
+) -> Result<Option<Response>, HttpError> {
+    if method == Method::Head {
+        let copy = delivery::stored_copy(app, cache, key);
+        return Ok(copy.map(|c| sized_response(None, c.file_size)));
+    }
+    let Some((stream, size)) = delivery::open_compressed(app, cache, key).await? else {
+        return Ok(None);
+    };
+    let stream = first_chunk_held(stream).await?;
+    let counted = counted(app.clone(), cache.name().to_owned(), stream);
+    Ok(Some(sized_response(Some(counted), size)))
 }
 
 /// `bytes` once its first chunk has arrived: a NAR that fails before its first byte (the
@@ -190,6 +225,11 @@ fn partial_response(bytes: NarStream, part: std::ops::Range<u64>, size: u64) -> 
         h.insert(header::CONTENT_RANGE, v);
     }
     resp
+}
+
+/// An answer of `size` bytes sent as they are (`None` for HEAD): a stored file.
+fn sized_response(bytes: Option<NarStream>, size: u64) -> Response {
+    nar_response(bytes, size, NarEncoding::Identity)
 }
 
 /// A NAR answer: the NAR's bytes (`None` for HEAD) of NarSize `size`, sent as `encoding`.

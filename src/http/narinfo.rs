@@ -1,16 +1,20 @@
 //! `GET|HEAD <mount>/nix-cache-info` and `<mount>/<hash>.narinfo`.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use quorate_core::attestation::Agreed;
 use quorate_core::protocol::store_path::HashPart;
 
 use super::error::{text, HttpError};
 use crate::app::App;
-use crate::limits::{CACHE_INFO_MAX_AGE, NARINFO_MAX_AGE};
+use crate::delivery;
+use crate::limits::{CACHE_INFO_MAX_AGE, NARINFO_MAX_AGE, UNCOMPRESSED_NARINFO_MAX_AGE};
 use crate::resolve::resolve;
 use crate::served_cache::{Resolution, ServedCache};
 
@@ -50,9 +54,20 @@ async fn narinfo(
         })?;
     app.metrics.narinfo_request(cache.name());
     match &*resolve(app, cache, &hash_part).await? {
-        Resolution::Served { body, .. } => {
+        Resolution::Served {
+            body,
+            compressed_body,
+            agreed,
+        } => {
             let log_index = log_index(app, cache, &hash_part).await;
-            Ok(served(body.clone(), log_index))
+            let (body, max_age) = match compressed(app, cache, agreed, compressed_body) {
+                Some(body) => (body, NARINFO_MAX_AGE),
+                None if delivery::keeps_copies(app, cache) => {
+                    (body.clone(), UNCOMPRESSED_NARINFO_MAX_AGE)
+                }
+                None => (body.clone(), NARINFO_MAX_AGE),
+            };
+            Ok(served(body, log_index, max_age))
         }
         Resolution::NotServed { reason } => Err(HttpError::not_found(reason.clone())),
     }
@@ -74,7 +89,33 @@ async fn log_index(app: &App, cache: &ServedCache, hash_part: &HashPart) -> Opti
     found
 }
 
-fn served(body: bytes::Bytes, log_index: Option<u64>) -> Response {
+/// The narinfo advertising the NAR's stored zstd copy, once the copy exists (rendered once,
+/// then kept with the answer). Before that `None`, and the copy is set to be made if the
+/// NAR is stored: no client waits for compression, it gets the uncompressed form meanwhile.
+fn compressed(
+    app: &App,
+    cache: &ServedCache,
+    agreed: &Agreed,
+    compressed_body: &OnceLock<Bytes>,
+) -> Option<Bytes> {
+    if let Some(body) = compressed_body.get() {
+        return Some(body.clone());
+    }
+    let key = agreed.content.nar_hash.key();
+    let Some(copy) = delivery::stored_copy(app, cache, key) else {
+        delivery::compress_later(app, cache, key);
+        return None;
+    };
+    match cache.front.render(agreed, Some(&copy)) {
+        Ok(text) => Some(compressed_body.get_or_init(|| text.into()).clone()),
+        Err(e) => {
+            tracing::warn!(cache = %cache.name(), %key, "cannot render the zstd narinfo: {e}");
+            None
+        }
+    }
+}
+
+fn served(body: Bytes, log_index: Option<u64>, max_age: Duration) -> Response {
     let len = body.len();
     let mut resp = Response::new(Body::from(body));
     let h = resp.headers_mut();
@@ -86,7 +127,7 @@ fn served(body: bytes::Bytes, log_index: Option<u64>) -> Response {
     if let Some(i) = log_index {
         h.insert("quorate-log-index", HeaderValue::from(i));
     }
-    if let Ok(v) = HeaderValue::from_str(&format!("max-age={}", NARINFO_MAX_AGE.as_secs())) {
+    if let Ok(v) = HeaderValue::from_str(&format!("max-age={}", max_age.as_secs())) {
         h.insert(header::CACHE_CONTROL, v);
     }
     resp

@@ -37,13 +37,13 @@ use std::sync::Arc;
 use quorate_core::protocol::nar_hash::NarHash;
 
 pub use compression::{Compression, Decode};
-pub use encode::zstd_encode;
+pub use encode::{compress_stored_blocking, zstd_encode};
 #[doc(hidden)]
 pub use fetch::check_decoded;
 pub use fetch::{Expected, FailedAttempt, Fetch, FetchReport, FetchSource, Inflight, NarFetcher};
 pub use objects::{ObjectError, ObjectNars};
 pub use storage::{ByteRange, NarRead, NarStorage, Opened};
-pub use store::NarStore;
+pub use store::{CompressionClaim, NarStore};
 
 /// Why a NAR could not be fetched, verified or stored. Clone, so that every client of one
 /// shared fetch gets the same answer.

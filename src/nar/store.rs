@@ -5,11 +5,17 @@
 //!
 //! ```text
 //! root/nar/0q/0qhasy0w9w9mfv0vacgzymxl4nww8cslyza5x2ci42v7i2b13lyl.nar   verified NARs
+//! root/nar/0q/0qhasy0w9w9mfv0vacgzymxl4nww8cslyza5x2ci42v7i2b13lyl.<filehash>.nar.zst
+//!                                         its zstd copy (`nar_compression = "zstd"`)
 //! root/tmp/0qhasy0w9w9mfv0vacgzymxl4nww8cslyza5x2ci42v7i2b13lyl.3.tmp   fetches in progress
 //! ```
 //!
 //! A file under `nar/` is only ever created by renaming a fully verified, fsynced temp file
-//! (see `fetch`), so its name is the truth about its content. The recency order lives in
+//! (see `fetch`, and `encode` for the zstd copy, made from the stored NAR), so its name is the
+//! truth about its content: a `.nar.zst` names its NAR and the SHA-256 of its own bytes (the
+//! narinfo's FileHash), so a restart knows FileHash and FileSize without reading it. A zstd
+//! copy lives and dies with its NAR: it counts towards the bound with it, is evicted with
+//! it, and one found without its NAR at open is deleted. The recency order lives in
 //! memory and is mirrored into file mtimes on every use, so that it survives a restart:
 //! opening the store rebuilds it from a directory scan sorted by mtime.
 
@@ -18,9 +24,10 @@ use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::SystemTime;
 
+use quorate_core::flavor::CompressedNar;
 use quorate_core::protocol::nar_hash::NarKey;
 use tokio::sync::Notify;
 
@@ -41,6 +48,9 @@ pub struct NarStore {
     evicted: Mutex<Vec<NarKey>>,
     /// Woken after every eviction, so the owner's recorder task need not poll.
     evictions: Notify,
+    /// NARs whose zstd copy is being made, so that one NAR is compressed once at a time.
+    /// std Mutex: held for a set operation only.
+    compressing: Mutex<std::collections::HashSet<NarKey>>,
 }
 
 impl NarStore {
@@ -58,11 +68,18 @@ impl NarStore {
         let nar_dir = root.join("nar");
         fs::create_dir_all(&nar_dir)?;
 
-        let mut found = scan_nars(&nar_dir)?;
+        let (mut found, copies) = scan_nars(&nar_dir)?;
         found.sort_by_key(|nar| nar.modified);
         let mut index = LruIndex::default();
         for nar in found {
             index.insert(nar.key, nar.size);
+        }
+        for (key, copy, path) in copies {
+            if !index.attach(&key, copy) {
+                // Its NAR is gone (evicted while the process died): the copy goes too.
+                tracing::info!(path = %path.display(), "deleting zstd copy without its NAR");
+                fs::remove_file(&path)?;
+            }
         }
         let store = NarStore {
             root,
@@ -71,6 +88,7 @@ impl NarStore {
             next_temp: AtomicU64::new(0),
             evicted: Mutex::new(Vec::new()),
             evictions: Notify::new(),
+            compressing: Mutex::new(Default::default()),
         };
         store.evict_blocking(None);
         Ok(store)
@@ -113,6 +131,86 @@ impl NarStore {
     /// Total bytes of the NARs currently in the store.
     pub fn total_size(&self) -> u64 {
         self.index().total
+    }
+
+    /// Where the zstd copy of NAR `key` lives relative to the store's root.
+    pub fn compressed_location(key: &NarKey, copy: &CompressedNar) -> String {
+        let key = key.to_string();
+        format!("nar/{}/{key}.{}.nar.zst", &key[..2], copy.file_hash.key())
+    }
+
+    /// The zstd copy of NAR `key`, if the store holds both.
+    pub fn compressed(&self, key: &NarKey) -> Option<CompressedNar> {
+        self.index().entries.get(key)?.compressed
+    }
+
+    /// Whether the store holds NAR `key` but no zstd copy of it.
+    pub fn lacks_compressed(&self, key: &NarKey) -> bool {
+        self.index()
+            .entries
+            .get(key)
+            .is_some_and(|e| e.compressed.is_none())
+    }
+
+    /// Opens the zstd copy of NAR `key` and marks the NAR most recently used. `Ok(None)`
+    /// when the store holds no copy.
+    pub async fn open_compressed(
+        &self,
+        key: &NarKey,
+    ) -> io::Result<Option<(tokio::fs::File, CompressedNar)>> {
+        let Some(copy) = self.compressed(key) else {
+            return Ok(None);
+        };
+        self.index().touch(key);
+        let path = self.root.join(NarStore::compressed_location(key, &copy));
+        let opened = tokio::task::spawn_blocking(move || open_and_touch(&path))
+            .await
+            .map_err(io::Error::other)??;
+        Ok(match opened {
+            Some((file, _)) => Some((tokio::fs::File::from_std(file), copy)),
+            None => {
+                self.index().detach(key);
+                None
+            }
+        })
+    }
+
+    /// Claims the making of NAR `key`'s zstd copy: `None` when the store does not hold the
+    /// NAR, already holds a copy, or someone is making it (so a hot narinfo does not start a
+    /// thread per request). The claim ends when the returned guard is dropped.
+    pub fn claim_compression(self: &Arc<Self>, key: &NarKey) -> Option<CompressionClaim> {
+        if !self.lacks_compressed(key) {
+            return None;
+        }
+        let mut compressing = self
+            .compressing
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        compressing.insert(*key).then(|| CompressionClaim {
+            store: Arc::clone(self),
+            key: *key,
+        })
+    }
+
+    /// Moves the fsynced temp file of NAR `key`'s zstd copy into place beside the NAR and
+    /// counts it, then evicts as [`NarStore::commit_blocking`] does. `false` (the temp file
+    /// deleted) when the NAR was evicted meanwhile.
+    pub(crate) fn commit_compressed_blocking(
+        &self,
+        key: &NarKey,
+        temp: &Path,
+        copy: CompressedNar,
+    ) -> io::Result<bool> {
+        let target = self.root.join(NarStore::compressed_location(key, &copy));
+        let dir = target.parent().unwrap_or(&self.root);
+        fs::rename(temp, &target)?;
+        fs::File::open(dir)?.sync_all()?;
+        if !self.index().attach(key, copy) {
+            fs::remove_file(&target)?;
+            return Ok(false);
+        }
+        self.evict_blocking(Some(key));
+        Ok(true)
     }
 
     /// Where the NAR `key` lives and its size, if the store holds it. Does not count as a
@@ -191,15 +289,18 @@ impl NarStore {
             return;
         }
         if let Ok(mut log) = self.evicted.lock() {
-            log.extend(evicted.iter().copied());
+            log.extend(evicted.iter().map(|(key, _)| *key));
         }
         self.evictions.notify_one();
-        for key in evicted {
+        for (key, copy) in evicted {
             // A client still streaming the file keeps its open descriptor; unlink is safe.
-            match fs::remove_file(self.nar_path(&key)) {
-                Ok(()) => tracing::debug!(%key, "evicted NAR"),
-                Err(err) if err.kind() == io::ErrorKind::NotFound => {}
-                Err(err) => tracing::warn!(%key, %err, "cannot delete evicted NAR"),
+            let copy = copy.map(|c| self.root.join(NarStore::compressed_location(&key, &c)));
+            for path in std::iter::once(self.nar_path(&key)).chain(copy) {
+                match fs::remove_file(&path) {
+                    Ok(()) => tracing::debug!(%key, "evicted NAR"),
+                    Err(err) if err.kind() == io::ErrorKind::NotFound => {}
+                    Err(err) => tracing::warn!(%key, %err, "cannot delete evicted NAR"),
+                }
             }
         }
     }
@@ -232,6 +333,25 @@ fn open_and_touch(path: &Path) -> io::Result<Option<(fs::File, u64)>> {
     Ok(Some((file, size)))
 }
 
+/// The claim on making one NAR's zstd copy ([`NarStore::claim_compression`]).
+pub struct CompressionClaim {
+    /// The store the copy goes into.
+    pub(crate) store: Arc<NarStore>,
+    /// The NAR to compress.
+    pub(crate) key: NarKey,
+}
+
+impl Drop for CompressionClaim {
+    fn drop(&mut self) {
+        let mut compressing = self
+            .store
+            .compressing
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        compressing.remove(&self.key);
+    }
+}
+
 /// One NAR found while scanning the store at open.
 struct ScannedNar {
     key: NarKey,
@@ -239,9 +359,20 @@ struct ScannedNar {
     modified: SystemTime,
 }
 
-/// Finds `nar/<xx>/<key>.nar` files; anything else is left alone and not counted.
-fn scan_nars(nar_dir: &Path) -> io::Result<Vec<ScannedNar>> {
+/// A zstd copy found while scanning: its NAR, what its name says, where it is.
+type ScannedCopy = (NarKey, CompressedNar, PathBuf);
+
+/// Reads `<key>.<filehash>.nar.zst` (both nix32 SHA-256s).
+fn compressed_name(name: &str) -> Option<(NarKey, NarKey)> {
+    let (key, file_hash) = name.strip_suffix(".nar.zst")?.split_once('.')?;
+    Some((key.parse().ok()?, file_hash.parse().ok()?))
+}
+
+/// Finds `nar/<xx>/<key>.nar` files and their `<key>.<filehash>.nar.zst` copies; anything
+/// else is left alone and not counted.
+fn scan_nars(nar_dir: &Path) -> io::Result<(Vec<ScannedNar>, Vec<ScannedCopy>)> {
     let mut found = Vec::new();
+    let mut copies = Vec::new();
     for fanout in fs::read_dir(nar_dir)? {
         let fanout = fanout?;
         if !fanout.file_type()?.is_dir() {
@@ -250,6 +381,18 @@ fn scan_nars(nar_dir: &Path) -> io::Result<Vec<ScannedNar>> {
         for entry in fs::read_dir(fanout.path())? {
             let entry = entry?;
             let name = entry.file_name();
+            if let Some((key, file_hash)) = name.to_str().and_then(compressed_name) {
+                let metadata = entry.metadata()?;
+                let key_text = key.to_string();
+                if metadata.is_file() && fanout.file_name().to_str() == key_text.get(..2) {
+                    let copy = CompressedNar {
+                        file_hash: file_hash.hash(),
+                        file_size: metadata.len(),
+                    };
+                    copies.push((key, copy, entry.path()));
+                    continue;
+                }
+            }
             let name = name.to_str().and_then(|n| n.strip_suffix(".nar"));
             let Some((name, key)) = name.and_then(|n| Some((n, n.parse::<NarKey>().ok()?))) else {
                 tracing::warn!(path = %entry.path().display(), "ignoring stray file in NAR store");
@@ -267,7 +410,7 @@ fn scan_nars(nar_dir: &Path) -> io::Result<Vec<ScannedNar>> {
             });
         }
     }
-    Ok(found)
+    Ok((found, copies))
 }
 
 /// Recency index: O(log n) touch, insert and pop-oldest without an extra crate.
@@ -286,6 +429,8 @@ struct LruIndex {
 struct LruEntry {
     size: u64,
     last_use: u64,
+    /// The NAR's zstd copy, when made; its size counts in `total` too.
+    compressed: Option<CompressedNar>,
 }
 
 impl LruIndex {
@@ -294,13 +439,37 @@ impl LruIndex {
         self.clock
     }
 
-    /// Records (or replaces) `key` as the most recently used NAR.
+    /// Records (or replaces) `key` as the most recently used NAR. A zstd copy already
+    /// recorded stays: the NAR's bytes are the same, its name says so.
     fn insert(&mut self, key: NarKey, size: u64) {
+        let compressed = self.entries.get(&key).and_then(|e| e.compressed);
         self.remove(&key);
         let last_use = self.tick();
         self.by_use.insert(last_use, key);
-        self.entries.insert(key, LruEntry { size, last_use });
-        self.total += size;
+        let entry = LruEntry {
+            size,
+            last_use,
+            compressed,
+        };
+        self.entries.insert(key, entry);
+        self.total += size + compressed.map_or(0, |c| c.file_size);
+    }
+
+    /// Records `copy` as NAR `key`'s zstd copy; false if the NAR is not here.
+    fn attach(&mut self, key: &NarKey, copy: CompressedNar) -> bool {
+        let Some(entry) = self.entries.get_mut(key) else {
+            return false;
+        };
+        let old = entry.compressed.replace(copy).map_or(0, |c| c.file_size);
+        self.total = self.total - old + copy.file_size;
+        true
+    }
+
+    /// Forgets NAR `key`'s zstd copy (its file vanished).
+    fn detach(&mut self, key: &NarKey) {
+        if let Some(copy) = self.entries.get_mut(key).and_then(|e| e.compressed.take()) {
+            self.total -= copy.file_size;
+        }
     }
 
     /// Marks `key` most recently used; false if it is not here.
@@ -318,13 +487,18 @@ impl LruIndex {
     fn remove(&mut self, key: &NarKey) -> Option<u64> {
         let entry = self.entries.remove(key)?;
         self.by_use.remove(&entry.last_use);
-        self.total -= entry.size;
+        self.total -= entry.size + entry.compressed.map_or(0, |c| c.file_size);
         Some(entry.size)
     }
 
     /// Drops least recently used entries (sparing `keep`) until `total <= max_size`, and
-    /// returns their keys so the caller can delete the files outside the lock.
-    fn evict_until(&mut self, max_size: u64, keep: Option<&NarKey>) -> Vec<NarKey> {
+    /// returns their keys (and zstd copies) so the caller can delete the files outside the
+    /// lock.
+    fn evict_until(
+        &mut self,
+        max_size: u64,
+        keep: Option<&NarKey>,
+    ) -> Vec<(NarKey, Option<CompressedNar>)> {
         let mut evicted = Vec::new();
         let mut spared = None;
         while self.total > max_size {
@@ -335,10 +509,11 @@ impl LruIndex {
                 spared = Some(key);
                 continue;
             }
-            if let Some(entry) = self.entries.remove(&key) {
-                self.total -= entry.size;
-            }
-            evicted.push(key);
+            let copy = self.entries.remove(&key).and_then(|entry| {
+                self.total -= entry.size + entry.compressed.map_or(0, |c| c.file_size);
+                entry.compressed
+            });
+            evicted.push((key, copy));
         }
         if let Some(key) = spared {
             if let Some(entry) = self.entries.get(&key) {
@@ -371,7 +546,7 @@ mod tests {
     }
 
     fn nar_files(root: &Path) -> usize {
-        scan_nars(&root.join("nar")).expect("scan").len()
+        scan_nars(&root.join("nar")).expect("scan").0.len()
     }
 
     #[tokio::test]

@@ -57,10 +57,11 @@ pub(super) async fn served(
     cache: &ServedCache,
     agreed: Agreed,
 ) -> Result<Resolution, ResolveError> {
-    let body = cache.front.render(&agreed)?;
+    let body = cache.front.render(&agreed, None)?;
     cache.remember_nar(&agreed).await;
     Ok(Resolution::Served {
         body: body.into(),
+        compressed_body: Default::default(),
         agreed: Box::new(agreed),
     })
 }

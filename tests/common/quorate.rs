@@ -97,6 +97,8 @@ pub struct CacheSpec {
     pub revoked: Vec<(String, String, String)>,
     /// `blocked` entries: (`path` or `nar_hash`, its value, reason).
     pub blocked: Vec<(String, String, String)>,
+    /// `nar_compression`, if set (default `none`).
+    pub nar_compression: Option<String>,
 }
 
 /// One `[[cache.upstream]]` of a cache.
@@ -160,6 +162,7 @@ impl CacheSpec {
             weights: Vec::new(),
             revoked: Vec::new(),
             blocked: Vec::new(),
+            nar_compression: None,
         }
     }
 
@@ -176,6 +179,12 @@ impl CacheSpec {
     /// Sets `quorum`.
     pub fn quorum(mut self, quorum: u32) -> CacheSpec {
         self.quorum = quorum;
+        self
+    }
+
+    /// Sets `nar_compression` (`none` or `zstd`).
+    pub fn nar_compression(mut self, compression: &str) -> CacheSpec {
+        self.nar_compression = Some(compression.to_owned());
         self
     }
 
@@ -912,6 +921,9 @@ fn render_config(
         }
         let _ = writeln!(t, "quorum = {}", c.quorum);
         let _ = writeln!(t, "on_dissent = {}", q(&c.on_dissent));
+        if let Some(compression) = &c.nar_compression {
+            let _ = writeln!(t, "nar_compression = {}", q(compression));
+        }
         if !c.required_builders.is_empty() {
             let names: Vec<String> = c.required_builders.iter().map(|b| q(b)).collect();
             let _ = writeln!(t, "required_builders = [{}]", names.join(", "));

@@ -9,7 +9,9 @@ use crate::protocol::guix_key::{GuixPublicKey, GuixSecretKey};
 use crate::protocol::guix_narinfo::{GuixNarInfo, NarUrl};
 use crate::protocol::store_path::{HashPart, StorePath, HASH_PART_LEN};
 
-use super::{FrontEnd, FrontEndError, NarEncoding, NarRequest, NarRouteError, Scope, Seen};
+use super::{
+    CompressedNar, FrontEnd, FrontEndError, NarEncoding, NarRequest, NarRouteError, Scope, Seen,
+};
 
 /// The host named in quorate's Guix `Signature:` fields (informational, unsigned).
 pub const SIGNATURE_HOST: &str = "quorate";
@@ -133,24 +135,29 @@ impl FrontEnd for GuixFrontEnd {
         self.scope.revoked(a)
     }
 
-    fn render(&self, agreed: &Agreed) -> Result<String, FrontEndError> {
+    fn render(
+        &self,
+        agreed: &Agreed,
+        zstd: Option<&CompressedNar>,
+    ) -> Result<String, FrontEndError> {
         let c = &agreed.content;
         // The basename as one URL path segment: of the store-path name characters only `?`
         // is not a path character (it would start a query), so it alone is escaped, as
         // guix-publish's `uri-encode` would; the NAR route gets it back decoded.
         let basename = c.basename().replace('?', "%3F");
-        // No FileSize: compressed sizes are unknown while compressing on the fly, and Guix
-        // requires FileSize on every group or on none.
+        // FileSize only with a stored compressed copy: while compressing on the fly the
+        // compressed size is unknown, and Guix requires FileSize on every group or on none.
+        // (lzip is not offered.)
         let urls = vec![
             NarUrl {
                 url: format!("nar/zstd/{basename}"),
                 compression: Some("zstd".into()),
-                file_size: None,
+                file_size: zstd.map(|z| z.file_size),
             },
             NarUrl {
                 url: format!("nar/{basename}"),
                 compression: Some("none".into()),
-                file_size: None,
+                file_size: zstd.map(|_| c.nar_size),
             },
         ];
         let ni = GuixNarInfo::new(c, agreed.deriver.clone(), None, urls)?
@@ -206,7 +213,7 @@ mod tests {
             references: vec![],
         };
         let agreed = Agreed::new(content, vec!["b".into()], &[], []);
-        let text = front.render(&agreed).expect("rendered");
+        let text = front.render(&agreed, None).expect("rendered");
         let ni = GuixNarInfo::parse(&text).expect("Guix reads it");
         let urls: Vec<&str> = ni.urls().iter().map(|u| u.url.as_str()).collect();
         assert_eq!(
@@ -221,5 +228,45 @@ mod tests {
             Ok(NarRequest::ByStorePath { basename: b, .. }) => assert_eq!(b, basename),
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn a_stored_zstd_copy_gives_every_url_group_its_file_size() {
+        let key = GuixSecretKey::generate().expect("randomness");
+        let builders = [Builder::new("b", vec![BuilderKey::Guix(*key.public())])];
+        let front = front_end("g", "/gnu/store", &builders, Signer::Guix(key));
+        let content = Content {
+            store_path: "/gnu/store/0vpqfxbkx0ffrnhbws6g9qwhmliksz7f-hello".into(),
+            nar_hash: NarHash::from_digest([3; 32]),
+            nar_size: 1234,
+            references: vec![],
+        };
+        let agreed = Agreed::new(content, vec!["b".into()], &[], []);
+        let sizes = |zstd: Option<&CompressedNar>| {
+            let text = front.render(&agreed, zstd).expect("rendered");
+            let ni = GuixNarInfo::parse(&text).expect("Guix reads it");
+            ni.urls()
+                .iter()
+                .map(|u| (u.compression.clone(), u.file_size))
+                .collect::<Vec<_>>()
+        };
+        let zstd = CompressedNar {
+            file_hash: NarHash::from_digest([9; 32]),
+            file_size: 321,
+        };
+        assert_eq!(
+            sizes(Some(&zstd)),
+            [
+                (Some("zstd".to_owned()), Some(321)),
+                (Some("none".to_owned()), Some(1234))
+            ]
+        );
+        assert_eq!(
+            sizes(None),
+            [
+                (Some("zstd".to_owned()), None),
+                (Some("none".to_owned()), None)
+            ]
+        );
     }
 }

@@ -25,7 +25,7 @@ use crate::attestation::{Agreed, Attestation, Content, Observation, Pushed, SigS
 use crate::builder::{builder_of, Builder};
 use crate::protocol::guix_key::{GuixKeyError, GuixSecretKey};
 use crate::protocol::guix_narinfo::GuixNarInfoError;
-use crate::protocol::nar_hash::NarKey;
+use crate::protocol::nar_hash::{NarHash, NarKey};
 use crate::protocol::narinfo::NarInfoError;
 use crate::protocol::nix_key::{NixKeyError, NixSecretKey};
 use crate::protocol::signature::SigCheck;
@@ -97,15 +97,32 @@ pub enum NarRouteError {
 pub enum NarEncoding {
     /// The NAR bytes as they are (`Compression: none`).
     Identity,
-    /// zstd, compressed on the fly (Guix's `nar/zstd/<basename>`).
+    /// zstd: the stored compressed copy when there is one, else compressed on the fly
+    /// (Nix's `nar/<key>.nar.zst`, Guix's `nar/zstd/<basename>`).
     Zstd,
+}
+
+/// The zstd copy of a verified NAR that quorate stored beside it (`nar_compression =
+/// "zstd"`): what a narinfo advertising it must say.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CompressedNar {
+    /// SHA-256 of the compressed bytes (`FileHash:`), in the same `sha256:<nix32>` form as a
+    /// NarHash.
+    pub file_hash: NarHash,
+    /// Length of the compressed file in bytes (`FileSize:`).
+    pub file_size: u64,
 }
 
 /// The NAR a client's URL names.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum NarRequest {
-    /// Named by its hash (Nix: `nar/<key>.nar`).
-    ByKey(NarKey),
+    /// Named by its hash (Nix: `nar/<key>.nar`, `nar/<key>.nar.zst`).
+    ByKey {
+        /// The NAR's key.
+        key: NarKey,
+        /// How to send it.
+        encoding: NarEncoding,
+    },
     /// Named by its store path (Guix: `nar/<basename>`, `nar/zstd/<basename>`): served only
     /// while the path's decision is positive and names exactly this basename.
     ByStorePath {
@@ -146,8 +163,13 @@ pub trait FrontEnd: Send + Sync {
     /// at or before the time it was first recorded: it does not vote.
     fn revoked(&self, attestation: &Attestation) -> bool;
 
-    /// quorate's own narinfo for an agreed content, signed with quorate's key.
-    fn render(&self, agreed: &Agreed) -> Result<String, FrontEndError>;
+    /// quorate's own narinfo for an agreed content, signed with quorate's key; `zstd`, when
+    /// the stored compressed copy exists, is advertised (with its FileHash/FileSize).
+    fn render(
+        &self,
+        agreed: &Agreed,
+        zstd: Option<&CompressedNar>,
+    ) -> Result<String, FrontEndError>;
 
     /// The public key clients trust, in the flavor's text form.
     fn public_key_text(&self) -> String;

@@ -7,7 +7,9 @@ use crate::protocol::narinfo::{fingerprint_of, NixNarInfo};
 use crate::protocol::nix_key::{check_sig, NixPublicKey, NixSecretKey};
 use crate::protocol::store_path::{HashPart, StorePath};
 
-use super::{FrontEnd, FrontEndError, NarRequest, NarRouteError, Scope, Seen};
+use super::{
+    CompressedNar, FrontEnd, FrontEndError, NarEncoding, NarRequest, NarRouteError, Scope, Seen,
+};
 
 /// A Nix cache's front end.
 pub(super) struct NixFrontEnd {
@@ -118,14 +120,29 @@ impl FrontEnd for NixFrontEnd {
         self.scope.revoked(a)
     }
 
-    fn render(&self, agreed: &Agreed) -> Result<String, FrontEndError> {
+    fn render(
+        &self,
+        agreed: &Agreed,
+        zstd: Option<&CompressedNar>,
+    ) -> Result<String, FrontEndError> {
         let c = &agreed.content;
+        let key = c.nar_hash.key();
+        // The fingerprint covers neither URL nor compression: the signatures stay the same.
+        let (url, compression, file_hash, file_size) = match zstd {
+            Some(z) => (
+                format!("nar/{key}.nar.zst"),
+                "zstd",
+                z.file_hash,
+                z.file_size,
+            ),
+            None => (format!("nar/{key}.nar"), "none", c.nar_hash, c.nar_size),
+        };
         let mut ni = NixNarInfo {
             store_path: StorePath::parse(&self.scope.store_dir, &c.store_path)?,
-            url: format!("nar/{}.nar", c.nar_hash.key()),
-            compression: "none".into(),
-            file_hash: Some(c.nar_hash.to_string()),
-            file_size: Some(c.nar_size),
+            url,
+            compression: compression.into(),
+            file_hash: Some(file_hash.to_string()),
+            file_size: Some(file_size),
             nar_hash: c.nar_hash,
             nar_size: c.nar_size,
             references: c.references.clone(),
@@ -149,12 +166,18 @@ impl FrontEnd for NixFrontEnd {
         compression: Option<&str>,
         file: &str,
     ) -> Result<NarRequest, NarRouteError> {
-        let (None, Some(key)) = (compression, file.strip_suffix(".nar")) else {
-            return Err(NarRouteError::NotFound("not found"));
+        let (key, encoding) = match (compression, file.strip_suffix(".nar.zst")) {
+            (None, Some(key)) => (key, NarEncoding::Zstd),
+            (None, None) => match file.strip_suffix(".nar") {
+                Some(key) => (key, NarEncoding::Identity),
+                None => return Err(NarRouteError::NotFound("not found")),
+            },
+            (Some(_), _) => return Err(NarRouteError::NotFound("not found")),
         };
-        key.parse()
-            .map(NarRequest::ByKey)
-            .map_err(|_| NarRouteError::Malformed("malformed NAR name"))
+        let key = key
+            .parse()
+            .map_err(|_| NarRouteError::Malformed("malformed NAR name"))?;
+        Ok(NarRequest::ByKey { key, encoding })
     }
 }
 
@@ -268,7 +291,10 @@ mod tests {
         let key = "1mi14cqk363wv368ffiiy01knardmnlyphi6h9xv6dkjz44hk30i";
         assert_eq!(
             front.nar_request(None, &format!("{key}.nar")),
-            Ok(NarRequest::ByKey(key.parse().expect("key")))
+            Ok(NarRequest::ByKey {
+                key: key.parse().expect("key"),
+                encoding: NarEncoding::Identity
+            })
         );
         assert_eq!(
             front.nar_request(None, "x.nar"),
@@ -281,6 +307,48 @@ mod tests {
         assert_eq!(
             front.nar_request(Some("zstd"), &format!("{key}.nar")),
             Err(NarRouteError::NotFound("not found"))
+        );
+    }
+
+    #[test]
+    fn a_stored_zstd_copy_is_advertised_with_its_file_hash_and_size_and_routed_back() {
+        let key = NixSecretKey::generate("b-1").expect("key");
+        let att = attestation_by(&key, "b");
+        let front = cache_trusting("b", &key.public());
+        let agreed = Agreed::new(
+            att.content.clone(),
+            vec!["b".into()],
+            std::slice::from_ref(&att),
+            [],
+        );
+        let nar_key = att.content.nar_hash.key();
+        let plain = NixNarInfo::parse("/nix/store", &front.render(&agreed, None).expect("plain"))
+            .expect("plain parses");
+        assert_eq!(plain.url, format!("nar/{nar_key}.nar"));
+        assert_eq!(plain.compression, "none");
+        let zstd = CompressedNar {
+            file_hash: NarHash::from_digest([7; 32]),
+            file_size: 4321,
+        };
+        let text = front.render(&agreed, Some(&zstd)).expect("zstd");
+        let ni = NixNarInfo::parse("/nix/store", &text).expect("zstd parses");
+        assert_eq!(ni.url, format!("nar/{nar_key}.nar.zst"));
+        assert_eq!(ni.compression, "zstd");
+        assert_eq!(ni.file_hash, Some(zstd.file_hash.to_string()));
+        assert_eq!(ni.file_size, Some(4321));
+        assert_eq!((ni.nar_hash, ni.nar_size), (plain.nar_hash, plain.nar_size));
+        // Same fingerprint, same signatures: only where and how the bytes come differs.
+        assert_eq!(ni.sigs, plain.sigs);
+        assert_eq!(
+            front.nar_request(None, &format!("{nar_key}.nar.zst")),
+            Ok(NarRequest::ByKey {
+                key: nar_key,
+                encoding: NarEncoding::Zstd
+            })
+        );
+        assert_eq!(
+            front.nar_request(None, "short.nar.zst"),
+            Err(NarRouteError::Malformed("malformed NAR name"))
         );
     }
 }
