@@ -71,6 +71,7 @@
             quorate-cache-upstreams
             quorate-cache-blocked
             quorate-cache-peers
+            quorate-cache-nar-compression
 
             quorate-configuration
             quorate-configuration?
@@ -162,7 +163,9 @@
   (blocked           quorate-cache-blocked        ;list of <quorate-block>
                      (default '()))
   (peers             quorate-cache-peers          ;list of <quorate-peer>: logs followed
-                     (default '())))
+                     (default '()))
+  (nar-compression   quorate-cache-nar-compression ;#f ('none) | 'zstd: NARs for clients
+                     (default #f)))
 
 (define %quorate-guix-build-farms
   ;; Guix's two build farms are built and keyed independently (Cuirass on ci.guix.gnu.org,
@@ -253,7 +256,8 @@
    #:builders (map quorate-builder->table (quorate-cache-builders cache))
    #:upstreams (map quorate-upstream->table (quorate-cache-upstreams cache))
    #:blocked (map quorate-block->table (quorate-cache-blocked cache))
-   #:peers (map quorate-peer->table (quorate-cache-peers cache))))
+   #:peers (map quorate-peer->table (quorate-cache-peers cache))
+   #:nar-compression (quorate-cache-nar-compression cache)))
 
 (define (quorate-configuration->table config)
   (quorate-config-table

@@ -579,6 +579,7 @@ fn guix_service_renders_a_nix_and_a_guix_cache_that_quorate_accepts() {
         caches[1]["peer"][0]["url"].as_str(),
         Some("https://peer.lan/tlog/guix")
     );
+    assert_eq!(caches[1]["nar_compression"].as_str(), Some("zstd"));
 }
 
 #[test]

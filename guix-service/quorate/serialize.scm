@@ -163,7 +163,7 @@ BEARER-TOKEN for a private cache."
                               signing-key-file signing-key-name priority
                               (quorum 1) (on-dissent 'refuse)
                               (required-builders '()) (builders '()) (upstreams '())
-                              (blocked '()) (peers '()))
+                              (blocked '()) (peers '()) nar-compression)
   "A [[cache]]: one served substitute endpoint.  FLAVOR is 'nix or 'guix, ON-DISSENT
 'refuse or 'majority; SIGNING-KEY-FILE (#f: generated in the state directory on first start)
 is a file name on the running system, never a store item."
@@ -184,6 +184,9 @@ is a file name on the running system, never a store item."
       ("required_builders" . ,(and (pair? required-builders) required-builders))
       ("builder" . ,(list->vector builders))
       ("upstream" . ,(list->vector upstreams))
+      ("nar_compression" . ,(and nar-compression
+                                  (check-choice (field "nar-compression") nar-compression
+                                                '("none" "zstd"))))
       ("blocked" . ,(list->optional-vector blocked))
       ("peer" . ,(list->optional-vector peers)))))
 

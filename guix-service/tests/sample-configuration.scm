@@ -48,6 +48,7 @@
                 (quorate-block
                  (nar-hash "sha256:1mi14cqk363wv368ffiiy01knardmnlyphi6h9xv6dkjz44hk30i")
                  (reason "a bad build"))))
+         (nar-compression 'zstd)
          (peers
           (list (quorate-peer (url "https://peer.lan/tlog/guix") (interval "30s"))))
          (upstreams
