@@ -19,8 +19,10 @@
 //! `nars` writes N small files in the local store's content-addressed layout
 //! (`STORE_DIR/nar/<xx>/<key>.nar`, see src/nar/store.rs): what start-up has to index.
 
+#[path = "support/mod.rs"]
+mod support;
+
 use std::io::Write;
-use std::sync::Arc;
 use std::time::Instant;
 
 use futures_util::future::try_join_all;
@@ -33,7 +35,6 @@ use quorate_core::protocol::narinfo::fingerprint_of;
 use quorate_core::protocol::nix32;
 use quorate_core::protocol::nix_key::NixSecretKey;
 use sha2::{Digest, Sha256};
-use sqlx::Connection;
 
 type Error = Box<dyn std::error::Error + Send + Sync>;
 
@@ -62,8 +63,6 @@ async fn main() -> Result<(), Error> {
 
 async fn fill(config: &str, keys: &std::path::Path, paths: usize, out: &str) -> Result<(), Error> {
     let config = Config::load(std::path::Path::new(config))?;
-    let database = config.database_url.clone();
-    let state_dir = config.state_dir.clone();
     let signers: Vec<NixSecretKey> = (0..3)
         .map(|b| {
             let text = std::fs::read_to_string(keys.join(format!("b{b}.sec")))?;
@@ -73,7 +72,7 @@ async fn fill(config: &str, keys: &std::path::Path, paths: usize, out: &str) -> 
     let app = App::start(config).await?;
     let cache = app.caches[0].clone();
     let policy = cache.policy_summary();
-    let empty = size(&app, &database, &state_dir).await?;
+    let empty = support::db_bytes(&app).await?;
     let mut list = std::io::BufWriter::new(std::fs::File::create(out)?);
     let started = Instant::now();
     let now = 1_764_000_000_000;
@@ -150,20 +149,13 @@ async fn fill(config: &str, keys: &std::path::Path, paths: usize, out: &str) -> 
     let seconds = started.elapsed().as_secs_f64();
     let attestations = app.db.count_attestations(None).await?;
     let decisions = app.db.count_decisions(None).await?;
-    let unlogged = size(&app, &database, &state_dir).await?;
+    let unlogged = support::db_bytes(&app).await?;
     // A serving quorate logs every record (DESIGN §12): catch the log up here, so that the
     // restarted server is not busy appending while it is measured.
     let started_log = Instant::now();
-    let mut entries = 0;
-    loop {
-        let n = quorate::append::append(&app, &cache).await?;
-        if n == 0 {
-            break;
-        }
-        entries += n;
-    }
+    let entries = support::catch_up_log(&app, &cache).await?;
     let log_seconds = started_log.elapsed().as_secs_f64();
-    let bytes = size(&app, &database, &state_dir).await?;
+    let bytes = support::db_bytes(&app).await?;
     app.db.close().await;
     println!("log_entries={entries}");
     println!("log_seconds={log_seconds:.1}");
@@ -184,36 +176,6 @@ async fn fill(config: &str, keys: &std::path::Path, paths: usize, out: &str) -> 
         bytes.saturating_sub(empty) as f64 / attestations.max(1) as f64
     );
     Ok(())
-}
-
-/// The database's size in bytes now.
-async fn size(app: &Arc<App>, database: &str, state_dir: &std::path::Path) -> Result<u64, Error> {
-    if database.starts_with("postgres") {
-        let mut conn = sqlx::PgConnection::connect(database).await?;
-        let (n,): (i64,) = sqlx::query_as("SELECT pg_database_size(current_database())")
-            .fetch_one(&mut conn)
-            .await?;
-        return Ok(n.max(0) as u64);
-    }
-    let _ = app.db.ping().await;
-    let file = database
-        .strip_prefix("sqlite://")
-        .map(|f| f.split('?').next().unwrap_or(f).to_owned())
-        .unwrap_or_else(|| state_dir.join("quorate.db").display().to_string());
-    let mut conn = sqlx::SqliteConnection::connect(&format!("sqlite://{file}")).await?;
-    sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
-        .execute(&mut conn)
-        .await?;
-    let (pages,): (i64,) = sqlx::query_as("PRAGMA page_count")
-        .fetch_one(&mut conn)
-        .await?;
-    let (free,): (i64,) = sqlx::query_as("PRAGMA freelist_count")
-        .fetch_one(&mut conn)
-        .await?;
-    let (page,): (i64,) = sqlx::query_as("PRAGMA page_size")
-        .fetch_one(&mut conn)
-        .await?;
-    Ok(((pages - free) * page).max(0) as u64)
 }
 
 /// N small NAR files in the store's layout, named by their (synthetic) keys.
