@@ -9,7 +9,10 @@
 //!
 //! The attestations' signatures are not real (the log records, it does not verify); the
 //! entries have the size of real Nix ones. Bytes are the database's growth while logging
-//! (SQLite: pages in use, WAL included; PostgreSQL: `pg_database_size`).
+//! (SQLite: pages in use after a WAL checkpoint; PostgreSQL: `pg_database_size`).
+
+#[path = "support/mod.rs"]
+mod support;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -22,10 +25,9 @@ use quorate_core::flavor::{Flavor, Signer};
 use quorate_core::protocol::nar_hash::NarHash;
 use quorate_core::protocol::nix32;
 use sha2::{Digest, Sha256};
-use sqlx::Connection;
 
 #[tokio::main]
-async fn main() -> Result<(), Box<dyn std::error::Error>> {
+async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let args: Vec<String> = std::env::args().collect();
     let paths: usize = args.get(1).map_or(Ok(20_000), |n| n.parse())?;
     let database = args.get(2).cloned();
@@ -57,18 +59,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         started.elapsed().as_secs_f64()
     );
 
-    let before = size(&app, &database, dir.path()).await?;
+    let before = support::db_bytes(&app).await?;
     let started = Instant::now();
-    let mut entries = 0;
-    loop {
-        let n = quorate::append::append(&app, &cache).await?;
-        if n == 0 {
-            break;
-        }
-        entries += n;
-    }
+    let entries = support::catch_up_log(&app, &cache).await?;
     let seconds = started.elapsed().as_secs_f64();
-    let after = size(&app, &database, dir.path()).await?;
+    let after = support::db_bytes(&app).await?;
     let backend = if database.is_some() {
         "PostgreSQL"
     } else {
@@ -85,7 +80,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 }
 
 /// `paths` synthetic paths: three valid-looking attestations and an accepted decision each.
-async fn record(app: &Arc<App>, paths: usize) -> Result<(), Box<dyn std::error::Error>> {
+async fn record(
+    app: &Arc<App>,
+    paths: usize,
+) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let now = 1_764_000_000_000;
     for chunk in (0..paths).collect::<Vec<_>>().chunks(1000) {
         let mut atts = Vec::new();
@@ -133,29 +131,4 @@ async fn record(app: &Arc<App>, paths: usize) -> Result<(), Box<dyn std::error::
         app.db.record_attestations(&atts).await?;
     }
     Ok(())
-}
-
-/// The database's size in bytes now.
-async fn size(
-    app: &App,
-    database: &Option<String>,
-    dir: &std::path::Path,
-) -> Result<u64, Box<dyn std::error::Error>> {
-    if let Some(url) = database {
-        let mut conn = sqlx::PgConnection::connect(url).await?;
-        let (n,): (i64,) = sqlx::query_as("SELECT pg_database_size(current_database())")
-            .fetch_one(&mut conn)
-            .await?;
-        return Ok(n.max(0) as u64);
-    }
-    let _ = app.db.ping().await;
-    let url = format!("sqlite://{}", dir.join("quorate.db").display());
-    let mut conn = sqlx::SqliteConnection::connect(&url).await?;
-    let (pages,): (i64,) = sqlx::query_as("PRAGMA page_count")
-        .fetch_one(&mut conn)
-        .await?;
-    let (page,): (i64,) = sqlx::query_as("PRAGMA page_size")
-        .fetch_one(&mut conn)
-        .await?;
-    Ok((pages * page).max(0) as u64)
 }

@@ -10,7 +10,7 @@ use quorate_core::protocol::nar_hash::NarHash;
 use crate::clock::now_ms;
 
 use super::columns::{size_from_column, size_to_column, Columns};
-use super::{Db, DbError};
+use super::{BeginWrite, Db, DbError};
 
 /// One NAR held in the local store.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -29,6 +29,18 @@ pub struct NarObject {
 
 const NAR_OBJECT_COLUMNS: &str = "nar_hash, nar_size, location, verified_at, last_access";
 
+/// Upserts one NAR object: $1 hash, $2 size, $3 location, $4 now (verified and accessed).
+const UPSERT_NAR_OBJECT: &str =
+    "INSERT INTO nar_objects (nar_hash, nar_size, location, verified_at, last_access) \
+     VALUES ($1, $2, $3, $4, $4) \
+     ON CONFLICT (nar_hash) DO UPDATE SET nar_size = excluded.nar_size, \
+         location = excluded.location, verified_at = excluded.verified_at, \
+         last_access = excluded.last_access";
+
+/// Rows per transaction when many NAR objects change at once (start-up reconciliation):
+/// one commit per row made a start with 10^5 NARs unknown to the database take ~15 s.
+const NAR_OBJECT_BATCH: usize = 1000;
+
 impl Db {
     /// Records a NAR just verified and stored (or re-verified): `verified_at` and
     /// `last_access` become now.
@@ -41,20 +53,49 @@ impl Db {
         let nar_size = size_to_column("nar_size", nar_size)?;
         let now = now_ms();
         on_pool!(self, pool => {
-            sqlx::query(
-                "INSERT INTO nar_objects (nar_hash, nar_size, location, verified_at, last_access) \
-                 VALUES ($1, $2, $3, $4, $4) \
-                 ON CONFLICT (nar_hash) DO UPDATE SET nar_size = excluded.nar_size, \
-                     location = excluded.location, verified_at = excluded.verified_at, \
-                     last_access = excluded.last_access",
-            )
-            .bind(nar_hash.to_string())
-            .bind(nar_size)
-            .bind(location)
-            .bind(now)
-            .execute(pool)
-            .await?;
+            sqlx::query(UPSERT_NAR_OBJECT)
+                .bind(nar_hash.to_string())
+                .bind(nar_size)
+                .bind(location)
+                .bind(now)
+                .execute(pool)
+                .await?;
         });
+        Ok(())
+    }
+
+    /// [`Db::record_nar_object`] for many NARs (hash, size, location), a transaction per
+    /// [`NAR_OBJECT_BATCH`] of them.
+    pub async fn record_nar_objects(
+        &self,
+        objects: &[(NarHash, u64, String)],
+    ) -> Result<(), DbError> {
+        let now = now_ms();
+        for batch in objects.chunks(NAR_OBJECT_BATCH) {
+            let rows = batch
+                .iter()
+                .map(|(hash, size, location)| {
+                    Ok((
+                        hash.to_string(),
+                        size_to_column("nar_size", *size)?,
+                        location.as_str(),
+                    ))
+                })
+                .collect::<Result<Vec<_>, DbError>>()?;
+            on_pool!(self, pool => {
+                let mut tx = pool.begin_write().await?;
+                for (hash, size, location) in &rows {
+                    sqlx::query(UPSERT_NAR_OBJECT)
+                        .bind(hash)
+                        .bind(*size)
+                        .bind(*location)
+                        .bind(now)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                tx.commit().await?;
+            });
+        }
         Ok(())
     }
 
@@ -79,6 +120,23 @@ impl Db {
                 .execute(pool)
                 .await?;
         });
+        Ok(())
+    }
+
+    /// [`Db::remove_nar_object`] for many NARs, a transaction per [`NAR_OBJECT_BATCH`].
+    pub async fn remove_nar_objects(&self, nar_hashes: &[NarHash]) -> Result<(), DbError> {
+        for batch in nar_hashes.chunks(NAR_OBJECT_BATCH) {
+            on_pool!(self, pool => {
+                let mut tx = pool.begin_write().await?;
+                for hash in batch {
+                    sqlx::query("DELETE FROM nar_objects WHERE nar_hash = $1")
+                        .bind(hash.to_string())
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                tx.commit().await?;
+            });
+        }
         Ok(())
     }
 

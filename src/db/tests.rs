@@ -8,6 +8,7 @@
 
 use std::time::Duration;
 
+use sha2::{Digest, Sha256};
 use sqlx::Connection;
 
 use super::columns::Columns;
@@ -127,6 +128,7 @@ on_both_backends!(
     decisions_keep_history_and_the_latest_is_in_force,
     withdrawn_path_no_longer_vouches_for_its_nar,
     nar_objects_upsert_touch_and_remove,
+    nar_objects_recorded_and_removed_in_batches,
     events_filter_by_cache_and_kind,
     sizes_above_i64_max_are_refused,
     concurrent_recording_from_many_tasks_loses_nothing,
@@ -551,6 +553,46 @@ async fn withdrawn_path_no_longer_vouches_for_its_nar(fx: &Fixture) {
             .unwrap(),
         Some(reaccepted)
     );
+}
+
+async fn nar_objects_recorded_and_removed_in_batches(fx: &Fixture) {
+    let db = fx.connect().await;
+    // More than one batch, and one object already recorded (an upsert, not a conflict).
+    let objects: Vec<_> = (0..2500u32)
+        .map(|i| {
+            let digest: [u8; 32] = Sha256::digest(i.to_le_bytes()).into();
+            let hash = NarHash::from_digest(digest);
+            (hash, u64::from(i), format!("nar/{i}.nar"))
+        })
+        .collect();
+    db.record_nar_object(&objects[7].0, 1, "nar/old.nar")
+        .await
+        .unwrap();
+    db.record_nar_objects(&objects).await.unwrap();
+    let mut recorded = db.nar_object_hashes().await.unwrap();
+    recorded.sort();
+    let mut expected: Vec<_> = objects.iter().map(|o| o.0).collect();
+    expected.sort();
+    assert_eq!(recorded, expected);
+    let seventh = db.nar_object(&objects[7].0).await.unwrap().unwrap();
+    assert_eq!(
+        (seventh.nar_size, seventh.location.as_str()),
+        (7, "nar/7.nar")
+    );
+    assert_eq!(
+        db.nar_objects_total_size().await.unwrap(),
+        (0..2500u64).sum::<u64>()
+    );
+
+    let gone: Vec<_> = objects[..1500].iter().map(|o| o.0).collect();
+    db.remove_nar_objects(&gone).await.unwrap();
+    let mut left = db.nar_object_hashes().await.unwrap();
+    left.sort();
+    let mut expected: Vec<_> = objects[1500..].iter().map(|o| o.0).collect();
+    expected.sort();
+    assert_eq!(left, expected);
+    db.record_nar_objects(&[]).await.unwrap();
+    db.remove_nar_objects(&[]).await.unwrap();
 }
 
 async fn nar_objects_upsert_touch_and_remove(fx: &Fixture) {
