@@ -17,7 +17,6 @@ use quorate_core::protocol::signature::SigStatus;
 use quorate_core::tlog::checkpoint::Checkpoint;
 use quorate_core::tlog::entry::{self, DecisionEntry};
 use quorate_core::tlog::merkle::{hashes_to_store, leaf_hash, stored_hash_count, tree_hash, Hash};
-use sha2::{Digest, Sha256};
 
 use crate::app::App;
 use crate::clock::now_ms;
@@ -252,10 +251,7 @@ async fn grow(
 /// included), and its SHA-256 (hex).
 fn policy_entry(cache: &ServedCache) -> (Vec<u8>, String) {
     let body = entry::policy(cache.name(), &cache.policy, &cache.config.builders);
-    let hash = Sha256::digest(&body)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
+    let hash = entry::sha256_hex(&body);
     (body, hash)
 }
 
