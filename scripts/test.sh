@@ -25,7 +25,8 @@
 #  5. prints how long each step took. Nothing here asserts on time.
 #
 # Env: QUORATE_TEST_POSTGRES_URL (use this server instead of starting one),
-#      QUORATE_TEST_SKIP_POSTGRES=1 (run the PostgreSQL variants of tests as skipped),
+#      QUORATE_TEST_SKIP_POSTGRES=1 (run the PostgreSQL variants of tests as skipped; refused
+#      under CI=true, where nothing may be skipped),
 #      QUORATE_TEST_GARAGE (use this Garage binary instead of the cached one),
 #      BIG_MB (size of the large Nix fixture path, default 100).
 set -euo pipefail
@@ -90,6 +91,10 @@ t=$EPOCHREALTIME
 if [[ -n ${QUORATE_TEST_POSTGRES_URL:-} ]]; then
   timings+=("postgres: using QUORATE_TEST_POSTGRES_URL from the environment")
 elif [[ ${QUORATE_TEST_SKIP_POSTGRES:-} == 1 ]]; then
+  if [[ ${CI:-} == true ]]; then
+    say "QUORATE_TEST_SKIP_POSTGRES=1 under CI=true: CI runs every test; unset it"
+    exit 1
+  fi
   timings+=("postgres: skipped (QUORATE_TEST_SKIP_POSTGRES=1)")
 else
   mkdir -p target

@@ -47,6 +47,10 @@ impl Fixture {
         let server = match std::env::var("QUORATE_TEST_POSTGRES_URL") {
             Ok(url) if !url.is_empty() => url,
             _ if std::env::var("QUORATE_TEST_SKIP_POSTGRES").as_deref() == Ok("1") => {
+                assert!(
+                    std::env::var("CI").as_deref() != Ok("true"),
+                    "QUORATE_TEST_SKIP_POSTGRES=1 under CI=true: CI runs every test; unset it"
+                );
                 eprintln!("QUORATE_TEST_SKIP_POSTGRES=1: skipping a PostgreSQL test");
                 return None;
             }

@@ -85,6 +85,20 @@ pub fn block_on<F: Future>(fut: F) -> F::Output {
     runtime().block_on(fut)
 }
 
+/// Whether the developer asked to skip the tests needing a part (`var=1`, e.g.
+/// `QUORATE_TEST_SKIP_POSTGRES`). Under `CI=true` nothing may be skipped: asking panics, so a
+/// missing part fails the run instead of passing it quietly.
+pub fn skip_requested(var: &str) -> bool {
+    if std::env::var(var).as_deref() != Ok("1") {
+        return false;
+    }
+    assert!(
+        std::env::var("CI").as_deref() != Ok("true"),
+        "{var}=1 under CI=true: CI must run every test; unset {var}"
+    );
+    true
+}
+
 /// A fresh directory for one test's files, under cargo's target/tmp: the same file system as
 /// the fixtures, so caches can be copied as hard links. Deleted on drop unless
 /// `QUORATE_TEST_KEEP=1`.

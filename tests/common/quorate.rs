@@ -34,7 +34,7 @@ pub enum Backend {
 /// unless `QUORATE_TEST_SKIP_POSTGRES=1` says to skip it.
 pub fn backends() -> Vec<Backend> {
     if std::env::var_os("QUORATE_TEST_POSTGRES_URL").is_none()
-        && std::env::var("QUORATE_TEST_SKIP_POSTGRES").as_deref() == Ok("1")
+        && super::skip_requested("QUORATE_TEST_SKIP_POSTGRES")
     {
         eprintln!("--- backend: postgres SKIPPED (QUORATE_TEST_SKIP_POSTGRES=1)");
         return vec![Backend::Sqlite];

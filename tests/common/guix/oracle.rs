@@ -99,7 +99,7 @@ impl Oracle {
     /// The oracle, or `None` when `QUORATE_TEST_SKIP_GUIX_ORACLE=1`. Missing Guile or
     /// guile-gcrypt is a failure, not a skip: a green run must mean libgcrypt agreed.
     pub fn get() -> Option<Oracle> {
-        if std::env::var("QUORATE_TEST_SKIP_GUIX_ORACLE").as_deref() == Ok("1") {
+        if crate::common::skip_requested("QUORATE_TEST_SKIP_GUIX_ORACLE") {
             eprintln!("QUORATE_TEST_SKIP_GUIX_ORACLE=1: skipping a test that needs libgcrypt");
             return None;
         }
