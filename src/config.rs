@@ -415,7 +415,8 @@ pub struct UpstreamConfig {
     /// The same URL parsed once: every URL quorate requests from this upstream is built from
     /// it with the URL API (the `upstream` module), never by pasting strings.
     pub base: reqwest::Url,
-    /// NAR source preference: lower first.
+    /// NAR source preference: lower first. Upstreams of equal priority (all, by default:
+    /// [`DEFAULT_UPSTREAM_PRIORITY`]) are ordered by which is expected to deliver soonest.
     pub priority: u32,
     /// Sent as `Authorization: Bearer` for private caches, and only ever to `base`'s origin.
     pub bearer_token: Option<String>,
@@ -469,6 +470,10 @@ impl std::fmt::Display for NarHost {
         }
     }
 }
+
+/// An upstream's `priority` when the config gives none: the same for all, so that
+/// measured speed and decoding cost order them (`crate::delivery`).
+pub const DEFAULT_UPSTREAM_PRIORITY: u32 = 10;
 
 /// cache.nixos.org's public key, for the default configuration.
 pub const NIXOS_KEY: &str = "cache.nixos.org-1:6NCHdD59X431o0gWypbMrAURkbJ16ZPMQFGspcDShjY=";
@@ -1204,7 +1209,7 @@ fn upstreams_from_raw(raw: Vec<RawUpstream>, i: usize) -> Result<Vec<UpstreamCon
         upstreams.push(UpstreamConfig {
             url,
             base,
-            priority: ru.priority.unwrap_or(10 + j as u32),
+            priority: ru.priority.unwrap_or(DEFAULT_UPSTREAM_PRIORITY),
             bearer_token: ru.bearer_token,
             nar_hosts,
         });

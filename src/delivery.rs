@@ -4,7 +4,7 @@
 //! stored ─► stream the file or object (all, or a `Range`: storage holds only verified bytes)
 //! miss ─► what the NAR must be (memory, else the database's accepted decision)
 //!      ─► every upstream that offers it at a URL it may send quorate to, ranked (not known
-//!         bad for it, priority, health)
+//!         bad for it, priority, then the soonest expected end: throughput and decoding cost)
 //!      ─► join or start the single-flight verified fetch (crate::nar), which tries them in
 //!         turn; stream its body (in a replica set, the set first decides who downloads:
 //!         crate::fleet)
@@ -36,8 +36,8 @@ use crate::fleet::{Claim, ClaimError};
 use crate::limits::NAR_READ_CHUNK;
 use crate::metrics::UpstreamKind;
 use crate::nar::{
-    compress_stored_blocking, ByteRange, Compression, Expected, FetchReport, FetchSource, Inflight,
-    NarError, NarStore, Opened,
+    compress_stored_blocking, decode_bytes_per_sec, ByteRange, Compression, Expected, FetchReport,
+    FetchSource, Inflight, NarError, NarStore, Opened,
 };
 use crate::outbox::PendingWrite;
 use crate::record;
@@ -134,7 +134,7 @@ pub async fn probe(
             .ok_or(DeliveryError::NotAccepted)?,
     };
     let mut unusable = None;
-    for picked in rank_sources(app, cache, key, &entry.sources) {
+    for picked in rank_sources(app, cache, key, &entry.sources, entry.content.nar_size) {
         match UpstreamClient::nar_url(&picked.upstream, &picked.source.url) {
             Ok(_) => return Ok(entry.content.nar_size),
             Err(e) => unusable = Some(e),
@@ -348,7 +348,7 @@ fn fetch_here(
     let nar_size = entry.content.nar_size;
     let mut sources = Vec::new();
     let mut unusable = None;
-    for picked in rank_sources(app, cache, key, &entry.sources) {
+    for picked in rank_sources(app, cache, key, &entry.sources, nar_size) {
         let url = match UpstreamClient::nar_url(&picked.upstream, &picked.source.url) {
             Ok(url) => url,
             Err(e) => {
@@ -411,25 +411,37 @@ struct Picked {
 }
 
 /// Every usable source, best first: sources that have not failed for this NAR, then
-/// configured upstream priority, then health (failures, latency). Sources of upstreams no
+/// upstreams without recent failures, then configured upstream `priority` (lower first),
+/// then the fetch expected to end soonest ([`estimated_secs`]: measured throughput and the
+/// decoding cost of the source's compression), then config order. Sources of upstreams no
 /// longer configured, and in compressions quorate cannot decode, are left out.
-fn rank_sources(app: &App, cache: &ServedCache, key: NarKey, sources: &[NarSource]) -> Vec<Picked> {
+fn rank_sources(
+    app: &App,
+    cache: &ServedCache,
+    key: NarKey,
+    sources: &[NarSource],
+    nar_size: u64,
+) -> Vec<Picked> {
     let mut ranked: Vec<_> = sources
         .iter()
         .filter_map(|s| {
-            let up = cache
+            let (index, up) = cache
                 .config
                 .upstreams
                 .iter()
-                .find(|u| u.url == s.upstream)?;
+                .enumerate()
+                .find(|(_, u)| u.url == s.upstream)?;
             let compression = s.compression.parse::<Compression>().ok()?;
             let bad = cache.bad_sources.contains_key(&(key, s.upstream.clone()));
             let h = app.upstream.health(&s.upstream);
+            let estimate = estimated_secs(&h, compression, s.file_size, nar_size);
             let rank = (
                 bad,
                 h.consecutive_failures.min(3),
                 up.priority,
-                h.latency_ms as u64,
+                // Whole microseconds: an order, not a measurement.
+                (estimate * 1e6) as u64,
+                index,
             );
             let picked = Picked {
                 source: s.clone(),
@@ -441,6 +453,45 @@ fn rank_sources(app: &App, cache: &ServedCache, key: NarKey, sources: &[NarSourc
         .collect();
     ranked.sort_by_key(|(rank, _)| *rank);
     ranked.into_iter().map(|(_, picked)| picked).collect()
+}
+
+/// The link rate assumed for an upstream whose NAR throughput is not measured yet: ~1 Gbit/s.
+const ASSUMED_BYTES_PER_SEC: f64 = 100.0 * 1024.0 * 1024.0;
+
+/// How long fetching a NAR from this source should take, in seconds: the upstream's narinfo
+/// latency (its first byte), then the longer of moving `file_size` bytes at its measured
+/// throughput (or [`ASSUMED_BYTES_PER_SEC`]) and decoding `nar_size` bytes from its
+/// compression ([`decode_bytes_per_sec`]), since a fetch downloads and decodes at once, plus a
+/// quarter of the shorter one (the overlap is not perfect, and decoding takes a core the
+/// client's stream needs too). A measured throughput already includes any decoding that
+/// held the download back.
+fn estimated_secs(
+    health: &crate::upstream::Health,
+    compression: Compression,
+    file_size: Option<u64>,
+    nar_size: u64,
+) -> f64 {
+    let nar = nar_size as f64;
+    // Unknown compressed size: an uncompressed file is the NAR; a compressed one, guessed
+    // at half of it.
+    let file = file_size.map_or_else(
+        || {
+            if compression == Compression::None {
+                nar
+            } else {
+                nar / 2.0
+            }
+        },
+        |f| f as f64,
+    );
+    let rate = if health.nar_bytes_per_sec > 0.0 {
+        health.nar_bytes_per_sec
+    } else {
+        ASSUMED_BYTES_PER_SEC
+    };
+    let transfer = file / rate;
+    let decode = nar / decode_bytes_per_sec(compression);
+    health.latency_ms / 1000.0 + transfer.max(decode) + 0.25 * transfer.min(decode)
 }
 
 /// Whose fault a failed fetch was.
@@ -528,5 +579,65 @@ impl FetchOutcome {
             ..record::event(&self.cache, kind, e.to_string())
         };
         record::best_effort(&self.app, PendingWrite::Event(event)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::upstream::Health;
+
+    const MIB: u64 = 1024 * 1024;
+
+    fn unmeasured() -> Health {
+        Health::default()
+    }
+
+    fn measured(mib_per_sec: f64) -> Health {
+        Health {
+            nar_bytes_per_sec: mib_per_sec * MIB as f64,
+            ..Health::default()
+        }
+    }
+
+    #[test]
+    fn on_an_unmeasured_link_an_uncompressed_nar_beats_zstd_beats_xz_of_the_same_file() {
+        // An incompressible NAR: every compression leaves the file as large as the NAR.
+        let nar = 100 * MIB;
+        let none = estimated_secs(&unmeasured(), Compression::None, Some(nar), nar);
+        let zstd = estimated_secs(&unmeasured(), Compression::Zstd, Some(nar), nar);
+        let xz = estimated_secs(&unmeasured(), Compression::Xz, Some(nar), nar);
+        assert!(none <= zstd && zstd < xz, "{none} {zstd} {xz}");
+    }
+
+    #[test]
+    fn a_much_smaller_compressed_file_wins_on_a_slow_link_and_loses_on_a_fast_one() {
+        let nar = 100 * MIB;
+        let xz_file = Some(20 * MIB);
+        // 10 MiB/s: 10 s uncompressed against 2 s of download, 0.8 s of decoding.
+        let slow_none = estimated_secs(&measured(10.0), Compression::None, Some(nar), nar);
+        let slow_xz = estimated_secs(&measured(10.0), Compression::Xz, xz_file, nar);
+        assert!(slow_xz < slow_none, "{slow_xz} {slow_none}");
+        // 2 GiB/s: the uncompressed file is there in 0.05 s; xz still decodes for 0.8 s.
+        let fast_none = estimated_secs(&measured(2048.0), Compression::None, Some(nar), nar);
+        let fast_xz = estimated_secs(&measured(2048.0), Compression::Xz, xz_file, nar);
+        assert!(fast_none < fast_xz, "{fast_none} {fast_xz}");
+    }
+
+    #[test]
+    fn a_measured_slow_upstream_ranks_behind_a_faster_one_with_the_same_file() {
+        let nar = 100 * MIB;
+        let slow = estimated_secs(&measured(5.0), Compression::Zstd, Some(nar), nar);
+        let fast = estimated_secs(&measured(500.0), Compression::Zstd, Some(nar), nar);
+        assert!(fast < slow, "{fast} {slow}");
+    }
+
+    #[test]
+    fn an_unknown_file_size_is_estimated_from_the_nar_size() {
+        let nar = 100 * MIB;
+        let known = estimated_secs(&unmeasured(), Compression::None, Some(nar), nar);
+        let unknown = estimated_secs(&unmeasured(), Compression::None, None, nar);
+        assert_eq!(known, unknown);
+        assert!(estimated_secs(&unmeasured(), Compression::Zstd, None, nar) > 0.0);
     }
 }

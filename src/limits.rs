@@ -60,6 +60,19 @@ pub const OUTBOX_CAPACITY: usize = 100_000;
 /// is fetched from the next upstream that offers it.
 pub const DEFAULT_UPSTREAM_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// While another source offers the NAR, a NAR download is abandoned for it when its first
+/// byte has not come this soon after asking (the response head included)...
+pub const SWITCH_FIRST_BYTE: Duration = Duration::from_secs(5);
+/// ... when no byte comes for this long...
+pub const SWITCH_STALL: Duration = Duration::from_secs(5);
+/// ... or when, over a window of this much time spent waiting for it, it delivers less than
+/// [`SWITCH_MIN_RATE`]. The next source resumes after the bytes already decoded (`nar::fetch`),
+/// so clients already streaming do not see the switch. The last source is held only to
+/// `upstream_timeout`, `upstream_idle_timeout` and [`nar_deadline`].
+pub const SWITCH_WINDOW: Duration = Duration::from_secs(10);
+/// See [`SWITCH_WINDOW`]: bytes per second as sent (compressed), 1 MiB/s.
+pub const SWITCH_MIN_RATE: u64 = 1 << 20;
+
 /// A whole NAR download may take the upstream timeout plus its NarSize at
 /// [`NAR_MIN_THROUGHPUT`], and at most [`NAR_DEADLINE_MAX`]: the idle timeout alone would let
 /// an upstream dripping one byte just inside it hold a fetch (and its clients) for ever.

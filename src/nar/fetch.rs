@@ -25,13 +25,24 @@
 //! source, with a fresh temp file. A local failure (the store) ends the fetch: another
 //! source would fail the same way.
 //!
+//! While another source is waiting, a source is also abandoned when it is too slow
+//! ([`Switching`]: no first byte within 5 s, no byte for 5 s, or under 1 MiB/s over 10 s of
+//! waiting for it); the last source is held only to the upstream client's own deadlines.
+//!
 //! Clients see attempts through the attempt number the fetch publishes:
 //! - a body that has not yielded a byte yet simply follows the current attempt, so a client
 //!   that arrived while a source was stalling is served, transparently, by the next one;
+//! - when a source broke off (stalled, too slow, reset: a source error after bytes that
+//!   decoded), the next source **resumes** the same attempt: its bytes are decoded and hashed
+//!   from the start into a fresh file, those below the broken-off count compared with what
+//!   the bodies may already have; if all are equal, the new file takes over once it holds
+//!   more, and streaming bodies carry on without noticing (the hash still covers exactly the
+//!   bytes served: the new file's). If they differ, the resumed attempt becomes a new one;
 //! - a body that has yielded bytes is bound to the attempt they came from: if that attempt
-//!   fails, the body ends in an error. Its bytes were unverified, and the next source's bytes
-//!   are never spliced after them: the client sees a failed transfer, and its retry is
-//!   served by the attempt in progress (or the store).
+//!   fails (wrong bytes, or a resumed source that disagrees with them), the body ends in an
+//!   error. Its bytes were unverified, and other bytes are never spliced after them: the
+//!   client sees a failed transfer, and its retry is served by the attempt in progress (or
+//!   the store).
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -39,7 +50,9 @@ use std::future::Future;
 use std::io::{self, BufRead, Read, Write};
 use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
+use std::time::Duration;
 
 use bytes::{Buf, Bytes};
 use futures_util::future::BoxFuture;
@@ -54,6 +67,7 @@ use tokio_util::task::TaskTracker;
 use super::compression::{Compression, Decode};
 use super::storage::NarStorage;
 use super::{NarError, NarStore};
+use crate::limits::{SWITCH_FIRST_BYTE, SWITCH_MIN_RATE, SWITCH_STALL, SWITCH_WINDOW};
 
 #[cfg(test)]
 mod tests;
@@ -134,6 +148,33 @@ fn lock(registry: &Registry) -> MutexGuard<'_, HashMap<(NarKey, u64), Arc<Inflig
     registry.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
+/// When a fetch gives up on a source that still has bytes to send because it is too slow,
+/// for the next one (only while there is a next one: the last source is held to the
+/// upstream client's own, longer deadlines). Time the pump spends waiting for the decoder
+/// (back-pressure) is not held against the source.
+#[derive(Clone, Copy, Debug)]
+pub struct Switching {
+    /// The first byte must come this soon after the source is asked (head included).
+    pub first_byte: Duration,
+    /// No byte for this long is a stall.
+    pub stall: Duration,
+    /// Over each `window` of waiting for the source, it must deliver `min_rate` bytes/s.
+    pub window: Duration,
+    /// See `window`.
+    pub min_rate: u64,
+}
+
+impl Default for Switching {
+    fn default() -> Self {
+        Switching {
+            first_byte: SWITCH_FIRST_BYTE,
+            stall: SWITCH_STALL,
+            window: SWITCH_WINDOW,
+            min_rate: SWITCH_MIN_RATE,
+        }
+    }
+}
+
 /// Starts verified fetches into a [`NarStore`], one per NAR however many clients ask.
 pub struct NarFetcher {
     /// Where verified NARs go (and where a fetch looks first, when that is local).
@@ -143,6 +184,8 @@ pub struct NarFetcher {
     /// Where fetch tasks run: the service drains it on shutdown, so a fetch in flight
     /// finishes (commits or cleans up) before the process exits.
     tasks: TaskTracker,
+    /// When a source is abandoned for the next one.
+    switching: Switching,
 }
 
 /// A fetch as a caller sees it: the shared [`Inflight`], and whether this call started it
@@ -161,7 +204,14 @@ impl NarFetcher {
             storage,
             inflight: Registry::default(),
             tasks,
+            switching: Switching::default(),
         }
+    }
+
+    /// The same fetcher, abandoning slow sources by `switching` instead of the defaults.
+    pub fn with_switching(mut self, switching: Switching) -> Self {
+        self.switching = switching;
+        self
     }
 
     /// Where this fetcher commits verified NARs.
@@ -234,8 +284,10 @@ impl NarFetcher {
             done: false,
         };
         let storage = self.storage.clone();
+        let switching = self.switching;
         self.tasks.spawn(async move {
-            let outcome = fetch(storage, Arc::clone(&finish.inflight), sources, commit).await;
+            let inflight = Arc::clone(&finish.inflight);
+            let outcome = fetch(storage, inflight, sources, commit, switching).await;
             finish.finish(outcome);
         });
         Fetch {
@@ -343,8 +395,9 @@ impl Inflight {
     /// wait for the fsync); if the fetch fails first, the stream ends with an `io::Error`
     /// instead, so an HTTP response built on it aborts and the client never sees a
     /// complete wrong NAR. Once it has yielded bytes, it also ends in an error if the attempt
-    /// they came from fails (a body is never spliced from two sources); before that, it
-    /// follows the fetch to its next source. Memory use is one chunk.
+    /// they came from fails (a body carries on past a source switch only when the next
+    /// source's bytes were compared equal to those it has); before that, it follows the fetch
+    /// to its next source. Memory use is one chunk.
     pub fn body(self: Arc<Self>) -> impl Stream<Item = io::Result<Bytes>> + Send + 'static {
         let tail = Tail {
             progress: self.progress.subscribe(),
@@ -488,6 +541,7 @@ async fn fetch<E>(
     inflight: Arc<Inflight>,
     sources: Vec<FetchSource<E>>,
     commit: Commit,
+    switching: Switching,
 ) -> Result<(), NarError>
 where
     E: std::fmt::Display + Send + 'static,
@@ -515,9 +569,20 @@ where
 
     let mut last = NarError::Source("no upstream offers this NAR".into());
     let count = sources.len();
+    let mut resume = None;
     for (n, source) in sources.into_iter().enumerate() {
         let label = source.label;
-        let err = match attempt(&storage, &inflight, source.compression, source.open, commit).await
+        let has_next = n + 1 < count;
+        let switch = has_next.then_some(switching);
+        let err = match attempt(
+            &storage,
+            &inflight,
+            source.compression,
+            source.open,
+            commit,
+            (switch, resume.take()),
+        )
+        .await
         {
             Ok(()) => {
                 inflight
@@ -530,17 +595,32 @@ where
         tracing::warn!(key = %inflight.key, source = %label, %err, "NAR attempt failed");
         // The store failing, or the fetch being interrupted, is no source's fault: another
         // source would not help.
-        let next = err.blames_source() && n + 1 < count;
+        let next = err.blames_source() && has_next;
         inflight.progress.send_modify(|state| {
             state.failed.push(FailedAttempt {
                 source: label,
                 error: err.clone(),
             });
-            if next {
-                // A new attempt: bodies bound to this one fail, the others follow.
-                state.attempt += 1;
-                state.file = None;
-                state.written = 0;
+            if !next {
+                return;
+            }
+            // A source that broke off (stalled, too slow, reset) delivered bytes that decoded
+            // fine: the next source resumes after them, its own bytes compared with them.
+            // Anything else (bytes that did not decode, a wrong size or hash) starts over.
+            let resumable = matches!(err, NarError::Source(_)) && state.written > 0;
+            match (&state.file, resumable) {
+                (Some(file), true) => {
+                    resume = Some(Resume {
+                        file: Arc::clone(file),
+                        written: state.written,
+                    });
+                }
+                _ => {
+                    // A new attempt: bodies bound to this one fail, the others follow.
+                    state.attempt += 1;
+                    state.file = None;
+                    state.written = 0;
+                }
             }
         });
         if !next {
@@ -551,6 +631,15 @@ where
     Err(last)
 }
 
+/// The bytes an attempt that broke off left: bodies may have read them, so the next attempt
+/// continues the same attempt only if its own bytes are the same.
+struct Resume {
+    /// The broken-off attempt's file (already unlinked; its descriptor lives on).
+    file: Arc<File>,
+    /// NAR bytes in it.
+    written: u64,
+}
+
 /// One attempt: `source`'s bytes, decoded, hashed and written to a fresh temp file in the
 /// spool, then committed to the storage if right.
 async fn attempt<E>(
@@ -559,6 +648,7 @@ async fn attempt<E>(
     compression: Compression,
     source: BoxFuture<'static, Result<BoxStream<'static, Result<Bytes, E>>, E>>,
     commit: Commit,
+    (switch, resume): (Option<Switching>, Option<Resume>),
 ) -> Result<(), NarError>
 where
     E: std::fmt::Display + Send + 'static,
@@ -567,10 +657,10 @@ where
     let mut decode = {
         let (spool, inflight) = (Arc::clone(storage.spool()), Arc::clone(inflight));
         tokio::task::spawn_blocking(move || {
-            decode_into_spool(&spool, &inflight, compression, upstream)
+            decode_into_spool(&spool, &inflight, compression, upstream, resume)
         })
     };
-    let pump = pump(source, chunks);
+    let pump = pump(source, chunks, switch);
     tokio::pin!(pump);
     let decoded = tokio::select! {
         decoded = &mut decode => decoded,
@@ -596,26 +686,42 @@ type Batch = Result<Vec<Bytes>, String>;
 
 /// Forwards the upstream's chunks into the decoder's channel until the source ends, fails,
 /// or the decoder hangs up: in batches of up to [`BATCH_CHUNKS`] chunks, taking only what
-/// the upstream has ready (never waiting to fill a batch).
-async fn pump<S, E>(source: S, chunks: mpsc::Sender<Batch>)
+/// the upstream has ready (never waiting to fill a batch). With `switch` (another source is
+/// waiting), a source too slow by it fails the attempt, as a source error.
+async fn pump<S, E>(source: S, chunks: mpsc::Sender<Batch>, switch: Option<Switching>)
 where
     S: Future<Output = Result<BoxStream<'static, Result<Bytes, E>>, E>>,
     E: std::fmt::Display,
 {
-    let mut upstream = match source.await {
-        Ok(upstream) => upstream,
-        Err(err) => {
+    let mut pace = Pace::new(switch);
+    let opened = pace.wait(source).await;
+    let mut upstream = match opened {
+        Ok(Ok(upstream)) => upstream,
+        Ok(Err(err)) => {
             let _ = chunks.send(Err(err.to_string())).await;
+            return;
+        }
+        Err(slow) => {
+            let _ = chunks.send(Err(slow)).await;
             return;
         }
     };
     loop {
         let mut batch = Vec::with_capacity(BATCH_CHUNKS);
-        let mut item = upstream.next().await;
+        let mut item = match pace.wait(upstream.next()).await {
+            Ok(item) => item,
+            Err(slow) => {
+                let _ = chunks.send(Err(slow)).await;
+                return;
+            }
+        };
         // What stops the pump after this batch: `Some(Ok)` the end, `Some(Err)` a failure.
         let stop = loop {
             match item {
-                Some(Ok(chunk)) => batch.push(chunk),
+                Some(Ok(chunk)) => {
+                    pace.got(chunk.len());
+                    batch.push(chunk);
+                }
                 Some(Err(err)) => break Some(Err(err.to_string())),
                 None => break Some(Ok(())),
             }
@@ -628,6 +734,10 @@ where
                 None => break None,
             }
         };
+        if let Err(slow) = pace.check() {
+            let _ = chunks.send(Err(slow)).await;
+            return;
+        }
         if !batch.is_empty() && chunks.send(Ok(batch)).await.is_err() {
             return;
         }
@@ -642,6 +752,87 @@ where
     }
 }
 
+/// A source's pace as the pump sees it, held to [`Switching`] when there is one: only the
+/// time spent waiting for the source counts.
+struct Pace {
+    switch: Option<Switching>,
+    /// When the source was asked.
+    asked: tokio::time::Instant,
+    /// Whether a byte has come yet.
+    started: bool,
+    /// Waiting for the source in the current window, and the bytes it gave meanwhile.
+    waited: Duration,
+    window_bytes: u64,
+}
+
+impl Pace {
+    fn new(switch: Option<Switching>) -> Self {
+        Pace {
+            switch,
+            asked: tokio::time::Instant::now(),
+            started: false,
+            waited: Duration::ZERO,
+            window_bytes: 0,
+        }
+    }
+
+    /// Awaits `step` of the source within what the pace allows, or says why it is too slow.
+    async fn wait<F: Future>(&mut self, step: F) -> Result<F::Output, String> {
+        let Some(switch) = self.switch else {
+            return Ok(step.await);
+        };
+        let began = tokio::time::Instant::now();
+        let limit = if self.started {
+            switch.stall
+        } else {
+            (self.asked + switch.first_byte).saturating_duration_since(began)
+        };
+        let out = tokio::time::timeout(limit, step).await.map_err(|_| {
+            if self.started {
+                format!(
+                    "no byte for {:?} (stalled); trying the next source",
+                    switch.stall
+                )
+            } else {
+                format!(
+                    "no first byte within {:?}; trying the next source",
+                    switch.first_byte
+                )
+            }
+        });
+        self.waited += began.elapsed();
+        out
+    }
+
+    /// Counts `bytes` the source gave.
+    fn got(&mut self, bytes: usize) {
+        self.started = true;
+        self.window_bytes += bytes as u64;
+    }
+
+    /// At the end of each window of waiting: too few bytes in it is too slow.
+    fn check(&mut self) -> Result<(), String> {
+        let Some(switch) = self.switch else {
+            return Ok(());
+        };
+        if self.waited < switch.window {
+            return Ok(());
+        }
+        let floor = (switch.min_rate as f64 * self.waited.as_secs_f64()) as u64;
+        if self.window_bytes < floor {
+            return Err(format!(
+                "{} bytes in {:.1} s of waiting, under {} bytes/s; trying the next source",
+                self.window_bytes,
+                self.waited.as_secs_f64(),
+                switch.min_rate
+            ));
+        }
+        self.waited = Duration::ZERO;
+        self.window_bytes = 0;
+        Ok(())
+    }
+}
+
 /// The blocking half: decompress, count, hash and write into a spool file; the verified,
 /// fsynced file is handed back for the caller to commit (dropped, it is deleted).
 ///
@@ -653,6 +844,7 @@ fn decode_into_spool(
     inflight: &Inflight,
     compression: Compression,
     upstream: mpsc::Receiver<Batch>,
+    resume: Option<Resume>,
 ) -> Result<TempFile, NarError> {
     let expected = inflight.expected;
     let (path, file) = spool.create_temp(&inflight.key)?;
@@ -661,9 +853,21 @@ fn decode_into_spool(
         committed: false,
     };
     let file = Arc::new(file);
-    inflight
-        .progress
-        .send_modify(|state| state.file = Some(Arc::clone(&file)));
+    let handoff = Handoff {
+        file: Arc::clone(&file),
+        hold: resume.as_ref().map_or(0, |r| r.written),
+        live: AtomicBool::new(resume.is_none()),
+    };
+    if resume.is_none() {
+        inflight
+            .progress
+            .send_modify(|state| state.file = Some(Arc::clone(&file)));
+    }
+    let mut compare = resume.map(|r| Compare {
+        file: r.file,
+        until: r.written,
+        scratch: vec![0; CHUNK],
+    });
 
     let source_error = Arc::new(OnceLock::new());
     let reader = ChannelReader {
@@ -686,15 +890,36 @@ fn decode_into_spool(
             // Cannot fail: `free` is alive right here.
             let _ = recycle.send(vec![0; CHUNK]);
         }
+        let (handoff, file) = (&handoff, &file);
         let writer = std::thread::Builder::new()
             .name("nar-writer".into())
-            .spawn_scoped(scope, || write_behind(&file, inflight, to_write, recycle))?;
+            .spawn_scoped(scope, move || {
+                write_behind(file, inflight, to_write, recycle, handoff)
+            })?;
         let decoded = decode_and_hash(
             &mut *decoder,
             expected.nar_size,
             &classify,
             // No buffer coming back means the writer failed; its error is reported below.
             || free.recv().map_err(|_| NarError::Interrupted),
+            |offset, bytes| {
+                let Some(earlier) = compare.as_mut() else {
+                    return Ok(());
+                };
+                if offset + bytes.len() as u64 >= earlier.until {
+                    // Past the earlier attempt's bytes after this buffer: nothing more to
+                    // compare (this buffer's part below it is, now).
+                    let same = earlier.same(offset, bytes)?;
+                    compare = None;
+                    if !same {
+                        handoff.restart(inflight);
+                    }
+                } else if !earlier.same(offset, bytes)? {
+                    compare = None;
+                    handoff.restart(inflight);
+                }
+                Ok(())
+            },
             move |filled| full.send(filled).map_err(|_| NarError::Interrupted),
         );
         // `full` is gone with `decode_and_hash`, so the writer drains what is left and ends.
@@ -746,6 +971,7 @@ pub fn check_decoded(decoder: &mut dyn Read, expected: Expected) -> Result<u64, 
         expected.nar_size,
         &classify,
         || Ok(spare.take()),
+        |_, _| Ok(()),
         |(buffer, _)| {
             spare.set(buffer);
             Ok(())
@@ -763,11 +989,14 @@ type Filled = (Vec<u8>, usize);
 ///
 /// `next_buffer` gives a buffer of [`CHUNK`] bytes to decode into and `hand_on` takes it back
 /// filled: through the writer's channels in a fetch, straight back in [`check_decoded`].
+/// `check` sees each buffer's bytes and their offset first (a resumed attempt compares them
+/// with the earlier attempt's).
 fn decode_and_hash(
     decoder: &mut dyn Read,
     nar_size: u64,
     classify: &dyn Fn(io::Error) -> NarError,
     mut next_buffer: impl FnMut() -> Result<Vec<u8>, NarError>,
+    mut check: impl FnMut(u64, &[u8]) -> Result<(), NarError>,
     mut hand_on: impl FnMut(Filled) -> Result<(), NarError>,
 ) -> Result<(u64, [u8; 32]), NarError> {
     let mut hasher = Sha256::new();
@@ -787,10 +1016,11 @@ fn decode_and_hash(
         if n == 0 {
             return Ok((count, hasher.finalize().into()));
         }
-        count += n as u64;
-        if count > nar_size {
+        if count + n as u64 > nar_size {
             return Err(NarError::TooLarge { expected: nar_size });
         }
+        check(count, &buffer[..n])?;
+        count += n as u64;
         hasher.update(&buffer[..n]);
         hand_on((buffer, n))?;
     }
@@ -804,22 +1034,18 @@ fn write_behind(
     inflight: &Inflight,
     to_write: std::sync::mpsc::Receiver<Filled>,
     recycle: std::sync::mpsc::Sender<Vec<u8>>,
+    handoff: &Handoff,
 ) -> Result<(), NarError> {
     let mut out = file;
     let mut written: u64 = 0;
     let mut published: u64 = 0;
-    let publish = |written: u64| {
-        inflight
-            .progress
-            .send_modify(|state| state.written = written);
-    };
+    let publish = |written: u64| handoff.publish(inflight, written);
     loop {
         let (buffer, len) = match to_write.try_recv() {
             Ok(filled) => filled,
             Err(std::sync::mpsc::TryRecvError::Empty) => {
                 // Caught up: let the bodies have everything before waiting for more.
-                if written > published {
-                    publish(written);
+                if written > published && publish(written) {
                     published = written;
                 }
                 match to_write.recv() {
@@ -831,8 +1057,7 @@ fn write_behind(
         };
         out.write_all(&buffer[..len])?;
         written += len as u64;
-        if written - published >= PUBLISH_EVERY {
-            publish(written);
+        if written - published >= PUBLISH_EVERY && publish(written) {
             published = written;
         }
         // The decoder may already be done with buffers; that is fine.
@@ -842,6 +1067,79 @@ fn write_behind(
         publish(written);
     }
     Ok(())
+}
+
+/// How an attempt's file reaches the bodies. A fresh attempt's is theirs from the start. A
+/// resumed one's is not, while the bodies read the broken-off attempt's bytes: it takes over
+/// once it holds more than those (each compared equal before it was written), or at once as
+/// a new attempt if its bytes differ ([`Handoff::restart`]).
+struct Handoff {
+    /// This attempt's file.
+    file: Arc<File>,
+    /// The broken-off attempt's byte count (0 for a fresh attempt).
+    hold: u64,
+    /// Whether the bodies read `file` (set once, never cleared).
+    live: AtomicBool,
+}
+
+impl Handoff {
+    /// Tells the bodies `written` bytes are in this attempt's file, unless they are still
+    /// reading the earlier attempt's bytes (then `false`: nothing published).
+    fn publish(&self, inflight: &Inflight, written: u64) -> bool {
+        if self.live.load(Ordering::Acquire) {
+            inflight
+                .progress
+                .send_modify(|state| state.written = written);
+            return true;
+        }
+        if written <= self.hold {
+            return false;
+        }
+        // Every byte below `hold` was compared equal to the earlier attempt's before it
+        // was written: bodies switching files mid-way read the same bytes.
+        inflight.progress.send_modify(|state| {
+            state.file = Some(Arc::clone(&self.file));
+            state.written = written;
+        });
+        self.live.store(true, Ordering::Release);
+        true
+    }
+
+    /// This attempt's bytes differ from the broken-off attempt's: it becomes a new attempt
+    /// (bodies that read the old bytes fail; the others read this file).
+    fn restart(&self, inflight: &Inflight) {
+        tracing::warn!(
+            key = %inflight.key,
+            "the next source's NAR bytes differ from those the stalled one sent; starting over"
+        );
+        inflight.progress.send_modify(|state| {
+            state.attempt += 1;
+            state.file = Some(Arc::clone(&self.file));
+            state.written = 0;
+        });
+        self.live.store(true, Ordering::Release);
+    }
+}
+
+/// The broken-off attempt's bytes, for a resumed attempt to compare its own with.
+struct Compare {
+    file: Arc<File>,
+    /// Its byte count: only bytes below this are compared.
+    until: u64,
+    scratch: Vec<u8>,
+}
+
+impl Compare {
+    /// Whether `bytes` at `offset` are what the earlier attempt has there (the part below
+    /// `until`; the rest is new).
+    fn same(&mut self, offset: u64, bytes: &[u8]) -> Result<bool, NarError> {
+        if offset >= self.until {
+            return Ok(true);
+        }
+        let n = ((self.until - offset) as usize).min(bytes.len());
+        self.file.read_exact_at(&mut self.scratch[..n], offset)?;
+        Ok(self.scratch[..n] == bytes[..n])
+    }
 }
 
 /// Deletes the temp file unless the fetch committed it (also on panic). Bodies still

@@ -36,7 +36,7 @@ use std::sync::Arc;
 
 use quorate_core::protocol::nar_hash::NarHash;
 
-pub use compression::{Compression, Decode};
+pub use compression::{decode_bytes_per_sec, Compression, Decode};
 pub use encode::{compress_stored_blocking, zstd_encode};
 #[doc(hidden)]
 pub use fetch::check_decoded;

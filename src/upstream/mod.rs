@@ -117,14 +117,22 @@ pub enum UpstreamError {
     },
 }
 
-/// Per-upstream health: consecutive failures and a smoothed latency.
+/// Per-upstream health: consecutive failures, a smoothed latency and NAR throughput.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Health {
     /// Failures since the last success.
     pub consecutive_failures: u32,
     /// Exponentially smoothed narinfo latency in milliseconds (0 = unknown).
     pub latency_ms: f64,
+    /// Exponentially smoothed rate of its NAR downloads, in bytes (as sent, compressed) per
+    /// second from the response head to the body's end (0 = unknown): what the link and the
+    /// decoding behind it sustained. Only downloads of at least [`THROUGHPUT_SAMPLE_MIN`]
+    /// count, so that a few small NARs do not pass their latency off as a slow link.
+    pub nar_bytes_per_sec: f64,
 }
+
+/// The smallest NAR download whose rate is taken as the upstream's throughput.
+pub const THROUGHPUT_SAMPLE_MIN: u64 = 1 << 20;
 
 /// HTTP client shared by all caches, with health bookkeeping per upstream base URL.
 #[derive(Clone)]
@@ -189,6 +197,23 @@ impl UpstreamClient {
             } else {
                 h.consecutive_failures = h.consecutive_failures.saturating_add(1);
             }
+        }
+    }
+
+    /// Folds one finished NAR download of `bytes` in `elapsed` into the upstream's throughput.
+    fn note_throughput(&self, upstream: &str, bytes: u64, elapsed: Duration) {
+        let secs = elapsed.as_secs_f64();
+        if bytes < THROUGHPUT_SAMPLE_MIN || secs <= 0.0 {
+            return;
+        }
+        let rate = bytes as f64 / secs;
+        if let Ok(mut map) = self.health.lock() {
+            let h = map.entry(upstream.to_string()).or_default();
+            h.nar_bytes_per_sec = if h.nar_bytes_per_sec == 0.0 {
+                rate
+            } else {
+                0.7 * h.nar_bytes_per_sec + 0.3 * rate
+            };
         }
     }
 
@@ -321,7 +346,8 @@ impl UpstreamClient {
         let shown = url.to_string();
         let result = match tokio::time::timeout(self.timeout, self.send(up, url)).await {
             Ok(Ok(resp)) if resp.status() == StatusCode::OK => {
-                Ok(self.body(resp, nar_deadline(self.timeout, nar_size), &shown))
+                let body = self.body(resp, nar_deadline(self.timeout, nar_size), &shown);
+                Ok(self.measured(body, &up.url))
             }
             Ok(Ok(resp)) => Err(UpstreamError::Status {
                 url: shown,
@@ -358,6 +384,43 @@ impl UpstreamClient {
                 after: self.timeout,
             })??;
         Ok((resp.status() == StatusCode::OK).then(|| self.body(resp, LOG_DEADLINE, &shown)))
+    }
+
+    /// `body`, noting its rate as the upstream's throughput when it ends complete (a
+    /// download cut short, by an error or by a reader that stopped, is not a sample).
+    fn measured(&self, body: UpstreamBody, upstream: &str) -> UpstreamBody {
+        struct Meter {
+            body: UpstreamBody,
+            client: UpstreamClient,
+            upstream: String,
+            started: Instant,
+            bytes: u64,
+        }
+        let meter = Meter {
+            body,
+            client: self.clone(),
+            upstream: upstream.to_string(),
+            started: Instant::now(),
+            bytes: 0,
+        };
+        futures_util::stream::unfold(Some(meter), |meter| async move {
+            let mut meter = meter?;
+            match meter.body.next().await {
+                Some(Ok(chunk)) => {
+                    meter.bytes += chunk.len() as u64;
+                    Some((Ok(chunk), Some(meter)))
+                }
+                Some(Err(err)) => Some((Err(err), None)),
+                None => {
+                    let elapsed = meter.started.elapsed();
+                    meter
+                        .client
+                        .note_throughput(&meter.upstream, meter.bytes, elapsed);
+                    None
+                }
+            }
+        })
+        .boxed()
     }
 
     /// A response's body with the idle timeout between chunks and `total` in all.

@@ -607,7 +607,7 @@ async fn a_client_that_received_nothing_is_served_by_the_next_source_when_one_st
 }
 
 #[tokio::test]
-async fn a_client_that_received_bytes_from_a_failed_source_sees_its_transfer_fail() {
+async fn a_client_streaming_from_a_source_that_breaks_off_gets_the_rest_from_the_next_one() {
     let (dir, store, fetcher) = setup(None);
     let nar = generated_nar(500_000, 32);
     let gate = Arc::new(Notify::new());
@@ -621,12 +621,57 @@ async fn a_client_that_received_bytes_from_a_failed_source_sees_its_transfer_fai
                 "connection reset",
             ),
         ),
-        source("healthy", Compression::None, chunked(nar.clone(), 40_000)),
+        // Another compression: the same NAR, other bytes on the wire.
+        source(
+            "healthy",
+            Compression::Zstd,
+            chunked(compress(Compression::Zstd, &nar), 40_000),
+        ),
     ];
     let inflight = fetcher.fetch_or_join(expected_for(&nar), sources).inflight;
     let mut early = Box::pin(Arc::clone(&inflight).body());
     let first = early.next().await.expect("bytes").expect("bytes");
     assert!(!first.is_empty() && nar.starts_with(&first));
+    gate.notify_one();
+    let mut received = first.to_vec();
+    while let Some(chunk) = early.next().await {
+        received.extend_from_slice(&chunk.expect("the transfer goes on, spliced"));
+    }
+    assert!(received == nar, "the early client got the whole NAR");
+
+    let report = inflight.report().await;
+    assert!(report.verdict.is_ok(), "{:?}", report.verdict);
+    assert_eq!(report.delivered_by.as_deref(), Some("healthy"));
+    let failed: Vec<_> = report.failed.iter().map(|f| f.source.as_str()).collect();
+    assert_eq!(failed, ["resetting"]);
+    let (path, _) = store.lookup(&inflight.key()).await.expect("committed");
+    assert!(std::fs::read(path).expect("stored") == nar);
+    assert_eq!(temp_files(dir.path()), 0);
+}
+
+#[tokio::test]
+async fn a_client_that_received_bytes_the_next_source_disagrees_with_sees_its_transfer_fail() {
+    let (dir, store, fetcher) = setup(None);
+    let nar = generated_nar(500_000, 34);
+    let mut tampered = nar.clone();
+    tampered[1_000] ^= 1;
+    let gate = Arc::new(Notify::new());
+    let sources = vec![
+        source(
+            "tampering",
+            Compression::None,
+            failing_after(
+                tampered[..200_000].to_vec(),
+                Arc::clone(&gate),
+                "connection reset",
+            ),
+        ),
+        source("honest", Compression::None, chunked(nar.clone(), 40_000)),
+    ];
+    let inflight = fetcher.fetch_or_join(expected_for(&nar), sources).inflight;
+    let mut early = Box::pin(Arc::clone(&inflight).body());
+    let first = early.next().await.expect("bytes").expect("bytes");
+    assert!(tampered.starts_with(&first));
     gate.notify_one();
     let mut received = first.len();
     let end = loop {
@@ -636,21 +681,146 @@ async fn a_client_that_received_bytes_from_a_failed_source_sees_its_transfer_fai
         }
     };
     assert!(
-        matches!(&end, Some(Err(e)) if e.to_string().contains("connection reset")),
-        "the early client's transfer fails, never spliced: {end:?}"
+        matches!(&end, Some(Err(_))),
+        "bytes the next source contradicts are never completed: {end:?}"
     );
-    assert!(
-        received <= 200_000,
-        "only the failed source's bytes were given"
-    );
+    assert!(received <= 200_000, "nothing spliced after them");
     assert!(early.next().await.is_none());
 
-    // The fetch went on with the next source; a client asking again gets the NAR.
+    // The honest source's bytes became a new attempt: a client asking again gets the NAR.
     assert!(inflight.outcome().await.is_ok());
     let (again, err) = drain(Arc::clone(&inflight)).await;
     assert!(err.is_none() && again == nar);
-    assert!(store.lookup(&inflight.key()).await.is_some());
+    let (path, _) = store.lookup(&inflight.key()).await.expect("committed");
+    assert!(std::fs::read(path).expect("stored") == nar);
     assert_eq!(temp_files(dir.path()), 0);
+}
+
+/// Deadlines short enough for a test: a first byte within 300 ms, no stall over 200 ms, and
+/// 1 MiB/s over each 300 ms of waiting.
+fn quick_switching() -> super::Switching {
+    super::Switching {
+        first_byte: Duration::from_millis(300),
+        stall: Duration::from_millis(200),
+        window: Duration::from_millis(300),
+        min_rate: 1 << 20,
+    }
+}
+
+/// `head` at once, then nothing, ever (the connection stays open).
+fn hanging_after(head: Vec<u8>) -> Source {
+    stream::iter([Ok(Bytes::from(head))])
+        .chain(stream::pending())
+        .boxed()
+}
+
+#[tokio::test]
+async fn a_stalled_source_is_abandoned_for_the_next_without_the_streaming_client_noticing() {
+    let (_dir, store, fetcher) = setup(None);
+    let fetcher = fetcher.with_switching(quick_switching());
+    let nar = generated_nar(500_000, 35);
+    let sources = vec![
+        source(
+            "stalling",
+            Compression::None,
+            hanging_after(nar[..150_000].to_vec()),
+        ),
+        source("healthy", Compression::None, chunked(nar.clone(), 40_000)),
+    ];
+    let inflight = fetcher.fetch_or_join(expected_for(&nar), sources).inflight;
+    let (bytes, err) = drain(Arc::clone(&inflight)).await;
+    assert!(err.is_none(), "{err:?}");
+    assert!(bytes == nar);
+    let report = inflight.report().await;
+    assert!(report.verdict.is_ok());
+    assert!(
+        matches!(&report.failed[0].error, NarError::Source(m) if m.contains("stalled")),
+        "{:?}",
+        report.failed
+    );
+    assert!(store.lookup(&inflight.key()).await.is_some());
+}
+
+#[tokio::test]
+async fn a_source_without_a_first_byte_in_time_is_abandoned_for_the_next() {
+    let (_dir, _store, fetcher) = setup(None);
+    let fetcher = fetcher.with_switching(quick_switching());
+    let nar = generated_nar(300_000, 36);
+    let silent = FetchSource {
+        label: "silent".into(),
+        compression: Compression::None,
+        // Connected, but the response head never comes.
+        open: std::future::pending::<Result<Source, String>>().boxed(),
+    };
+    let sources = vec![
+        silent,
+        source("healthy", Compression::None, chunked(nar.clone(), 40_000)),
+    ];
+    let inflight = fetcher.fetch_or_join(expected_for(&nar), sources).inflight;
+    let (bytes, err) = drain(Arc::clone(&inflight)).await;
+    assert!(err.is_none() && bytes == nar, "{err:?}");
+    let report = inflight.report().await;
+    assert!(
+        matches!(&report.failed[0].error, NarError::Source(m) if m.contains("first byte")),
+        "{:?}",
+        report.failed
+    );
+}
+
+#[tokio::test]
+async fn a_source_trickling_under_the_minimum_rate_is_abandoned_for_the_next() {
+    let (_dir, _store, fetcher) = setup(None);
+    let fetcher = fetcher.with_switching(quick_switching());
+    let nar = generated_nar(400_000, 37);
+    // 1 KiB every 20 ms: 50 KiB/s, never a stall, far under 1 MiB/s.
+    let trickle = stream::iter(
+        nar.clone()
+            .chunks(1024)
+            .map(<[u8]>::to_vec)
+            .collect::<Vec<_>>(),
+    )
+    .then(|chunk| async move {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        Ok::<_, String>(Bytes::from(chunk))
+    })
+    .boxed();
+    let sources = vec![
+        source("trickling", Compression::None, trickle),
+        source("healthy", Compression::None, chunked(nar.clone(), 40_000)),
+    ];
+    let inflight = fetcher.fetch_or_join(expected_for(&nar), sources).inflight;
+    let (bytes, err) = drain(Arc::clone(&inflight)).await;
+    assert!(err.is_none() && bytes == nar, "{err:?}");
+    let report = inflight.report().await;
+    assert_eq!(report.delivered_by.as_deref(), Some("healthy"));
+    assert!(
+        matches!(&report.failed[0].error, NarError::Source(m) if m.contains("bytes/s")),
+        "{:?}",
+        report.failed
+    );
+}
+
+#[tokio::test]
+async fn the_last_source_is_not_held_to_the_switching_pace() {
+    let (_dir, _store, fetcher) = setup(None);
+    let fetcher = fetcher.with_switching(quick_switching());
+    let nar = generated_nar(300_000, 38);
+    // A pause longer than the switching stall, from the only source: waited for.
+    let slow = chunked(nar.clone(), 100_000)
+        .then(|chunk| async move {
+            tokio::time::sleep(Duration::from_millis(400)).await;
+            chunk
+        })
+        .boxed();
+    let inflight = fetcher
+        .fetch_or_join(
+            expected_for(&nar),
+            vec![source("only", Compression::None, slow)],
+        )
+        .inflight;
+    let (bytes, err) = drain(Arc::clone(&inflight)).await;
+    assert!(err.is_none() && bytes == nar, "{err:?}");
+    assert!(inflight.report().await.failed.is_empty());
 }
 
 #[tokio::test]
