@@ -33,7 +33,6 @@ use crate::app::App;
 use crate::config::{NarCompression, UpstreamConfig};
 use crate::db::{DbError, Event, EventKind};
 use crate::fleet::{Claim, ClaimError};
-use crate::limits::NAR_READ_CHUNK;
 use crate::metrics::UpstreamKind;
 use crate::nar::{
     compress_stored_blocking, decode_bytes_per_sec, ByteRange, Compression, Expected, FetchReport,
@@ -198,11 +197,13 @@ pub async fn open_compressed(
         .open_compressed(&key)
         .await
         .map_err(DeliveryError::Storage)?;
-    Ok(opened.map(|(file, copy)| {
-        app.metrics.nar_request(cache.name(), true);
-        let stream = tokio_util::io::ReaderStream::with_capacity(file, NAR_READ_CHUNK).boxed();
-        (stream, copy.file_size)
-    }))
+    let Some((file, copy)) = opened else {
+        return Ok(None);
+    };
+    app.metrics.nar_request(cache.name(), true);
+    let file = file.into_std().await;
+    let stream = crate::nar::read::CLIENTS.file_stream(file, 0..copy.file_size);
+    Ok(Some((stream, copy.file_size)))
 }
 
 /// A NAR whose NarHash the cache's block list names is not served, even from the store.

@@ -100,8 +100,10 @@ pub const MAX_UPSTREAM_REDIRECTS: usize = 5;
 /// How long an idle upstream connection is kept for reuse.
 pub const UPSTREAM_POOL_IDLE: Duration = Duration::from_secs(60);
 
-/// Bytes per read when streaming a verified NAR from the local store to a client.
-pub const NAR_READ_CHUNK: usize = 256 * 1024;
+/// Memory for NAR chunks read from local files and not yet sent, all clients together
+/// (`nar::read`): reads are 1 MiB while at least half of it is free, 256 KiB while an eighth
+/// is, else 64 KiB; when it is spent, reads wait for chunks to be sent.
+pub const CLIENT_READ_BUDGET: usize = 64 << 20;
 
 /// Upper bound of an xz block's dictionary and decoder state, in KiB. xz headers are
 /// upstream-controlled; without a bound a crafted header could ask for gigabytes. `xz -9`

@@ -389,7 +389,8 @@ impl Inflight {
         }
     }
 
-    /// The NAR's bytes from the start, as they arrive, in chunks of at most 256 KiB.
+    /// The NAR's bytes from the start, as they arrive, in chunks of at most 1 MiB (read
+    /// within the clients' memory budget, `nar::read`).
     ///
     /// The last byte is yielded only after the fetch verified hash and size (it does not
     /// wait for the fsync); if the fetch fails first, the stream ends with an `io::Error`
@@ -397,7 +398,7 @@ impl Inflight {
     /// complete wrong NAR. Once it has yielded bytes, it also ends in an error if the attempt
     /// they came from fails (a body carries on past a source switch only when the next
     /// source's bytes were compared equal to those it has); before that, it follows the fetch
-    /// to its next source. Memory use is one chunk.
+    /// to its next source. Memory use is one chunk, out of the budget all clients share.
     pub fn body(self: Arc<Self>) -> impl Stream<Item = io::Result<Bytes>> + Send + 'static {
         let tail = Tail {
             progress: self.progress.subscribe(),
@@ -462,13 +463,19 @@ impl Tail {
                 (state.file.clone(), readable)
             };
             if let (Some(file), true) = (file, self.offset < readable) {
-                let len = (readable - self.offset).min(CHUNK as u64) as usize;
+                let len = usize::try_from(readable - self.offset).unwrap_or(usize::MAX);
                 let offset = self.offset;
-                let read = tokio::task::spawn_blocking(move || read_chunk(&file, offset, len))
-                    .await
-                    .map_err(io::Error::other)
-                    .and_then(|chunk| chunk);
+                let read = super::read::CLIENTS.read_at(file, offset, len).await;
                 match &read {
+                    Ok(chunk) if chunk.is_empty() => {
+                        // Published as written, yet not there: never loop on it.
+                        self.finished = true;
+                        let err = io::Error::new(
+                            io::ErrorKind::UnexpectedEof,
+                            format!("NAR temp file ends at byte {offset}"),
+                        );
+                        return Some(Err(err));
+                    }
                     Ok(chunk) => self.offset += chunk.len() as u64,
                     Err(_) => self.finished = true,
                 }
@@ -482,13 +489,6 @@ impl Tail {
             }
         }
     }
-}
-
-/// Reads `len` already-written bytes at `offset` (positional: no shared cursor).
-fn read_chunk(file: &File, offset: u64, len: usize) -> io::Result<Bytes> {
-    let mut chunk = vec![0; len];
-    file.read_exact_at(&mut chunk, offset)?;
-    Ok(Bytes::from(chunk))
 }
 
 /// Ends a fetch: forgets it in the registry, then publishes the verdict. In that order, so

@@ -26,6 +26,7 @@ mod compression;
 mod encode;
 mod fetch;
 mod objects;
+pub mod read;
 mod storage;
 mod store;
 

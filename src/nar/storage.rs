@@ -8,20 +8,16 @@
 //!
 //! Either way a NAR becomes visible only after its hash and size were verified.
 
-use std::io::SeekFrom;
 use std::ops::Range;
 use std::path::Path;
 use std::sync::Arc;
 
 use bytes::Bytes;
 use futures_util::stream::BoxStream;
-use futures_util::StreamExt;
 use quorate_core::protocol::nar_hash::NarKey;
-use tokio::io::{AsyncReadExt, AsyncSeekExt};
 
 use super::objects::ObjectNars;
 use super::NarStore;
-use crate::limits::NAR_READ_CHUNK;
 
 /// The verified bytes of a stored NAR, as they stream.
 pub struct NarRead {
@@ -139,7 +135,7 @@ impl NarStorage {
     pub async fn open(&self, key: &NarKey, range: Option<ByteRange>) -> std::io::Result<Opened> {
         match self {
             NarStorage::Local(store) => {
-                let Some((mut file, size)) = store.open_nar(key).await? else {
+                let Some((file, size)) = store.open_nar(key).await? else {
                     return Ok(Opened::Missing);
                 };
                 let range = match range.map(|r| r.within(size)) {
@@ -147,13 +143,8 @@ impl NarStorage {
                     Some(Some(r)) => r,
                     Some(None) => return Ok(Opened::Unsatisfiable { size }),
                 };
-                let stream = if range == (0..size) {
-                    tokio_util::io::ReaderStream::with_capacity(file, NAR_READ_CHUNK).boxed()
-                } else {
-                    file.seek(SeekFrom::Start(range.start)).await?;
-                    let part = file.take(range.end - range.start);
-                    tokio_util::io::ReaderStream::with_capacity(part, NAR_READ_CHUNK).boxed()
-                };
+                // Positional reads of large, budgeted chunks (`nar::read`).
+                let stream = super::read::CLIENTS.file_stream(file.into_std().await, range.clone());
                 Ok(Opened::Read(NarRead {
                     stream,
                     size,

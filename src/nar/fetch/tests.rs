@@ -13,7 +13,7 @@ use sha2::{Digest, Sha256};
 use std::future::Future;
 use tokio::sync::Notify;
 
-use super::{FetchSource, Inflight, NarFetcher, BATCH_CHUNKS, CHANNEL_CHUNKS, CHUNK};
+use super::{FetchSource, Inflight, NarFetcher, BATCH_CHUNKS, CHANNEL_CHUNKS};
 use crate::nar::test_nar::{chunked, compress, expected_for, generated_nar, Prng};
 use crate::nar::{Compression, Expected, NarError, NarStorage, NarStore};
 use quorate_core::protocol::nar_hash::NarHash;
@@ -546,7 +546,10 @@ async fn a_100_mib_incompressible_nar_streams_in_bounded_chunks() {
         hasher.update(&chunk);
     }
     assert_eq!(len, SIZE);
-    assert!(largest <= CHUNK, "a body chunk of {largest} bytes");
+    assert!(
+        largest <= crate::nar::read::LARGEST_READ,
+        "a body chunk of {largest} bytes"
+    );
     assert!(NarHash::from_digest(hasher.finalize().into()) == expected.nar_hash);
     assert!(inflight.outcome().await.is_ok());
     assert_eq!(store.total_size(), SIZE as u64);
