@@ -34,6 +34,70 @@ ALPHABET = "0123456789abcdfghijklmnpqrsvwxyz"
 BUILDERS = ("A", "B", "C")
 
 
+def latency_chart(r, path):
+    """Writes an SVG of test 8's latency distributions (x: quantile, y: ms, log scale) to
+    `path`; returns whether there was anything to chart."""
+    import math
+    series = []
+    colors = {"quorate": ["#1f77b4", "#4a90d9", "#9cc3ea"], "nginx": ["#d62728", "#e8686a", "#f2a8a9"]}
+    for t in ("quorate", "nginx"):
+        for i, rate in enumerate(r.get("t8_rates", "").split()):
+            cdf = r.get(f"t8_{t}_{rate}_cdf_ms", "")
+            pts = []
+            for item in cdf.split(","):
+                try:
+                    q, ms = item.split(":")
+                    pts.append((float(q), max(float(ms), 0.001)))
+                except ValueError:
+                    continue
+            if pts:
+                series.append((f"{t} {int(rate):,}/s", colors[t][i % 3], pts))
+    if not series:
+        return False
+    w, h, left, right, top, bottom = 760, 420, 70, 190, 20, 50
+    lo = min(ms for _, _, p in series for _, ms in p)
+    hi = max(ms for _, _, p in series for _, ms in p)
+    ylo, yhi = math.floor(math.log10(lo)), math.ceil(math.log10(hi))
+    if yhi == ylo:
+        yhi += 1
+    # x: the quantile on a "nines" scale, -log10(1 - q), capped at 1 - q = 1e-4.
+    def xq(q):
+        return min(-math.log10(max(1 - q, 1e-4)), 4.0)
+    def X(q):
+        return left + (w - left - right) * xq(q) / 4.0
+    def Y(ms):
+        return top + (h - top - bottom) * (1 - (math.log10(ms) - ylo) / (yhi - ylo))
+    out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" '
+           f'font-family="sans-serif" font-size="12">',
+           f'<rect width="{w}" height="{h}" fill="white"/>']
+    for e in range(ylo, yhi + 1):
+        y = Y(10 ** e)
+        out.append(f'<line x1="{left}" y1="{y:.1f}" x2="{w - right}" y2="{y:.1f}" stroke="#ddd"/>')
+        out.append(f'<text x="{left - 6}" y="{y + 4:.1f}" text-anchor="end">{10 ** e:g} ms</text>')
+    for q, label in ((0.5, "p50"), (0.9, "p90"), (0.99, "p99"), (0.999, "p99.9"), (0.9999, "p99.99")):
+        x = X(q)
+        out.append(f'<line x1="{x:.1f}" y1="{top}" x2="{x:.1f}" y2="{h - bottom}" stroke="#eee"/>')
+        out.append(f'<text x="{x:.1f}" y="{h - bottom + 16}" text-anchor="middle">{label}</text>')
+    y2 = Y(2.0)
+    out.append(f'<line x1="{left}" y1="{y2:.1f}" x2="{w - right}" y2="{y2:.1f}" stroke="#2ca02c" '
+               'stroke-dasharray="4 3"/>')
+    out.append(f'<text x="{w - right - 4}" y="{y2 - 4:.1f}" text-anchor="end" fill="#2ca02c">'
+               'target 2 ms</text>')
+    for k, (name, color, pts) in enumerate(series):
+        d = " ".join(f"{X(q):.1f},{Y(ms):.1f}" for q, ms in pts if q >= 0.5 or q == pts[0][0])
+        out.append(f'<polyline fill="none" stroke="{color}" stroke-width="2" points="{d}"/>')
+        ly = top + 16 * k + 10
+        out.append(f'<line x1="{w - right + 10}" y1="{ly}" x2="{w - right + 30}" y2="{ly}" '
+                   f'stroke="{color}" stroke-width="2"/>')
+        out.append(f'<text x="{w - right + 36}" y="{ly + 4}">{name}</text>')
+    out.append(f'<text x="{(left + w - right) / 2:.0f}" y="{h - 12}" text-anchor="middle">'
+               'quantile (open-loop warm narinfo; latency from each request\'s due time)</text>')
+    out.append("</svg>")
+    with open(path, "w") as f:
+        f.write("\n".join(out) + "\n")
+    return True
+
+
 def nixbase32(b: bytes) -> str:
     n = (len(b) * 8 - 1) // 5 + 1
     out = []
@@ -444,6 +508,15 @@ def cmd_report(a):
             row("7", f"  straight from upstream {b} ({comp}) served by nginx: s", "",
                 fmt(f(f"t7_direct_{b}_s"), 2), "", "info", None)
 
+    for rate in r.get("t8_rates", "").split():
+        q99, n99 = f(f"t8_quorate_{rate}_p99_ms"), f(f"t8_nginx_{rate}_p99_ms")
+        row("8", f"warm narinfo at {int(rate):,} req/s, open loop: p99 ms (ref: nginx "
+            f"proxy_cache; p50 {fmt(f(f't8_quorate_{rate}_p50_ms'), 3)} vs "
+            f"{fmt(f(f't8_nginx_{rate}_p50_ms'), 3)}, p99.9 "
+            f"{fmt(f(f't8_quorate_{rate}_p999_ms'), 3)} vs {fmt(f(f't8_nginx_{rate}_p999_ms'), 3)})",
+            fmt(q99, 3), fmt(n99, 3), fmt(ratio(q99, n99), 2), "< 2 ms",
+            None if q99 is None else q99 < 2.0)
+
     header = ("#", "measurement", "quorate", "reference", "ratio", "target", "verdict")
     widths = [max(len(str(x[i])) for x in rows + [header]) for i in range(len(header))]
 
@@ -461,6 +534,12 @@ def cmd_report(a):
                       "means).\n\n")
             out.write("\n".join(meta) + "\n\n")
             out.write("\n".join(table) + "\n")
+            chart = latency_chart(r, os.path.join(os.path.dirname(os.path.abspath(a.out)),
+                                                  "latency.svg"))
+            if chart:
+                out.write("\nFixed-rate warm narinfo latency distributions (test 8; latency at "
+                          "each quantile, log scale): [latency.svg](latency.svg)\n\n"
+                          "![latency distributions](latency.svg)\n")
             if a.notes and os.path.exists(a.notes):
                 out.write("\n" + open(a.notes).read())
 

@@ -10,10 +10,13 @@
 #   6 500 concurrent cold narinfo requests / 50 concurrent cold NAR requests: upstream fetches
 #   7 the real Nix client substituting the 100 MiB path: quorate cold, warm vs straight from
 #     each upstream (xz, zstd, none) served by nginx; the fastest is the reference
+#   8 warm narinfo at fixed rates (open loop): p50/p99/p99.9 vs nginx proxy_cache, and the
+#     latency distributions charted into bench/latency.svg
 # and writes the table to $RESULTS_FILE (default bench/RESULTS.md).
 #
 # Env: QUORATE_BIN (skip `cargo build --release`; QUORATE_LABEL describes it), DURATION (wrk seconds, 10), ROUNDS (3),
-#      CONNS (64), COLD_N (20), COLD_NAR_RUNS (5), NAR_CONNS (4, warm NAR), NIX_ROUNDS (5), GEN_MIB (1024; 0 = no
+#      CONNS (64), COLD_N (20), COLD_NAR_RUNS (5), NAR_CONNS (4, warm NAR), NIX_ROUNDS (5),
+#      FIXED_RATES ("1000 5000 10000"), FIXED_SECONDS (10), GEN_MIB (1024; 0 = no
 #      generated NAR), RESULTS_FILE, KEEP=1 (keep the work dir), TESTS ("1 2 3 4 5 6 7").
 # No timing assertions: it reports, it does not fail on slow numbers. It fails (non-zero)
 # when a dependency is missing or quorate answers wrongly.
@@ -30,8 +33,10 @@ COLD_N=${COLD_N:-20}
 COLD_NAR_RUNS=${COLD_NAR_RUNS:-5}
 NAR_CONNS=${NAR_CONNS:-4}
 GEN_MIB=${GEN_MIB:-1024}
-TESTS=${TESTS:-1 2 3 4 5 6 7}
+TESTS=${TESTS:-1 2 3 4 5 6 7 8}
 NIX_ROUNDS=${NIX_ROUNDS:-5}
+FIXED_RATES=${FIXED_RATES:-1000 5000 10000}
+FIXED_SECONDS=${FIXED_SECONDS:-10}
 RESULTS_FILE=${RESULTS_FILE:-$HERE/RESULTS.md}
 DELAYS=(0.020 0.040 2.000) # upstreams A, B, C for the cold narinfo tests
 BURST_N=500
@@ -167,7 +172,7 @@ quorate_config "$WORK/q3.toml" "$P_Q3" "$WORK/q3-state" 2 "A B C" \
 note "## Details of this run" ""
 
 # ================================================================ 1, 2, 6a: narinfo
-if want 1 || want 2 || want 6; then
+if want 1 || want 2 || want 6 || want 8; then
   start_quorate q1 "$WORK/q1.toml"
 fi
 
@@ -237,6 +242,44 @@ if want 1; then
     result "t1_${t}_p50" "$(median <"$WORK/t1-$t-p50")"
     result "t1_${t}_p99" "$(median <"$WORK/t1-$t-p99")"
   done
+  note ""
+fi
+
+if want 8; then
+  # Fixed-rate (open-loop) warm narinfo: quorate vs nginx proxy_cache at rates both sustain,
+  # latency from each request's intended start (examples/openloop.rs). The server is pinned
+  # to CPU 0 and the generator to CPU 1 where there are 2+ CPUs (see test 1's pinned rows).
+  log "8: fixed-rate warm narinfo at ${FIXED_RATES} req/s, ${FIXED_SECONDS}s each"
+  if [[ ! -x $ROOT/target/release/examples/openloop ]]; then
+    (cd "$ROOT" && cargo build --release --quiet --example openloop) || die "cannot build examples/openloop"
+  fi
+  OL=$ROOT/target/release/examples/openloop
+  declare -A T8_URL=([quorate]="$Q1/$BIG_HP.narinfo" [nginx]="http://127.0.0.1:$P_PROXY/$BIG_HP.narinfo")
+  for t in quorate nginx; do # warm both (and decide once)
+    for _ in 1 2 3; do curl -fsS -o /dev/null --max-time 15 "${T8_URL[$t]}" || die "$t narinfo not served"; done
+  done
+  pin=()
+  if ((NCPU >= 2)) && command -v taskset >/dev/null; then pin=(taskset -c 1); fi
+  nginx_pids=("${PIDS[nginx]}" $(ps -o pid= --ppid "${PIDS[nginx]}"))
+  note "### 8. fixed-rate warm narinfo (open loop, ${FIXED_SECONDS} s per rate, ${#pin[@]:+pinned: server CPU 0, generator CPU 1})" ""
+  for rate in $FIXED_RATES; do
+    for t in quorate nginx; do
+      if [[ $t == quorate ]]; then pids=("${PIDS[q1]}"); else pids=("${nginx_pids[@]}"); fi
+      if ((${#pin[@]})); then for p in "${pids[@]}"; do taskset -a -p -c 0 "$p" >/dev/null; done; fi
+      out=$WORK/logs/openloop-$t-$rate.env
+      timeout $((FIXED_SECONDS + 60)) "${pin[@]}" "$OL" "${T8_URL[$t]}" "$rate" "$FIXED_SECONDS" 64 >"$out" ||
+        die "openloop against $t at $rate/s failed: $(cat "$out")"
+      if ((${#pin[@]})); then for p in "${pids[@]}"; do taskset -a -p -c "0-$((NCPU - 1))" "$p" >/dev/null; done; fi
+      get() { awk -F= -v k="$1" '$1 == k { print $2 }' "$out"; }
+      [[ $(get errors) == 0 ]] || die "$t: $(get errors) errors at $rate/s"
+      for k in achieved_rate p50_ms p99_ms p999_ms max_ms lag_p99_ms cdf_ms; do
+        result "t8_${t}_${rate}_${k}" "$(get $k)"
+      done
+      note "- $t at $rate/s: achieved $(get achieved_rate)/s, p50 $(get p50_ms) ms, p99 $(get p99_ms) ms, p99.9 $(get p999_ms) ms, max $(get max_ms) ms (generator lag p99 $(get lag_p99_ms) ms)"
+      log "   $t at $rate/s: p50 $(get p50_ms) p99 $(get p99_ms) p99.9 $(get p999_ms) ms"
+    done
+  done
+  result t8_rates "$FIXED_RATES"
   note ""
 fi
 

@@ -12,8 +12,9 @@
 //! async runtime (one worker thread), which sends it on one of at most CONNS (64)
 //! keep-alive connections; a request that finds all of them busy waits for one, and that
 //! wait counts in its latency. Prints `key=value` lines: requests, errors (non-200 or
-//! failed), the achieved rate, latency p50/p90/p99/p99.9/max in ms, and the schedule's own
-//! lag (how late the generator handed requests over: its floor).
+//! failed), the achieved rate, latency p50/p90/p99/p99.9/max in ms, the schedule's own
+//! lag (how late the generator handed requests over: its floor), and `cdf_ms`, the latency
+//! at quantiles from 0.01 to 1 (`q:ms,...`, for bench/nixbench.py's chart).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -140,5 +141,15 @@ fn main() -> Result<(), Error> {
     println!("max_ms={}", ms(&latencies, 1.0));
     println!("lag_p50_ms={}", ms(&lag, 0.5));
     println!("lag_p99_ms={}", ms(&lag, 0.99));
+    // The whole distribution, for a chart: latency at each of these quantiles.
+    let quantiles = [
+        0.01, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.97, 0.99, 0.995, 0.999,
+        0.9995, 0.9999, 1.0,
+    ];
+    let cdf: Vec<String> = quantiles
+        .iter()
+        .map(|&q| format!("{q}:{}", ms(&latencies, q)))
+        .collect();
+    println!("cdf_ms={}", cdf.join(","));
     Ok(())
 }

@@ -17,8 +17,8 @@ use quorate_core::quorum::{Elector, Policy};
 
 use crate::config::CacheConfig;
 use crate::limits::{
-    BAD_SOURCES_CAPACITY, BAD_SOURCE_TTL, DECISIONS_CAPACITY, LOG_INDEX_RETRY,
-    NAR_ENTRIES_CAPACITY, NEGATIVE_TTL, POSITIVE_TTL,
+    BAD_SOURCES_CAPACITY, BAD_SOURCE_TTL, DECISIONS_BYTES, DECISIONS_CAPACITY, LOG_INDEX_RETRY,
+    NAR_ENTRIES_BYTES, NEGATIVE_TTL, POSITIVE_TTL,
 };
 use crate::tlog::CacheLog;
 
@@ -79,6 +79,56 @@ pub struct ServedCache {
     witnessed: std::sync::Mutex<std::collections::HashMap<String, u64>>,
 }
 
+/// A memory cache entry's weight: its approximate size in bytes.
+fn weight(bytes: usize) -> u32 {
+    u32::try_from(bytes).unwrap_or(u32::MAX)
+}
+
+/// Approximate heap and inline bytes of a store path's content (allocator overhead included
+/// roughly: 32 bytes per allocation).
+fn content_bytes(c: &Content) -> usize {
+    96 + c.store_path.len() + 32 + c.references.iter().map(|r| r.len() + 56).sum::<usize>()
+}
+
+fn sources_bytes(sources: &[NarSource]) -> usize {
+    sources
+        .iter()
+        .map(|s| 160 + s.upstream.len() + s.url.len() + s.compression.len())
+        .sum()
+}
+
+impl Resolution {
+    /// Approximately how many bytes this answer holds in memory (what the memory cache of
+    /// answers is bounded by).
+    pub fn approx_bytes(&self) -> usize {
+        match self {
+            Resolution::Served {
+                body,
+                compressed_body,
+                agreed,
+            } => {
+                let a = &**agreed;
+                256 + body.len()
+                    + compressed_body.get().map_or(0, bytes::Bytes::len)
+                    + content_bytes(&a.content)
+                    + a.agreeing.iter().map(|b| b.len() + 56).sum::<usize>()
+                    + a.deriver.as_ref().map_or(0, |d| d.len() + 32)
+                    + a.ca.as_ref().map_or(0, |c| c.len() + 32)
+                    + a.signatures.iter().map(|g| g.len() + 56).sum::<usize>()
+                    + sources_bytes(&a.sources)
+            }
+            Resolution::NotServed { reason } => 128 + reason.len(),
+        }
+    }
+}
+
+impl NarEntry {
+    /// Approximately how many bytes this entry holds in memory.
+    pub fn approx_bytes(&self) -> usize {
+        64 + content_bytes(&self.content) + sources_bytes(&self.sources)
+    }
+}
+
 /// Positive answers live long, negative ones briefly.
 struct ResolutionExpiry;
 
@@ -137,11 +187,13 @@ impl ServedCache {
             policy,
             front,
             decisions: Cache::builder()
-                .max_capacity(DECISIONS_CAPACITY)
+                .max_capacity(DECISIONS_BYTES)
+                .weigher(|_, answer: &Arc<Resolution>| weight(answer.approx_bytes()))
                 .expire_after(ResolutionExpiry)
                 .build(),
             nars: Cache::builder()
-                .max_capacity(NAR_ENTRIES_CAPACITY)
+                .max_capacity(NAR_ENTRIES_BYTES)
+                .weigher(|_, entry: &Arc<NarEntry>| weight(entry.approx_bytes()))
                 .time_to_idle(POSITIVE_TTL)
                 .build(),
             bad_sources: Cache::builder()
