@@ -484,6 +484,11 @@ nix_fetch() { # LABEL URL KEY -> seconds of `nix-store -r` (dies on failure)
   rm -rf "$dir"
   echo "$secs"
 }
+nar_gets() { # NAR requests so far at the static upstreams, as A/B/C
+  local b out=()
+  for b in A B C; do out+=("$(count "$WORK/logs/static-$b.log" "GET /nar/")"); done
+  (IFS=/; echo "${out[*]}")
+}
 if want 7; then
   log "7: nix-store -r $BIG_PATH, $NIX_ROUNDS rounds"
   colds=() warms=() froms=()
@@ -491,9 +496,9 @@ if want 7; then
   for round in $(seq "$NIX_ROUNDS"); do
     start_quorate q3 "$WORK/q3.toml" # fresh state: cold
     qkey=$(cat "$WORK/q3-state/keys/bench.pub")
-    before=$(grep -c "GET /nar/" "$WORK/logs/static-"{A,B,C}.log 2>/dev/null | awk -F: '{ print $2 }' | paste -sd/)
+    before=$(nar_gets)
     colds+=("$(nix_fetch cold "$Q3" "$qkey")")
-    after=$(grep -c "GET /nar/" "$WORK/logs/static-"{A,B,C}.log 2>/dev/null | awk -F: '{ print $2 }' | paste -sd/)
+    after=$(nar_gets)
     froms+=("$before -> $after")
     warms+=("$(nix_fetch warm "$Q3" "$qkey")")
     stop q3
