@@ -261,7 +261,9 @@ if want 8; then
   pin=()
   if ((NCPU >= 2)) && command -v taskset >/dev/null; then pin=(taskset -c 1); fi
   nginx_pids=("${PIDS[nginx]}" $(ps -o pid= --ppid "${PIDS[nginx]}"))
-  note "### 8. fixed-rate warm narinfo (open loop, ${FIXED_SECONDS} s per rate, ${#pin[@]:+pinned: server CPU 0, generator CPU 1})" ""
+  how="not pinned"
+  ((${#pin[@]})) && how="pinned: server CPU 0, generator CPU 1"
+  note "### 8. fixed-rate warm narinfo (open loop, ${FIXED_SECONDS} s per rate, $how)" ""
   for rate in $FIXED_RATES; do
     for t in quorate nginx; do
       if [[ $t == quorate ]]; then pids=("${PIDS[q1]}"); else pids=("${nginx_pids[@]}"); fi

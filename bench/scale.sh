@@ -21,8 +21,8 @@
 # fixed rates (examples/openloop.rs, open loop, latency from each request's intended start)
 # from quorate and from nginx proxy_cache serving the same bytes, interleaved per rate.
 #
-# Env: N (100000 recorded paths), NARS (100000), SAMPLE (2000), HOT (min(N, 200000): the
-#      memory cache's capacity), BACKENDS ("sqlite postgres"), RATES ("1000 5000 10000"),
+# Env: N (100000 recorded paths), NARS (100000), SAMPLE (2000), HOT (min(N, 200000): past the
+#      memory caches' byte bounds at ~5 KB a path), BACKENDS ("sqlite postgres"), RATES ("1000 5000 10000"),
 #      OL_SECONDS (20), OL_CONNS (64), QUORATE_BIN (skips the build of the binary; the examples
 #      are built anyway), OUT (target/scale-results.txt: the raw key=value results and
 #      the notes, also printed), KEEP=1.

@@ -436,6 +436,18 @@ fn rank_sources(
             let bad = cache.bad_sources.contains_key(&(key, s.upstream.clone()));
             let h = app.upstream.health(&s.upstream);
             let estimate = estimated_secs(&h, compression, s.file_size, nar_size);
+            tracing::debug!(
+                %key,
+                upstream = %s.upstream,
+                %compression,
+                bad,
+                failures = h.consecutive_failures,
+                priority = up.priority,
+                latency_ms = h.latency_ms,
+                bytes_per_sec = h.nar_bytes_per_sec,
+                estimate,
+                "NAR source ranked"
+            );
             let rank = (
                 bad,
                 h.consecutive_failures.min(3),

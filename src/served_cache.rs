@@ -229,6 +229,32 @@ impl ServedCache {
         self.nars.insert(agreed.content.nar_hash.key(), entry).await;
     }
 
+    /// Adds `sources` (of the same NAR) to the NAR entry of `key`, if one is in memory:
+    /// upstreams that answered after the decision. Sources already known are kept as they
+    /// are.
+    pub async fn add_nar_sources(&self, key: NarKey, sources: impl IntoIterator<Item = NarSource>) {
+        let Some(entry) = self.nars.get(&key).await else {
+            return;
+        };
+        let mut merged = entry.sources.clone();
+        for s in sources {
+            if !merged
+                .iter()
+                .any(|m| m.upstream == s.upstream && m.url == s.url)
+            {
+                merged.push(s);
+            }
+        }
+        if merged.len() == entry.sources.len() {
+            return;
+        }
+        let updated = Arc::new(NarEntry {
+            content: entry.content.clone(),
+            sources: merged,
+        });
+        self.nars.insert(key, updated).await;
+    }
+
     /// The checkpoint size witness `url` cosigned last, if known here.
     pub fn witnessed(&self, url: &str) -> Option<u64> {
         let map = self.witnessed.lock().unwrap_or_else(|p| p.into_inner());

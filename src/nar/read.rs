@@ -144,36 +144,77 @@ impl ReadBudget {
 
     /// The bytes `range` of a file that does not change (a stored NAR or its copy), as a
     /// stream of budgeted chunks; a file shorter than the range ends the stream in an error.
+    /// One read ahead: the next chunk is read while the HTTP layer sends this one.
     pub fn file_stream(
         &'static self,
         file: File,
         range: Range<u64>,
     ) -> BoxStream<'static, io::Result<Bytes>> {
-        let file = Arc::new(file);
-        stream::unfold(
-            (file, range.start, range.end, false),
-            move |(file, offset, end, failed)| async move {
-                if failed || offset >= end {
-                    return None;
-                }
-                let want = usize::try_from(end - offset).unwrap_or(usize::MAX);
-                match self.read_at(Arc::clone(&file), offset, want).await {
-                    Ok(chunk) if chunk.is_empty() => {
-                        let err = io::Error::new(
-                            io::ErrorKind::UnexpectedEof,
-                            format!("stored file ends at byte {offset}, before {end}"),
-                        );
-                        Some((Err(err), (file, offset, end, true)))
-                    }
-                    Ok(chunk) => {
-                        let next = offset + chunk.len() as u64;
-                        Some((Ok(chunk), (file, next, end, false)))
-                    }
-                    Err(err) => Some((Err(err), (file, offset, end, true))),
-                }
-            },
-        )
+        let ahead = ReadAhead {
+            budget: self,
+            file: Arc::new(file),
+            offset: range.start,
+            end: range.end,
+            pending: None,
+            done: false,
+        };
+        stream::unfold(ahead, |mut ahead| async move {
+            let item = ahead.next().await?;
+            Some((item, ahead))
+        })
         .boxed()
+    }
+}
+
+/// A file being streamed, with the read of its next chunk already under way.
+struct ReadAhead {
+    budget: &'static ReadBudget,
+    file: Arc<File>,
+    /// Where the chunk being read (or next to read) starts.
+    offset: u64,
+    end: u64,
+    pending: Option<tokio::task::JoinHandle<io::Result<Bytes>>>,
+    done: bool,
+}
+
+impl ReadAhead {
+    fn start(&self) -> tokio::task::JoinHandle<io::Result<Bytes>> {
+        let want = usize::try_from(self.end - self.offset).unwrap_or(usize::MAX);
+        let (budget, file, offset) = (self.budget, Arc::clone(&self.file), self.offset);
+        tokio::spawn(async move { budget.read_at(file, offset, want).await })
+    }
+
+    async fn next(&mut self) -> Option<io::Result<Bytes>> {
+        if self.done || self.offset >= self.end {
+            return None;
+        }
+        let pending = match self.pending.take() {
+            Some(pending) => pending,
+            None => self.start(),
+        };
+        let read = pending.await.map_err(io::Error::other).and_then(|r| r);
+        let chunk = match read {
+            Ok(chunk) if chunk.is_empty() => {
+                self.done = true;
+                return Some(Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    format!(
+                        "stored file ends at byte {}, before {}",
+                        self.offset, self.end
+                    ),
+                )));
+            }
+            Ok(chunk) => chunk,
+            Err(err) => {
+                self.done = true;
+                return Some(Err(err));
+            }
+        };
+        self.offset += chunk.len() as u64;
+        if self.offset < self.end {
+            self.pending = Some(self.start());
+        }
+        Some(Ok(chunk))
     }
 }
 

@@ -56,6 +56,18 @@ impl Late {
             &late.failures,
         );
         record::best_effort(&self.app, observed).await;
+        if let Some(content) = self.first.accepted_content() {
+            // A late upstream offering the accepted NAR is a source like the others: the NAR
+            // route may pick it (it may be the fastest; `delivery::rank_sources`).
+            let offered = late
+                .sources
+                .iter()
+                .filter(|s| s.nar_hash == content.nar_hash)
+                .cloned();
+            self.cache
+                .add_nar_sources(content.nar_hash.key(), offered)
+                .await;
+        }
         self.votes
             .extend(votes(super::fan_out::counted(&self.cache, &late.seen)));
         let full = decide(&self.cache.policy, &self.votes, false);
