@@ -485,14 +485,16 @@ def cmd_report(a):
         row("5", f"peak RSS above idle, cold {r.get('gen_mib', '?')} MiB NAR: MiB",
             fmt(q), "", "", "< 64 MiB", None if q is None else q < 64)
     if "t6b_rss_mib" in r:
-        row("5", "peak RSS above idle, 50 concurrent cold 100 MiB NAR clients: MiB",
+        row("5", f"peak RSS above idle, {r.get('t6b_clients', '50')} concurrent cold 100 MiB NAR "
+            "clients: MiB (client reads share one 64 MiB budget)",
             fmt(f("t6b_rss_mib")), "", "", "info", None)
     up = r.get("t6a_upstream_counts", "")
     ok = None if not up else all(c == "1" for c in up.split("/"))
     row("6", f"500 concurrent cold narinfo requests ({r.get('t6a_statuses', '?')}): "
         "upstream requests A/B/C", up or "n/a", "1/1/1", "", "1 each", ok)
     nf = r.get("t6b_upstream_fetches")
-    row("6", f"50 concurrent cold NAR requests ({r.get('t6b_statuses', '?')}, "
+    row("6", f"{r.get('t6b_clients', '50')} concurrent cold NAR requests "
+        f"({r.get('t6b_statuses', '?')}, "
         f"{r.get('t6b_full', '?')} complete): upstream NAR fetches", nf or "n/a", "1", "",
         "1", None if nf is None else nf == "1")
     c, w, dd = f("t7_cold_s"), f("t7_warm_s"), f("t7_direct_s")

@@ -41,7 +41,7 @@ RESULTS_FILE=${RESULTS_FILE:-$HERE/RESULTS.md}
 DELAYS=(0.020 0.040 2.000) # upstreams A, B, C for the cold narinfo tests
 BURST_N=500
 NCPU=$(nproc)
-NAR_BURST_N=50
+NAR_BURST_N=${NAR_BURST_N:-50}
 
 log() { printf '[bench %s] %s\n' "$(date +%T)" "$*" >&2; }
 die() { log "FATAL: $*"; exit 1; }
@@ -459,6 +459,7 @@ if want 6; then
   full=$("$PY" -c 'import json,sys; print(json.loads(sys.argv[1])["bytes"].get(sys.argv[2], 0))' "$burst" "$BIG_SIZE")
   result t6b_upstream_fetches "$fetches"
   result t6b_full "$full/$NAR_BURST_N"
+  result t6b_clients "$NAR_BURST_N"
   result t6b_statuses "$("$PY" -c 'import json,sys; d=json.loads(sys.argv[1]); print(", ".join(f"{v}x{k}" for k,v in d["statuses"].items()))' "$burst")"
   result t6b_rss_mib "$(calc "($hwm - $idle) / 1024")"
   note "- NAR burst: $burst; upstream NAR fetches: $fetches; peak RSS +$(calc "($hwm - $idle) / 1024") MiB"

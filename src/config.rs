@@ -472,7 +472,7 @@ impl std::fmt::Display for NarHost {
 }
 
 /// An upstream's `priority` when the config gives none: the same for all, so that
-/// measured speed and decoding cost order them (`crate::delivery`).
+/// measured speed and decoding cost order them (see the delivery module).
 pub const DEFAULT_UPSTREAM_PRIORITY: u32 = 10;
 
 /// cache.nixos.org's public key, for the default configuration.
