@@ -484,6 +484,89 @@ fn a_client_streaming_from_an_upstream_that_fails_mid_transfer_gets_the_verified
     }
 }
 
+/// With the default (equal) priorities, the NAR comes from the source expected to deliver
+/// soonest: builder C's uncompressed NAR rather than builder A's xz one, though A is listed
+/// first (on a fast link decoding xz is the slow part). An explicit `priority` still decides.
+#[test]
+fn at_equal_priority_an_uncompressed_nar_is_fetched_before_an_xz_one_listed_first() {
+    let fx = fixtures();
+    let big = &fx.paths.big;
+    let a_cache = &fx.builder("A").cache_dir;
+    let a_nar = format!("/{}", common::adversary::read_narinfo(fx, a_cache, big).url);
+    assert!(a_nar.ends_with(".xz"), "{a_nar}");
+    for (priorities, expect_a) in [((None, None), false), ((Some(1), Some(2)), true)] {
+        for_each_backend(|backend| {
+            let a = HostileUpstream::serve(a_cache);
+            let c = HostileUpstream::serve(c_cache());
+            let spec = |url: &str, priority: Option<u32>| match priority {
+                Some(p) => UpstreamSpec::new(url).priority(p),
+                None => UpstreamSpec::new(url),
+            };
+            let q = start(
+                backend,
+                vec![spec(a.url(), priorities.0), spec(c.url(), priorities.1)],
+            );
+            // `refuse` waits for every upstream: both are sources when the NAR is asked for.
+            let nar_path = quorate_nar_path(&q, big.hash_part());
+            let (status, body) = get(&q, &nar_path);
+            assert_eq!(status, 200);
+            assert_eq!(nar_hash_of(&body.expect("the NAR")), big.nar_hash);
+            let (from_a, from_c) = (
+                a.requests_for(&a_nar).len(),
+                c.requests_for(&c_nar_path(big)).len(),
+            );
+            if expect_a {
+                assert_eq!((from_a, from_c), (1, 0), "priority 1 goes first");
+            } else {
+                assert_eq!(
+                    (from_a, from_c),
+                    (0, 1),
+                    "the uncompressed NAR is the fastest"
+                );
+            }
+        });
+    }
+}
+
+/// An upstream dripping the NAR far below the switching pace (1 MiB/s over 10 s of waiting)
+/// while another offers it: quorate abandons it for the next one, which resumes after the
+/// bytes already streamed, and the client gets the whole verified NAR in one transfer.
+#[test]
+fn a_dripping_upstream_is_abandoned_for_the_next_while_the_client_streams_on() {
+    let fx = fixtures();
+    let big = &fx.paths.big;
+    let nar = c_nar(big);
+    for_each_backend(|backend| {
+        let dripping = HostileUpstream::serve(c_cache());
+        dripping.script(
+            &c_nar_path(big),
+            Script::Drip {
+                body: nar.clone(),
+                chunk: 32 << 10,
+                every: Duration::from_millis(100),
+            },
+        );
+        let honest = HostileUpstream::serve(c_cache());
+        let q = start(
+            backend,
+            vec![
+                UpstreamSpec::new(dripping.url()).priority(1),
+                UpstreamSpec::new(honest.url()).priority(2),
+            ],
+        );
+        let nar_path = quorate_nar_path(&q, big.hash_part());
+        let (status, body) = get(&q, &nar_path);
+        assert_eq!(status, 200);
+        let body = body.unwrap_or_else(|e| panic!("the streaming client saw the switch: {e}"));
+        assert_eq!(nar_hash_of(&body), big.nar_hash);
+        assert_eq!(honest.requests_for(&c_nar_path(big)).len(), 1);
+        let event = records::wait_for_event(&q, CACHE, "upstream_failure", big.hash_part());
+        assert_eq!(event.upstream.as_deref(), Some(dripping.url()), "{event:?}");
+        assert!(event.detail.contains("bytes/s"), "{event:?}");
+        assert_memory_bounded(&q, "a dripping upstream abandoned");
+    });
+}
+
 /// A small xz that inflates far past NarSize (64 MiB of zeros for a NAR of a few hundred
 /// bytes): quorate stops reading one byte past NarSize, serves nothing, stores nothing,
 /// records a mismatch, and its memory stays bounded.
