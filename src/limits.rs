@@ -32,13 +32,13 @@ pub const CACHE_INFO_MAX_AGE: Duration = Duration::from_secs(3600);
 pub const DECISIONS_CAPACITY: u64 = 200_000;
 
 /// Bytes of hot answers (narinfo bodies and the agreements behind them) kept per cache,
-/// as `served_cache::Resolution::approx_bytes` counts them: at ~3–5 KB per served path,
-/// some 50,000–80,000 paths.
-pub const DECISIONS_BYTES: u64 = 256 << 20;
+/// as `served_cache::Resolution::approx_bytes` counts them (~3 KB per served path: some
+/// 55,000 paths).
+pub const DECISIONS_BYTES: u64 = 160 << 20;
 
 /// Bytes of NAR entries (what is needed to fetch and verify a NAR) kept per cache, as
-/// `served_cache::NarEntry::approx_bytes` counts them (~1 KB each).
-pub const NAR_ENTRIES_BYTES: u64 = 64 << 20;
+/// `served_cache::NarEntry::approx_bytes` counts them (~1.5 KB each).
+pub const NAR_ENTRIES_BYTES: u64 = 48 << 20;
 
 /// (NAR, upstream) pairs that delivered wrong bytes, remembered per cache, and for how long
 /// such an upstream is tried last for that NAR.

@@ -84,6 +84,10 @@ fn weight(bytes: usize) -> u32 {
     u32::try_from(bytes).unwrap_or(u32::MAX)
 }
 
+/// What a memory cache entry costs besides its value's own bytes: moka's entry, its key,
+/// the `Arc`, the expiry bookkeeping (calibrated against RSS: bench/RESULTS.md, "Growth").
+const ENTRY_OVERHEAD: usize = 512;
+
 /// Approximate heap and inline bytes of a store path's content (allocator overhead included
 /// roughly: 32 bytes per allocation).
 fn content_bytes(c: &Content) -> usize {
@@ -108,7 +112,9 @@ impl Resolution {
                 agreed,
             } => {
                 let a = &**agreed;
-                256 + body.len()
+                ENTRY_OVERHEAD
+                    + 256
+                    + body.len()
                     + compressed_body.get().map_or(0, bytes::Bytes::len)
                     + content_bytes(&a.content)
                     + a.agreeing.iter().map(|b| b.len() + 56).sum::<usize>()
@@ -117,7 +123,7 @@ impl Resolution {
                     + a.signatures.iter().map(|g| g.len() + 56).sum::<usize>()
                     + sources_bytes(&a.sources)
             }
-            Resolution::NotServed { reason } => 128 + reason.len(),
+            Resolution::NotServed { reason } => ENTRY_OVERHEAD + 128 + reason.len(),
         }
     }
 }
@@ -125,7 +131,7 @@ impl Resolution {
 impl NarEntry {
     /// Approximately how many bytes this entry holds in memory.
     pub fn approx_bytes(&self) -> usize {
-        64 + content_bytes(&self.content) + sources_bytes(&self.sources)
+        ENTRY_OVERHEAD + 64 + content_bytes(&self.content) + sources_bytes(&self.sources)
     }
 }
 
