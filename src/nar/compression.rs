@@ -100,7 +100,26 @@ impl<R: BufRead> Read for StandardBrotliWindow<R> {
                 None => {}
             }
         }
-        self.source.read(buf)
+        // Fill the decoder's buffer whole (short only at the end of the stream):
+        // brotli-decompressor can fail on a valid stream whose input arrives in small reads
+        // (found by fuzz/fuzz_targets/nar_stream.rs: 1-byte reads, "Invalid Data" where the
+        // same bytes in one piece decode), and the network's chunking must not change what a
+        // stream decodes to. Given full reads, it sees the input as from a file.
+        let mut filled = 0;
+        while filled < buf.len() {
+            match self.source.read(&mut buf[filled..]) {
+                Ok(0) => break,
+                Ok(n) => filled += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) if filled > 0 => {
+                    // Hand over what came first; the error comes back on the next read.
+                    let _ = e;
+                    break;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(filled)
     }
 }
 
@@ -149,6 +168,57 @@ impl<R: BufRead> Read for LimitedLzipReader<R> {
 mod tests {
     use super::*;
     use crate::nar::test_nar::{compress, generated_nar};
+
+    /// A source handing over one byte per read, as a network may at chunk boundaries.
+    struct OneByte<'a>(&'a [u8]);
+
+    impl std::io::BufRead for OneByte<'_> {
+        fn fill_buf(&mut self) -> std::io::Result<&[u8]> {
+            Ok(&self.0[..self.0.len().min(1)])
+        }
+
+        fn consume(&mut self, n: usize) {
+            self.0 = &self.0[n.min(self.0.len())..];
+        }
+    }
+
+    impl Read for OneByte<'_> {
+        fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+            let n = self.0.len().min(out.len()).min(1);
+            out[..n].copy_from_slice(&self.0[..n]);
+            self.0 = &self.0[n..];
+            Ok(n)
+        }
+    }
+
+    #[test]
+    fn a_brotli_stream_decodes_the_same_in_one_byte_reads_as_in_one_piece() {
+        // Found by the nar_stream fuzz target: brotli-decompressor refused this valid stream
+        // ("Invalid Data" after 247 of its 258 bytes) when its input came a byte at a time.
+        let input = include_bytes!("../../fuzz/corpus/nar_stream/regress-brotli-1-byte-reads");
+        let data = &input[3..]; // the fuzz target's selector, mode and chunk bytes
+        let decode = |source: Box<dyn BufRead + Send + '_>| {
+            let mut out = Vec::new();
+            Compression::Brotli
+                .decoder(source)
+                .and_then(|mut d| d.read_to_end(&mut out))
+                .map(|_| out)
+        };
+        let whole = decode(Box::new(std::io::Cursor::new(data))).expect("decodes in one piece");
+        assert_eq!(whole.len(), 258);
+        let bytewise = decode(Box::new(OneByte(data))).expect("decodes a byte at a time");
+        assert!(bytewise == whole);
+        for compression in Compression::ALL {
+            let nar = generated_nar(100_000, 3);
+            let compressed = compress(compression, &nar);
+            let mut out = Vec::new();
+            compression
+                .decoder(OneByte(&compressed))
+                .and_then(|mut d| d.read_to_end(&mut out))
+                .unwrap_or_else(|e| panic!("{compression} in 1-byte reads: {e}"));
+            assert!(out == nar, "{compression} in 1-byte reads");
+        }
+    }
 
     #[test]
     fn every_decoder_restores_the_nar_its_encoder_compressed() {
