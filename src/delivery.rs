@@ -201,7 +201,6 @@ pub async fn open_compressed(
         return Ok(None);
     };
     app.metrics.nar_request(cache.name(), true);
-    let file = file.into_std().await;
     let stream = crate::nar::read::CLIENTS.file_stream(file, 0..copy.file_size);
     Ok(Some((stream, copy.file_size)))
 }

@@ -144,7 +144,7 @@ impl NarStorage {
                     Some(None) => return Ok(Opened::Unsatisfiable { size }),
                 };
                 // Positional reads of large, budgeted chunks (`nar::read`).
-                let stream = super::read::CLIENTS.file_stream(file.into_std().await, range.clone());
+                let stream = super::read::CLIENTS.file_stream(file, range.clone());
                 Ok(Opened::Read(NarRead {
                     stream,
                     size,

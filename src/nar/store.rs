@@ -157,7 +157,7 @@ impl NarStore {
     pub async fn open_compressed(
         &self,
         key: &NarKey,
-    ) -> io::Result<Option<(tokio::fs::File, CompressedNar)>> {
+    ) -> io::Result<Option<(fs::File, CompressedNar)>> {
         let Some(copy) = self.compressed(key) else {
             return Ok(None);
         };
@@ -167,7 +167,7 @@ impl NarStore {
             .await
             .map_err(io::Error::other)??;
         Ok(match opened {
-            Some((file, _)) => Some((tokio::fs::File::from_std(file), copy)),
+            Some((file, _)) => Some((file, copy)),
             None => {
                 self.index().detach(key);
                 None
@@ -222,7 +222,7 @@ impl NarStore {
 
     /// Opens the NAR `key` for reading and marks it most recently used. `Ok(None)` when the
     /// store does not hold it.
-    pub async fn open_nar(&self, key: &NarKey) -> io::Result<Option<(tokio::fs::File, u64)>> {
+    pub async fn open_nar(&self, key: &NarKey) -> io::Result<Option<(fs::File, u64)>> {
         if !self.index().touch(key) {
             return Ok(None);
         }
@@ -231,7 +231,7 @@ impl NarStore {
             .await
             .map_err(io::Error::other)??;
         Ok(match opened {
-            Some((file, size)) => Some((tokio::fs::File::from_std(file), size)),
+            Some(found) => Some(found),
             None => {
                 self.index().remove(key);
                 None
@@ -565,9 +565,7 @@ mod tests {
         );
         let (mut file, size) = store.open_nar(&key).await.expect("io").expect("stored");
         let mut contents = Vec::new();
-        tokio::io::AsyncReadExt::read_to_end(&mut file, &mut contents)
-            .await
-            .expect("read");
+        std::io::Read::read_to_end(&mut file, &mut contents).expect("read");
         assert_eq!(
             (contents.as_slice(), size),
             (&b"nix-archive-1 pretend"[..], 21)
